@@ -1,0 +1,4 @@
+namespace NbdQcow.Cache;
+
+/// <summary>How to open a host file.</summary>
+public sealed record HostFileOptions(bool ReadOnly, bool Direct, bool Create = false);

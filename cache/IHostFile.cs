@@ -1,0 +1,42 @@
+namespace NbdQcow.Cache;
+
+/// <summary>
+/// One open host file: positional, synchronous I/O (pread/pwrite/fdatasync/fallocate), so strace and
+/// write-logging tests see every write and barrier. Tests put recording or fault-injecting
+/// implementations here. Implementations are thread-safe for concurrent positional I/O.
+/// </summary>
+public interface IHostFile : IDisposable
+{
+    string Path { get; }
+
+    /// <summary>True when opened with O_DIRECT (page cache bypassed).</summary>
+    bool IsDirect { get; }
+
+    bool IsReadOnly { get; }
+
+    /// <summary>Current file length in bytes.</summary>
+    long Length { get; }
+
+    /// <summary>Reads exactly buffer.Length bytes; bytes beyond end of file read as zero. Any alignment is accepted.</summary>
+    void Read(long offset, Span<byte> buffer);
+
+    /// <summary>Writes all of data (extending the file if needed). Any alignment is accepted.</summary>
+    void Write(long offset, ReadOnlySpan<byte> data);
+
+    /// <summary>Barrier: fdatasync. Every write completed before the call is durable when it returns.</summary>
+    void Flush();
+
+    void SetLength(long length);
+
+    /// <summary>Deallocates the range (reads as zero afterwards). Returns false when the file system cannot.</summary>
+    bool TryPunchHole(long offset, long length);
+
+    /// <summary>Makes the range read as zero efficiently (FALLOC_FL_ZERO_RANGE or punch). Returns false when only a slow path exists.</summary>
+    bool TryZeroRange(long offset, long length);
+
+    /// <summary>Next offset at or after <paramref name="offset"/> holding data (SEEK_DATA), or Length when none.</summary>
+    long SeekData(long offset);
+
+    /// <summary>Next hole at or after <paramref name="offset"/> (SEEK_HOLE); Length counts as a hole.</summary>
+    long SeekHole(long offset);
+}

@@ -1,0 +1,19 @@
+using NbdQcow.Cache;
+
+namespace NbdQcow.Image;
+
+/// <summary>How an export's image is opened.</summary>
+public sealed record ImageOpenOptions
+{
+    public CacheMode CacheMode { get; init; } = CacheMode.Writeback;
+    public bool ReadOnly { get; init; }
+    /// <summary>Max age of an unflushed change before the server flushes on its own; null = off.</summary>
+    public TimeSpan? MaxDirtyAge { get; init; } = TimeSpan.FromMilliseconds(1000);
+    public bool Journal { get; init; }
+    /// <summary>Internal snapshot to serve read-only (qcow2), or null.</summary>
+    public string? Snapshot { get; init; }
+    /// <summary>Force a format ("raw", "qcow2"); null probes.</summary>
+    public string? Format { get; init; }
+    /// <summary>Host file opener; tests substitute recording or fault-injecting files.</summary>
+    public HostFileFactory? HostFileFactory { get; init; }
+}
