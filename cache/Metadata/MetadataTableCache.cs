@@ -101,6 +101,9 @@ public sealed class MetadataTableCache : IDisposable
             _file.Read(offset, data);
             Statistics.TablesLoaded++;
             table = AddLocked(offset, data);
+            // The content read may come from a write (an eviction) not yet covered by a barrier: until the next
+            // barrier, treat it as written in the current epoch so tables depending on it wait for a barrier.
+            table.WrittenEpoch = _unsyncedWrites ? _epoch : _durableEpoch;
             table.PinCount++;
             return new MetadataTableLease(this, table);
         }
