@@ -13,7 +13,8 @@ namespace NbdQcow.Tests.Interop.Vm;
 /// </summary>
 public sealed class GuestMachine : IAsyncDisposable
 {
-    private const string ResultPrefix = "RESULT: ";
+    /// <summary>The start of the one line the guest prints before powering off: "RESULT: PASS" or "RESULT: FAIL step=...".</summary>
+    public const string ResultPrefix = "RESULT: ";
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
     private static readonly TimeSpan PowerOffTimeout = TimeSpan.FromSeconds(60);
 
@@ -93,27 +94,35 @@ public sealed class GuestMachine : IAsyncDisposable
         return reader.ReadToEnd().Replace("\r", "", StringComparison.Ordinal).Split('\n');
     }
 
-    /// <summary>Waits until the guest prints a line containing <paramref name="marker"/>; false if it powered off or time ran out first.</summary>
-    public async Task<bool> WaitForLineAsync(string marker, TimeSpan timeout)
+    /// <summary>
+    /// Waits until the guest prints a line containing one of <paramref name="markers"/> and returns that marker;
+    /// null if it powered off or time ran out first.
+    /// </summary>
+    public async Task<string?> WaitForLineAsync(TimeSpan timeout, params string[] markers)
     {
         var clock = Stopwatch.StartNew();
-        while (clock.Elapsed < timeout)
+        while (true)
         {
-            if (SerialLines().Any(l => l.Contains(marker, StringComparison.Ordinal)))
+            // Read the log before looking at the exit, so lines written just before qemu exited count.
+            var exited = process.HasExited;
+            foreach (var line in SerialLines())
             {
-                return true;
+                foreach (var marker in markers)
+                {
+                    if (line.Contains(marker, StringComparison.Ordinal))
+                    {
+                        return marker;
+                    }
+                }
             }
 
-            if (process.HasExited)
+            if (exited || clock.Elapsed >= timeout)
             {
-                // The log may have grown between the read and the exit.
-                return SerialLines().Any(l => l.Contains(marker, StringComparison.Ordinal));
+                return null;
             }
 
             await Task.Delay(PollInterval);
         }
-
-        return false;
     }
 
     /// <summary>
@@ -122,7 +131,7 @@ public sealed class GuestMachine : IAsyncDisposable
     /// </summary>
     public async Task AssertPassedAsync(TimeSpan timeout, Func<string>? describeServer = null)
     {
-        var printed = await WaitForLineAsync(ResultPrefix, timeout);
+        var printed = await WaitForLineAsync(timeout, ResultPrefix) is not null;
         var exited = await WaitForExitAsync(printed ? PowerOffTimeout : TimeSpan.Zero);
         var results = SerialLines()
             .Select(l => l.IndexOf(ResultPrefix, StringComparison.Ordinal) is var at and >= 0 ? l[at..].Trim() : null)
