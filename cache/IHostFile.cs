@@ -39,4 +39,7 @@ public interface IHostFile : IDisposable
 
     /// <summary>Next hole at or after <paramref name="offset"/> (SEEK_HOLE); Length counts as a hole.</summary>
     long SeekHole(long offset);
+
+    /// <summary>Prefetch hint (posix_fadvise WILLNEED); decorators forward it. Default: no-op.</summary>
+    void AdviseWillNeed(long offset, long length) { }
 }

@@ -16,4 +16,8 @@ public sealed record ImageOpenOptions
     public string? Format { get; init; }
     /// <summary>Host file opener; tests substitute recording or fault-injecting files.</summary>
     public HostFileFactory? HostFileFactory { get; init; }
+    /// <summary>Clock for time-based policies (max dirty age); tests pass a fake one. Null = system clock.</summary>
+    public TimeProvider? TimeProvider { get; init; }
+    /// <summary>Called with errors of background work (a max-dirty-age flush that failed); null = ignored.</summary>
+    public Action<Exception>? BackgroundError { get; init; }
 }

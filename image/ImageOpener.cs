@@ -1,11 +1,35 @@
+using NbdQcow.Cache;
+using NbdQcow.Image.Qcow2;
+using NbdQcow.Image.Raw;
+
 namespace NbdQcow.Image;
 
 /// <summary>Opens an image file as a block device, choosing the format node by probing the header.</summary>
 public static class ImageOpener
 {
+    /// <summary>First bytes of a qcow2 file: "QFI\xfb".</summary>
+    private static ReadOnlySpan<byte> Qcow2Magic => [(byte)'Q', (byte)'F', (byte)'I', 0xfb];
+
     public static IBlockDevice Open(string path, ImageOpenOptions options)
     {
-        // Raw and qcow2 format nodes plug in here (foundation and qcow2 issues).
-        throw new NotImplementedException($"opening {path}: no format node yet");
+        var format = options.Format ?? ProbeFormat(path);
+        return format switch
+        {
+            "raw" => RawImage.Open(path, options),
+            "qcow2" => OpenQcow2(path, options),
+            _ => throw new ArgumentException($"unknown image format '{format}' (allowed: raw, qcow2)", nameof(options)),
+        };
     }
+
+    /// <summary>"qcow2" when the file starts with the qcow2 magic, else "raw".</summary>
+    public static string ProbeFormat(string path)
+    {
+        Span<byte> head = stackalloc byte[4];
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0);
+        var read = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+        return read == head.Length && head.SequenceEqual(Qcow2Magic) ? "qcow2" : "raw";
+    }
+
+    private static IBlockDevice OpenQcow2(string path, ImageOpenOptions options) =>
+        Qcow2Image.Open(path, options, options.HostFileFactory ?? HostFile.Open);
 }

@@ -1,0 +1,25 @@
+using NbdQcow.Cache.Native;
+
+namespace NbdQcow.Cache;
+
+/// <summary>A host file call failed; carries the errno, the call and the file so callers can map it (ENOSPC, EIO, ...).</summary>
+public sealed class HostIoException : IOException
+{
+    public HostIoException(string operation, string path, int errno, string? detail = null, Exception? inner = null)
+        : base($"{operation} on {path} failed: {LinuxFileCalls.Describe(errno)}{(detail is null ? "" : "; " + detail)}", inner)
+    {
+        Operation = operation;
+        FilePath = path;
+        Errno = errno;
+    }
+
+    /// <summary>The failing call, e.g. "pwrite" or "fdatasync".</summary>
+    public string Operation { get; }
+
+    public string FilePath { get; }
+
+    /// <summary>The Linux errno value (ENOSPC = 28, EIO = 5, ...).</summary>
+    public int Errno { get; }
+
+    public bool IsNoSpace => Errno == LinuxFileCalls.ENOSPC;
+}

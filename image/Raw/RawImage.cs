@@ -1,0 +1,259 @@
+using NbdQcow.Cache;
+
+namespace NbdQcow.Image.Raw;
+
+/// <summary>
+/// A raw image: the host file is the disk. Cache modes as in DESIGN.md: writethrough/directsync make each
+/// change durable (fdatasync) before it completes; FUA does that for one request; FLUSH is fdatasync in
+/// writeback/none, a no-op in writethrough/directsync and acknowledged at once in unsafe. With max dirty
+/// age on (writeback/none/unsafe) a background flush bounds how long a change stays volatile.
+/// The host file is synchronous, so every method completes before it returns.
+/// </summary>
+public sealed class RawImage : IBlockDevice
+{
+    private const int ZeroChunk = 1 << 20;
+    private static readonly byte[] Zeroes = new byte[ZeroChunk];
+    private const int MaxExtentsPerCall = 1024;
+
+    private readonly IHostFile _file;
+    private readonly CacheMode _mode;
+    private readonly DirtyAgeFlusher? _dirtyAge;
+    private readonly bool _readOnly;
+    private int _disposed;
+
+    public RawImage(IHostFile file, ImageOpenOptions options)
+    {
+        _file = file;
+        _mode = options.CacheMode;
+        _readOnly = options.ReadOnly || file.IsReadOnly;
+        Size = file.Length;
+        var features = BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn | BlockDeviceFeatures.BlockStatus;
+        if (_readOnly)
+        {
+            features |= BlockDeviceFeatures.ReadOnly;
+        }
+        else
+        {
+            features |= BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero;
+            // FLUSH/FUA mean something only where the client sees a volatile cache; in writethrough and
+            // directsync every write is durable when acknowledged, so they are not advertised.
+            if (_mode.HasVolatileCache()) features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
+            // Punching past the end of file changes nothing, and tells whether fallocate works here at all.
+            if (file.TryPunchHole(Size, HostFile.DirectAlignment)) features |= BlockDeviceFeatures.FastZero;
+            if (_mode.HasVolatileCache() && options.MaxDirtyAge is { } maxAge)
+                _dirtyAge = new DirtyAgeFlusher(maxAge, FlushToDiskAsync, options.TimeProvider, options.BackgroundError);
+        }
+        Features = features;
+        BlockSizes = new BlockSizeHints(1, file.IsDirect ? (uint)HostFile.DirectAlignment : 4096, 32u << 20);
+    }
+
+    /// <summary>Opens <paramref name="path"/> as a raw image with the host file the options ask for.</summary>
+    public static RawImage Open(string path, ImageOpenOptions options)
+    {
+        var factory = options.HostFileFactory ?? HostFile.Open;
+        var file = factory(path, new HostFileOptions(options.ReadOnly, options.CacheMode.UsesODirect()));
+        try
+        {
+            return new RawImage(file, options);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    public long Size { get; }
+
+    public BlockDeviceFeatures Features { get; }
+
+    public BlockSizeHints BlockSizes { get; }
+
+    /// <summary>The cache mode this image was opened with.</summary>
+    public CacheMode CacheMode => _mode;
+
+    /// <summary>The max-dirty-age policy, or null when off or not applicable.</summary>
+    public DirtyAgeFlusher? DirtyAgePolicy => _dirtyAge;
+
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            _file.Read(offset, buffer.Span);
+            return ValueTask.CompletedTask;
+        }
+        catch (IOException e)
+        {
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+    }
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            ThrowIfReadOnly();
+            _file.Write(offset, data.Span);
+            AfterChange(fua);
+            return ValueTask.CompletedTask;
+        }
+        catch (IOException e)
+        {
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+    }
+
+    public ValueTask ZeroAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            ThrowIfReadOnly();
+            var done = (flags & ZeroFlags.NoHole) != 0
+                ? _file.TryZeroRange(offset, length)
+                : _file.TryPunchHole(offset, length) || _file.TryZeroRange(offset, length);
+            if (!done)
+            {
+                if ((flags & ZeroFlags.FastZero) != 0)
+                    throw new BlockDeviceException(BlockError.NotSupported, $"{_file.Path}: the file system cannot zero a range quickly");
+                WriteZeroes(offset, length);
+            }
+            AfterChange((flags & ZeroFlags.Fua) != 0);
+            return ValueTask.CompletedTask;
+        }
+        catch (IOException e)
+        {
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+    }
+
+    public ValueTask TrimAsync(long offset, long length, bool fua, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            ThrowIfReadOnly();
+            // A trim is a hint: where holes cannot be punched the data simply stays.
+            _file.TryPunchHole(offset, length);
+            AfterChange(fua);
+            return ValueTask.CompletedTask;
+        }
+        catch (IOException e)
+        {
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+    }
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        // writethrough/directsync: everything is durable already; unsafe: acknowledged at once, never synced on request.
+        if (_readOnly || !_mode.HonoursFlush()) return ValueTask.CompletedTask;
+        return FlushToDiskAsync();
+    }
+
+    public ValueTask CacheAsync(long offset, long length, CancellationToken cancellationToken = default)
+    {
+        _file.AdviseWillNeed(offset, length);
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask GetBlockStatusAsync(long offset, long length, List<BlockExtent> extents, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            var position = offset;
+            var end = offset + length;
+            var count = 0;
+            while (position < end && count < MaxExtentsPerCall)
+            {
+                var data = _file.SeekData(position);
+                long next;
+                BlockExtentFlags flags;
+                if (data > position)
+                {
+                    next = Math.Min(data, end);
+                    flags = BlockExtentFlags.Hole | BlockExtentFlags.Zero;
+                }
+                else
+                {
+                    next = Math.Min(Math.Max(_file.SeekHole(position), position + 1), end);
+                    flags = BlockExtentFlags.Data;
+                }
+                if (extents.Count > 0 && count > 0 && extents[^1].Flags == flags)
+                    extents[^1] = new BlockExtent(extents[^1].Length + (next - position), flags);
+                else
+                {
+                    extents.Add(new BlockExtent(next - position, flags));
+                    count++;
+                }
+                position = next;
+            }
+            return ValueTask.CompletedTask;
+        }
+        catch (IOException e)
+        {
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        try
+        {
+            if (_dirtyAge is not null) await _dirtyAge.DisposeAsync().ConfigureAwait(false);
+            // A clean close leaves everything on disk, whatever the mode.
+            if (!_readOnly) _file.Flush();
+        }
+        finally
+        {
+            _file.Dispose();
+        }
+    }
+
+    /// <summary>Durability after a completed change, per mode: sync now (writethrough, directsync, FUA) or note it dirty.</summary>
+    private void AfterChange(bool fua)
+    {
+        if (_mode.IsWriteThrough())
+        {
+            _file.Flush();
+            return;
+        }
+        _dirtyAge?.NoteChangeCompleted();
+        if (fua && _mode.HonoursFlush()) FlushToDisk();
+    }
+
+    private ValueTask FlushToDiskAsync()
+    {
+        try
+        {
+            FlushToDisk();
+            return ValueTask.CompletedTask;
+        }
+        catch (IOException e)
+        {
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+    }
+
+    private void FlushToDisk()
+    {
+        var ticket = _dirtyAge?.BeginFlush();
+        _file.Flush();
+        if (ticket is { } t) _dirtyAge!.EndFlush(t);
+    }
+
+    private void WriteZeroes(long offset, long length)
+    {
+        while (length > 0)
+        {
+            var count = (int)Math.Min(length, ZeroChunk);
+            _file.Write(offset, Zeroes.AsSpan(0, count));
+            offset += count;
+            length -= count;
+        }
+    }
+
+    private void ThrowIfReadOnly()
+    {
+        if (_readOnly) throw new BlockDeviceException(BlockError.Permission, $"{_file.Path} is open read-only");
+    }
+}
