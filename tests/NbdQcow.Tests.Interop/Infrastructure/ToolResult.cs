@@ -7,12 +7,15 @@ public sealed record ToolResult(string CommandLine, int ExitCode, string Stdout,
 {
     public bool Succeeded => ExitCode == 0;
 
-    /// <summary>Fails the test, showing the command, exit code and all output, unless the tool exited 0.</summary>
+    /// <summary>
+    /// Fails the test, showing the command, exit code and all output, unless the tool exited 0.
+    /// <paramref name="context"/> (e.g. the server's captured output) is appended to the message.
+    /// </summary>
     public ToolResult EnsureSuccess(string? context = null)
     {
         if (ExitCode != 0)
         {
-            Assert.Fail(Describe($"expected exit code 0{(context is null ? "" : $" ({context})")}"));
+            Assert.Fail(Describe("expected exit code 0") + (context is null ? "" : "\n" + context));
         }
 
         return this;
@@ -23,7 +26,7 @@ public sealed record ToolResult(string CommandLine, int ExitCode, string Stdout,
     {
         if (ExitCode == 0)
         {
-            Assert.Fail(Describe($"expected a non-zero exit code{(context is null ? "" : $" ({context})")}"));
+            Assert.Fail(Describe("expected a non-zero exit code") + (context is null ? "" : "\n" + context));
         }
 
         return this;
