@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using NbdQcow.Cache;
+using NbdQcow.Image.Qcow2;
+using NbdQcow.Image.Raw;
 using NbdQcow.Server.Cli.Bench;
 using Spectre.Console;
 
@@ -214,8 +216,16 @@ internal static class BenchCommand
     private static async Task CreateFilledImageAsync(string executable, IReadOnlyList<string> prefix, string template, ulong size,
         ProgressTask task, CancellationToken cancellationToken)
     {
-        // The server creates the image (serve --create) and the bench writes it full, so reads hit allocated clusters.
-        var arguments = new List<string>(prefix) { template, "--create", size.ToString(CultureInfo.InvariantCulture), "--cache", "writeback" };
+        // Created here with the image library, then written full through a server, so reads hit allocated clusters.
+        if (template.EndsWith(".qcow2", StringComparison.Ordinal))
+        {
+            Qcow2Creator.Create(template, new Qcow2CreateOptions { Size = (long)size });
+        }
+        else
+        {
+            RawImageCreator.Create(template, (long)size);
+        }
+        var arguments = new List<string>(prefix) { template, "--cache", "writeback" };
         await using var server = await BenchServerProcess.StartAsync(executable, arguments, ServerStartTimeout, cancellationToken).ConfigureAwait(false);
         var generator = new BenchLoadGenerator("127.0.0.1", server.Port);
         await generator.FillAsync(size, new Progress<double>(f => task.Value = f), cancellationToken).ConfigureAwait(false);

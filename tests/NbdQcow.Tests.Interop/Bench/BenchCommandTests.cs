@@ -19,7 +19,7 @@ public sealed class BenchCommandTests
         var png = dir.File("bench.png");
 
         var result = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
-            ["bench", "--dir", dir.Path, "--format", "raw", "--modes", "writeback,writethrough",
+            ["bench", "--dir", dir.Path, "--modes", "writeback,writethrough",
              "--workload", "randread-4k-qd16,randrw-4k-qd16-flush32", "--seconds", "1", "--size", "32M",
              "--csv", csv, "--chart", png], BenchTimeout);
         result.EnsureSuccess();
@@ -60,11 +60,14 @@ public sealed class BenchCommandTests
     public async Task Bench_with_image_writes_only_to_a_copy_and_leaves_the_original_unchanged()
     {
         using var dir = new TempDirectory("bench-image");
-        var image = dir.File("user.img");
+        var raw = dir.File("source.raw");
         var content = new byte[8 << 20];
         new Random(3).NextBytes(content);
-        await File.WriteAllBytesAsync(image, content);
-        var before = SHA256.HashData(content);
+        await File.WriteAllBytesAsync(raw, content);
+        var image = dir.File("user.qcow2");
+        (await ToolRunner.RunAsync("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, image)).EnsureSuccess();
+        File.Delete(raw);
+        var before = SHA256.HashData(await File.ReadAllBytesAsync(image));
 
         var result = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
             ["bench", "--image", image, "--modes", "writeback", "--workload", "randwrite-4k-qd16", "--seconds", "1"], BenchTimeout);
@@ -72,7 +75,7 @@ public sealed class BenchCommandTests
         Assert.Contains("randwrite-4k-qd16", result.Stdout);
 
         Assert.Equal(before, SHA256.HashData(await File.ReadAllBytesAsync(image)));
-        Assert.Equal(new[] { "user.img" }, Directory.GetFileSystemEntries(dir.Path).Select(p => Path.GetFileName(p)).ToArray());
+        Assert.Equal(new[] { "user.qcow2" }, Directory.GetFileSystemEntries(dir.Path).Select(p => Path.GetFileName(p)).ToArray());
     }
 
     [Fact]
