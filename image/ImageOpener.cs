@@ -1,3 +1,5 @@
+using NbdQcow.Cache;
+using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Raw;
 
 namespace NbdQcow.Image;
@@ -28,7 +30,6 @@ public static class ImageOpener
         return read == head.Length && head.SequenceEqual(Qcow2Magic) ? "qcow2" : "raw";
     }
 
-    // ==== QCOW2 CALL-OUT: owned by the qcow2 helpers (qcow2read/qcow2write), who replace this body. ====
     private static IBlockDevice OpenQcow2(string path, ImageOpenOptions options) =>
-        throw new NotSupportedException($"{path}: qcow2 support not built yet");
+        Qcow2Image.Open(path, options, options.HostFileFactory ?? HostFile.Open);
 }

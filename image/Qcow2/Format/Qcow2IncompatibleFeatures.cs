@@ -1,0 +1,18 @@
+namespace NbdQcow.Image.Qcow2.Format;
+
+/// <summary>Incompatible feature bits (header offset 72): an implementation must refuse bits it does not know.</summary>
+[Flags]
+public enum Qcow2IncompatibleFeatures : ulong
+{
+    None = 0,
+    /// <summary>Refcounts may be stale (lazy_refcounts); rebuild them before writing.</summary>
+    Dirty = 1UL << 0,
+    /// <summary>Metadata is known to be corrupt; only read-only access is allowed.</summary>
+    Corrupt = 1UL << 1,
+    /// <summary>Guest data lives in an external data file (header extension 0x44415441).</summary>
+    ExternalDataFile = 1UL << 2,
+    /// <summary>The compression_type header field is in use (non-zlib).</summary>
+    CompressionType = 1UL << 3,
+    /// <summary>L2 entries are 128 bits with subcluster allocation/zero bitmaps.</summary>
+    ExtendedL2 = 1UL << 4,
+}

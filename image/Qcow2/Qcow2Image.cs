@@ -1,0 +1,521 @@
+using System.Buffers;
+using NbdQcow.Cache;
+using NbdQcow.Image.Qcow2.Format;
+
+namespace NbdQcow.Image.Qcow2;
+
+/// <summary>
+/// A qcow2 image as a block device. This file holds opening (validation of every field, snapshots, external
+/// data file, backing chain) and the read side (mapping lookup, reads, block status); the write path lives in
+/// Qcow2Image.Write.cs and friends. Mapping lookups on a writable image run under <see cref="MetadataLock"/>,
+/// data I/O never does.
+/// </summary>
+public sealed partial class Qcow2Image : IBlockDevice
+{
+    /// <summary>Longest backing chain accepted (qemu has no hard limit; a loop or a crafted chain must not exhaust us).</summary>
+    public const int MaxBackingChainDepth = 32;
+    /// <summary>One block status answer covers at most this many extents (a prefix is a valid answer).</summary>
+    private const int MaxExtentsPerQuery = 2048;
+
+    private Qcow2Image(string path, IHostFile file, Qcow2Header header, HostFileFactory hostFiles, ImageOpenOptions options)
+    {
+        Path = path;
+        File = file;
+        DataFile = file;
+        Header = header;
+        Geometry = Qcow2Geometry.FromHeader(header);
+        HostFiles = hostFiles;
+        Options = options;
+    }
+
+    /// <summary>Full path of the image file.</summary>
+    public string Path { get; }
+
+    /// <summary>The header as last read or written.</summary>
+    public Qcow2Header Header { get; internal set; }
+
+    public Qcow2Geometry Geometry { get; }
+
+    public IReadOnlyList<Qcow2Snapshot> Snapshots { get; internal set; } = [];
+
+    /// <summary>The internal snapshot being served (read-only), or null for the active image.</summary>
+    public Qcow2Snapshot? ServedSnapshot { get; private set; }
+
+    /// <summary>The backing image (qcow2 or raw), opened read-only, or null.</summary>
+    public IBlockDevice? Backing { get; private set; }
+
+    /// <summary>Resolved path of the backing file, or null.</summary>
+    public string? BackingPath { get; private set; }
+
+    /// <summary>Format of the backing file ("qcow2" or "raw"), from backing_fmt or probed qcow2 magic.</summary>
+    public string? BackingFormat { get; private set; }
+
+    /// <summary>Resolved path of the external data file, or null.</summary>
+    public string? DataFilePath { get; private set; }
+
+    /// <summary>Persistent dirty bitmaps as found in the bitmap directory.</summary>
+    public IReadOnlyList<Qcow2BitmapDirectoryEntry> BitmapDirectory { get; internal set; } = [];
+
+    public bool IsReadOnly { get; private set; }
+
+    public long Size { get; internal set; }
+
+    public BlockDeviceFeatures Features => IsReadOnly
+        ? BlockDeviceFeatures.ReadOnly | BlockDeviceFeatures.BlockStatus | BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn
+        : WritableFeatures;
+
+    public BlockSizeHints BlockSizes => new(1, (uint)Math.Max(4096, Geometry.ClusterSize), 32u << 20);
+
+    /// <summary>The qcow2 file itself (header, tables, and data unless an external data file is used).</summary>
+    internal IHostFile File { get; }
+
+    /// <summary>Where guest data clusters live: the image file, or the external data file.</summary>
+    internal IHostFile DataFile { get; private set; }
+
+    /// <summary>The L1 table in memory (raw big-endian-decoded entries) of the active image or the served snapshot.</summary>
+    internal ulong[] L1Table { get; set; } = [];
+
+    /// <summary>Held for mapping lookups and in-memory metadata updates, never across data I/O.</summary>
+    internal SemaphoreSlim MetadataLock { get; } = new(1, 1);
+
+    internal HostFileFactory HostFiles { get; }
+
+    internal ImageOpenOptions Options { get; }
+
+    internal bool UsesExternalDataFile => Header.HasExternalDataFile;
+
+    /// <summary>Opens a qcow2 image. Read-write unless <see cref="ImageOpenOptions.ReadOnly"/> or a snapshot is asked for.</summary>
+    public static Qcow2Image Open(string path, ImageOpenOptions options, HostFileFactory hostFiles) =>
+        Open(path, options, hostFiles, new HashSet<string>(StringComparer.Ordinal), 0);
+
+    private static Qcow2Image Open(string path, ImageOpenOptions options, HostFileFactory hostFiles, HashSet<string> chain, int depth)
+    {
+        string fullPath = System.IO.Path.GetFullPath(path);
+        if (!chain.Add(CanonicalPath(fullPath)))
+            throw new Qcow2FormatException("backing file", fullPath, "backing chain loops back to an image already in the chain");
+        bool readOnly = options.ReadOnly || options.Snapshot is not null;
+        var file = hostFiles(fullPath, new HostFileOptions(readOnly, options.CacheMode.UsesODirect()));
+        Qcow2Image? image = null;
+        try
+        {
+            var header = Qcow2Header.Read(file);
+            Qcow2HeaderValidator.EnsureSupported(header);
+            Qcow2HeaderValidator.Validate(header, file.Length);
+            if (!readOnly && (header.IncompatibleFeatures & Qcow2IncompatibleFeatures.Corrupt) != 0)
+                throw new Qcow2FormatException("incompatible_features", "corrupt bit (bit 1)",
+                    "the image is marked corrupt; serve it read-only, or repair it first (nbdqcow check --repair all)");
+            image = new Qcow2Image(fullPath, file, header, hostFiles, options) { IsReadOnly = readOnly, Size = (long)header.Size };
+            image.Snapshots = Qcow2SnapshotTable.Read(file, header, file.Length);
+            image.LoadL1(options.Snapshot);
+            image.OpenDataFile();
+            image.OpenBacking(chain, depth);
+            image.LoadBitmapDirectory();
+            if (!readOnly)
+                image.InitializeWriting();
+            return image;
+        }
+        catch
+        {
+            if (image is not null)
+            {
+                image.Backing?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                image.DisposeFiles();
+            }
+            else
+                file.Dispose();
+            throw;
+        }
+    }
+
+    private static string CanonicalPath(string fullPath)
+    {
+        try
+        {
+            return new FileInfo(fullPath).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? fullPath;
+        }
+        catch (IOException)
+        {
+            return fullPath;
+        }
+    }
+
+    private void LoadL1(string? snapshotName)
+    {
+        ulong l1Offset = Header.L1TableOffset;
+        uint l1Size = Header.L1Size;
+        string field = "l1_table_offset";
+        if (snapshotName is not null)
+        {
+            var snapshot = FindSnapshot(snapshotName)
+                ?? throw new Qcow2FormatException("snapshot", snapshotName,
+                    Snapshots.Count == 0 ? "the image has no internal snapshots" : $"no such snapshot (have: {string.Join(", ", SnapshotNames())})");
+            ServedSnapshot = snapshot;
+            l1Offset = snapshot.L1TableOffset;
+            l1Size = snapshot.L1Size;
+            field = $"snapshot \"{snapshot.Name}\" l1_table_offset";
+            if (snapshot.VirtualSize is { } size)
+            {
+                if (size > Qcow2HeaderValidator.MaxVirtualSize)
+                    throw new Qcow2FormatException($"snapshot \"{snapshot.Name}\" disk size", size, "too large");
+                Size = (long)size;
+            }
+            if (l1Size > Qcow2HeaderValidator.MaxL1Entries)
+                throw new Qcow2FormatException($"snapshot \"{snapshot.Name}\" l1_size", l1Size, $"more than the limit {Qcow2HeaderValidator.MaxL1Entries}");
+            if (l1Size > 0)
+                Qcow2HeaderValidator.CheckTable(field, l1Offset, l1Size * 8L, Geometry.ClusterOffsetMask, File.Length);
+        }
+        if (l1Size == 0)
+        {
+            L1Table = [];
+            return;
+        }
+        // L1 size and offset were checked against the file length, so this allocation is bounded by the file.
+        var l1 = BigEndianTable.Read(File, (long)l1Offset, (int)l1Size);
+        long fileLength = File.Length;
+        for (int i = 0; i < l1.Length; i++)
+        {
+            var entry = new L1Entry(l1[i]);
+            if (entry.ReservedBits != 0)
+                throw new Qcow2FormatException($"L1 entry {i}", $"0x{entry.Raw:x16}", "reserved bits set");
+            long l2 = entry.L2TableOffset;
+            if (l2 == 0)
+                continue;
+            if ((l2 & Geometry.ClusterOffsetMask) != 0)
+                throw new Qcow2FormatException($"L1 entry {i} L2 table offset", l2, "not aligned to a cluster");
+            if (l2 > fileLength - Geometry.ClusterSize)
+                throw new Qcow2FormatException($"L1 entry {i} L2 table offset", l2, $"L2 table lies past the end of the file ({fileLength} bytes)");
+        }
+        L1Table = l1;
+    }
+
+    private Qcow2Snapshot? FindSnapshot(string nameOrId)
+    {
+        foreach (var s in Snapshots)
+            if (s.Name == nameOrId)
+                return s;
+        foreach (var s in Snapshots)
+            if (s.Id == nameOrId)
+                return s;
+        return null;
+    }
+
+    private List<string> SnapshotNames()
+    {
+        var names = new List<string>();
+        foreach (var s in Snapshots)
+            names.Add(s.Name);
+        return names;
+    }
+
+    /// <summary>Resolves a file name stored in the image against the image's folder (as qemu does for relative names).</summary>
+    private string ResolveRelative(string name) =>
+        System.IO.Path.IsPathRooted(name) ? name : System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(Path) ?? ".", name));
+
+    private void OpenDataFile()
+    {
+        if (!Header.HasExternalDataFile)
+            return;
+        string name = Header.ExternalDataFile!;
+        if (name.Length == 0 || name.Contains(':', StringComparison.Ordinal) && !System.IO.File.Exists(ResolveRelative(name)))
+            throw new Qcow2FormatException("external data file", name, "not a plain file name nbdqcow can open");
+        string resolved = ResolveRelative(name);
+        if (!System.IO.File.Exists(resolved))
+            throw new Qcow2FormatException("external data file", name, $"not found at {resolved}");
+        DataFilePath = resolved;
+        DataFile = HostFiles(resolved, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()));
+    }
+
+    private void OpenBacking(HashSet<string> chain, int depth)
+    {
+        string? name = Header.BackingFileName;
+        if (name is null)
+            return;
+        if (depth + 1 > MaxBackingChainDepth)
+            throw new Qcow2FormatException("backing file", name, $"backing chain deeper than {MaxBackingChainDepth} images");
+        if (name.StartsWith("json:", StringComparison.Ordinal) || name.Contains("://", StringComparison.Ordinal))
+            throw new Qcow2FormatException("backing file", name, "only plain file names are supported as backing files");
+        string resolved = ResolveRelative(name);
+        if (!System.IO.File.Exists(resolved))
+            throw new Qcow2FormatException("backing file", name, $"not found at {resolved}");
+        string format = Header.BackingFormat ?? ProbeBackingFormat(name, resolved);
+        var backingOptions = Options with { ReadOnly = true, Snapshot = null, Format = format, Journal = false };
+        BackingPath = resolved;
+        BackingFormat = format;
+        switch (format)
+        {
+            case "qcow2":
+                Backing = Open(resolved, backingOptions, HostFiles, chain, depth + 1);
+                break;
+            case "raw":
+            case "file":
+                Backing = new RawBackingImage(HostFiles(resolved, new HostFileOptions(true, Options.CacheMode.UsesODirect())));
+                BackingFormat = "raw";
+                break;
+            default:
+                throw new Qcow2FormatException("backing format", format, "unsupported backing file format (qcow2 and raw are supported)");
+        }
+    }
+
+    /// <summary>
+    /// Without backing_fmt only an unambiguous qcow2 magic is accepted: guessing "raw" for anything else would let a
+    /// guest-written backing file pass itself off as another format (qemu restricts such probing for the same reason).
+    /// </summary>
+    private string ProbeBackingFormat(string name, string resolved)
+    {
+        using var probe = HostFiles(resolved, new HostFileOptions(true, false));
+        Span<byte> magic = stackalloc byte[4];
+        probe.Read(0, magic);
+        if (probe.Length >= 4 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(magic) == Qcow2Header.Magic)
+            return "qcow2";
+        throw new Qcow2FormatException("backing format", "(not recorded)",
+            $"backing file {name} is not qcow2 and its format is not recorded; refusing to probe it. Record it with: qemu-img rebase -u -F raw -b '{name}' '{Path}'");
+    }
+
+    // ---- Mapping ------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Maps the run of guest bytes starting at <paramref name="guestOffset"/> (at most <paramref name="maxLength"/>,
+    /// never past the L2 table that maps it) that share one storage kind. Caller holds <see cref="MetadataLock"/>
+    /// on a writable image.
+    /// </summary>
+    internal Qcow2Mapping MapRange(long guestOffset, long maxLength)
+    {
+        var g = Geometry;
+        long coverage = g.L2Coverage;
+        long limit = Math.Min(maxLength, coverage - (guestOffset & (coverage - 1)));
+        long l1Index = g.L1Index(guestOffset);
+        long l2Offset = l1Index < L1Table.Length ? (long)(L1Table[l1Index] & L1Entry.OffsetMask) : 0;
+        if (l2Offset == 0)
+            return new Qcow2Mapping(Qcow2ClusterKind.Unallocated, 0, limit, default);
+
+        using var lease = MetadataCache.Get(l2Offset);
+        ReadOnlySpan<byte> table = lease.Data;
+        {
+            int index = g.L2Index(guestOffset);
+            int inCluster = g.OffsetInCluster(guestOffset);
+            var entry = DecodeL2Entry(table, index, guestOffset);
+            int firstSub = inCluster >> g.SubclusterBits;
+            var kind = entry.Classify(firstSub, g.ExtendedL2, UsesExternalDataFile);
+            if (kind == Qcow2ClusterKind.Invalid)
+                throw Corrupt(guestOffset, entry, "subcluster bitmap has invalid combination of allocated and zero bits");
+            long host = kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.ZeroWithHostCluster or Qcow2ClusterKind.UnallocatedWithHostCluster
+                ? entry.HostOffset + inCluster
+                : 0;
+            long runEnd = RunInCluster(entry, kind, firstSub);
+            long length = runEnd - inCluster;
+            if (kind == Qcow2ClusterKind.Compressed || runEnd < g.ClusterSize)
+                return new Qcow2Mapping(kind, kind == Qcow2ClusterKind.Compressed ? 0 : host, Math.Min(length, limit), entry);
+            while (length < limit && ++index < g.L2Entries)
+            {
+                // The run reached the end of a cluster: extend it into the next cluster while the kind stays the same.
+                var next = DecodeL2Entry(table, index, guestOffset + length);
+                var nextKind = next.Classify(0, g.ExtendedL2, UsesExternalDataFile);
+                if (nextKind != kind)
+                    break;
+                if (kind == Qcow2ClusterKind.Normal && next.HostOffset != host + length)
+                    break;
+                long run = RunInCluster(next, nextKind, 0);
+                length += run;
+                if (run < g.ClusterSize)
+                    break;
+            }
+            return new Qcow2Mapping(kind, host, Math.Min(length, limit), entry);
+        }
+    }
+
+    /// <summary>End (in bytes from the cluster start) of the run of subclusters from <paramref name="firstSub"/> with <paramref name="kind"/>.</summary>
+    private long RunInCluster(L2Entry entry, Qcow2ClusterKind kind, int firstSub)
+    {
+        var g = Geometry;
+        if (!g.ExtendedL2 || kind == Qcow2ClusterKind.Compressed)
+            return g.ClusterSize;
+        int sub = firstSub + 1;
+        while (sub < g.SubclustersPerCluster && entry.Classify(sub, true, UsesExternalDataFile) == kind)
+            sub++;
+        return (long)sub << g.SubclusterBits;
+    }
+
+    private L2Entry DecodeL2Entry(ReadOnlySpan<byte> table, int index, long guestOffset)
+    {
+        L2Entry entry = Geometry.ExtendedL2
+            ? new L2Entry(BigEndianTable.Get(table, index * 2), BigEndianTable.Get(table, index * 2 + 1))
+            : new L2Entry(BigEndianTable.Get(table, index));
+        string? problem = entry.Problem(Geometry, UsesExternalDataFile);
+        if (problem is not null)
+            throw Corrupt(guestOffset, entry, problem);
+        return entry;
+    }
+
+    private BlockDeviceException Corrupt(long guestOffset, L2Entry entry, string problem) =>
+        new(BlockError.Io, $"qcow2 image {Path} is corrupt: L2 entry 0x{entry.Raw:x16} for guest offset 0x{guestOffset:x}: {problem}");
+
+    private async ValueTask<Qcow2Mapping> LookupAsync(long guestOffset, long maxLength, CancellationToken cancellationToken)
+    {
+        if (IsReadOnly)
+            return MapRange(guestOffset, maxLength);
+        await MetadataLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return MapRange(guestOffset, maxLength);
+        }
+        finally
+        {
+            MetadataLock.Release();
+        }
+    }
+
+    // ---- Reads --------------------------------------------------------------------------------------------
+
+    public async ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        while (buffer.Length > 0)
+        {
+            var mapping = await LookupAsync(offset, buffer.Length, cancellationToken).ConfigureAwait(false);
+            int n = (int)mapping.Length;
+            var chunk = buffer[..n];
+            switch (mapping.Kind)
+            {
+                case Qcow2ClusterKind.Normal:
+                    DataFile.Read(mapping.HostOffset, chunk.Span);
+                    break;
+                case Qcow2ClusterKind.Zero:
+                case Qcow2ClusterKind.ZeroWithHostCluster:
+                    chunk.Span.Clear();
+                    break;
+                case Qcow2ClusterKind.Unallocated:
+                case Qcow2ClusterKind.UnallocatedWithHostCluster:
+                    await ReadBackingAsync(offset, chunk, cancellationToken).ConfigureAwait(false);
+                    break;
+                case Qcow2ClusterKind.Compressed:
+                    ReadCompressed(mapping.Entry, offset, chunk.Span);
+                    break;
+                default:
+                    throw new BlockDeviceException(BlockError.Io, $"qcow2 image {Path}: unexpected mapping {mapping.Kind} at 0x{offset:x}");
+            }
+            offset += n;
+            buffer = buffer[n..];
+        }
+    }
+
+    /// <summary>Reads what the backing chain holds at [offset, offset+length); zero past its end or without one.</summary>
+    internal async ValueTask ReadBackingAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        var backing = Backing;
+        long within = backing is null ? 0 : Math.Clamp(backing.Size - offset, 0, destination.Length);
+        if (within > 0)
+            await backing!.ReadAsync(offset, destination[..(int)within], cancellationToken).ConfigureAwait(false);
+        destination.Span[(int)within..].Clear();
+    }
+
+    /// <summary>Decompresses the cluster mapped by a compressed <paramref name="entry"/> and copies the part at <paramref name="guestOffset"/>.</summary>
+    internal void ReadCompressed(L2Entry entry, long guestOffset, Span<byte> destination)
+    {
+        var descriptor = entry.Compressed(Geometry.ClusterBits);
+        int clusterSize = Geometry.ClusterSize;
+        byte[] compressed = ArrayPool<byte>.Shared.Rent(descriptor.CompressedLength);
+        byte[] cluster = ArrayPool<byte>.Shared.Rent(clusterSize);
+        try
+        {
+            File.Read(descriptor.HostOffset, compressed.AsSpan(0, descriptor.CompressedLength));
+            if (!ClusterDecompressor.TryDecompress(Header.CompressionType, compressed, descriptor.CompressedLength, cluster.AsSpan(0, clusterSize)))
+                throw new BlockDeviceException(BlockError.Io,
+                    $"qcow2 image {Path}: compressed cluster at host offset 0x{descriptor.HostOffset:x} ({descriptor.CompressedLength} bytes, {Header.CompressionType}) for guest offset 0x{guestOffset:x} does not decompress");
+            cluster.AsSpan(Geometry.OffsetInCluster(guestOffset), destination.Length).CopyTo(destination);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(compressed);
+            ArrayPool<byte>.Shared.Return(cluster);
+        }
+    }
+
+    // ---- Block status ---------------------------------------------------------------------------------------
+
+    public async ValueTask GetBlockStatusAsync(long offset, long length, List<BlockExtent> extents, CancellationToken cancellationToken = default)
+    {
+        long end = offset + length;
+        int first = extents.Count;
+        while (offset < end && extents.Count - first < MaxExtentsPerQuery)
+        {
+            var mapping = await LookupAsync(offset, end - offset, cancellationToken).ConfigureAwait(false);
+            switch (mapping.Kind)
+            {
+                case Qcow2ClusterKind.Normal:
+                case Qcow2ClusterKind.Compressed:
+                    Append(extents, first, mapping.Length, BlockExtentFlags.Data);
+                    break;
+                case Qcow2ClusterKind.Zero:
+                case Qcow2ClusterKind.ZeroWithHostCluster:
+                    Append(extents, first, mapping.Length, BlockExtentFlags.Hole | BlockExtentFlags.Zero);
+                    break;
+                default:
+                    await AppendBackingStatusAsync(offset, mapping.Length, extents, first, cancellationToken).ConfigureAwait(false);
+                    break;
+            }
+            offset += mapping.Length;
+        }
+    }
+
+    private async ValueTask AppendBackingStatusAsync(long offset, long length, List<BlockExtent> extents, int first, CancellationToken cancellationToken)
+    {
+        var backing = Backing;
+        long within = backing is null ? 0 : Math.Clamp(backing.Size - offset, 0, length);
+        if (within > 0)
+        {
+            var inner = new List<BlockExtent>();
+            long done = 0;
+            while (done < within)
+            {
+                inner.Clear();
+                await backing!.GetBlockStatusAsync(offset + done, within - done, inner, cancellationToken).ConfigureAwait(false);
+                if (inner.Count == 0)
+                    throw new BlockDeviceException(BlockError.Io, $"backing file {BackingPath} returned no block status at 0x{offset + done:x}");
+                foreach (var extent in inner)
+                {
+                    long n = Math.Min(extent.Length, within - done);
+                    if (n <= 0)
+                        break;
+                    Append(extents, first, n, extent.Flags);
+                    done += n;
+                }
+            }
+        }
+        if (length > within)
+            Append(extents, first, length - within, BlockExtentFlags.Hole | BlockExtentFlags.Zero);
+    }
+
+    private static void Append(List<BlockExtent> extents, int first, long length, BlockExtentFlags flags)
+    {
+        if (extents.Count > first && extents[^1].Flags == flags)
+            extents[^1] = new BlockExtent(extents[^1].Length + length, flags);
+        else
+            extents.Add(new BlockExtent(length, flags));
+    }
+
+    public ValueTask CacheAsync(long offset, long length, CancellationToken cancellationToken = default) => default;
+
+    // ---- Closing ------------------------------------------------------------------------------------------
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            if (!IsReadOnly)
+                await CloseWritingAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            if (Backing is not null)
+                await Backing.DisposeAsync().ConfigureAwait(false);
+            DisposeFiles();
+        }
+    }
+
+    private void DisposeFiles()
+    {
+        if (!ReferenceEquals(DataFile, File))
+            DataFile.Dispose();
+        File.Dispose();
+        MetadataLock.Dispose();
+    }
+}
