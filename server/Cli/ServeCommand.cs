@@ -1,17 +1,80 @@
 using System.CommandLine;
+using NbdQcow.Config;
 
 namespace NbdQcow.Server.Cli;
 
-/// <summary>`nbdqcow serve`.</summary>
+/// <summary>`nbdqcow serve`: serve one image (or the exports of a config file) over NBD.</summary>
 internal static class ServeCommand
 {
     public static Command Create()
     {
-        var command = new Command("serve", "serve (being built)");
-        command.SetAction(_ =>
+        var image = new Argument<string?>("IMAGE")
         {
-            Console.Error.WriteLine("nbdqcow serve: not available in this build yet");
-            return 2;
+            Description = "Image file to serve (raw or qcow2, probed). Optional when --config declares exports.",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var listen = new Option<string?>("--listen")
+        {
+            Description = "TCP address to listen on, HOST:PORT or [IPv6]:PORT; comma-separated for several; 'off' for none. Default 127.0.0.1:10809 (none when only --socket is given).",
+        };
+        var socket = new Option<string?>("--socket") { Description = "Also (or only) listen on this Unix socket path." };
+        var export = new Option<string?>("--export")
+        {
+            Description = "Export name for IMAGE (default: the file name without extension); also served as the default export \"\".",
+        };
+        var cache = new Option<string?>("--cache")
+        {
+            Description = $"Cache mode: {string.Join("|", NbdQcow.Cache.CacheModeInfo.CliNames)} (default writeback; meanings as in qemu).",
+        };
+        var maxDirtyAge = new Option<string?>("--max-dirty-age")
+        {
+            Description = "Flush on the server's own when the oldest unflushed change is older than MS milliseconds; 'off' disables (default 1000).",
+        };
+        var journal = new Option<bool>("--journal") { Description = "Write qcow2 metadata changes through a sidecar journal first." };
+        var readOnly = new Option<bool>("--read-only") { Description = "Serve read-only: writes, trims and zeroes fail with EPERM." };
+        var config = new Option<string?>("--config") { Description = "JSON config file declaring listen addresses and exports (see config/examples/)." };
+        var create = new Option<string?>("--create")
+        {
+            Description = "Create IMAGE with this virtual size (e.g. 10G, 512M) when it does not exist: qcow2 for *.qcow2, else a sparse raw file.",
+        };
+        var snapshot = new Option<string?>("--snapshot") { Description = "Serve this internal qcow2 snapshot (read-only)." };
+        var format = new Option<string?>("--format") { Description = "Image format: raw|qcow2 (default: probe the file header)." };
+        var description = new Option<string?>("--description") { Description = "Export description shown by `nbdinfo --list`." };
+        var verbose = new Option<bool>("--verbose") { Description = "Log connections and request errors on stderr." };
+
+        var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
+        {
+            image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
+        };
+        command.SetAction(parseResult =>
+        {
+            var overrides = new ServeOverrides
+            {
+                ImagePath = parseResult.GetValue(image),
+                Listen = parseResult.GetValue(listen),
+                Socket = parseResult.GetValue(socket),
+                ExportName = parseResult.GetValue(export),
+                Cache = parseResult.GetValue(cache),
+                MaxDirtyAge = parseResult.GetValue(maxDirtyAge),
+                Journal = parseResult.GetValue(journal) ? true : null,
+                ReadOnly = parseResult.GetValue(readOnly) ? true : null,
+                Snapshot = parseResult.GetValue(snapshot),
+                Format = parseResult.GetValue(format),
+                Create = parseResult.GetValue(create),
+                Description = parseResult.GetValue(description),
+                Verbose = parseResult.GetValue(verbose) ? true : null,
+            };
+            ServerSettings settings;
+            try
+            {
+                settings = ServerConfigurationLoader.Load(parseResult.GetValue(config), overrides);
+            }
+            catch (ConfigurationException ex)
+            {
+                Console.Error.WriteLine($"nbdqcow serve: {ex.Message}");
+                return 2;
+            }
+            return ServeRunner.RunAsync(settings).GetAwaiter().GetResult();
         });
         return command;
     }

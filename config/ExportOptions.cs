@@ -1,0 +1,19 @@
+namespace NbdQcow.Config;
+
+/// <summary>One export as declared in configuration (strings, validated later).</summary>
+public sealed class ExportOptions
+{
+    public string? Name { get; set; }
+    public string? Path { get; set; }
+    public string? Description { get; set; }
+    public string? Cache { get; set; }
+    public string? ReadOnly { get; set; }
+    /// <summary>Milliseconds, or "off".</summary>
+    public string? MaxDirtyAge { get; set; }
+    public string? Journal { get; set; }
+    public string? Snapshot { get; set; }
+    /// <summary>"raw" or "qcow2"; empty probes the file.</summary>
+    public string? Format { get; set; }
+    /// <summary>Create the image with this size (e.g. 10G) when the file is missing.</summary>
+    public string? Create { get; set; }
+}

@@ -1,0 +1,25 @@
+namespace NbdQcow.Config;
+
+/// <summary>
+/// The configuration as bound from JSON, NBDQCOW__* environment variables and command-line overrides.
+/// Values stay strings here so <see cref="ServerSettingsValidator"/> can name the key and the allowed values
+/// of anything wrong, instead of a binder exception.
+/// </summary>
+public sealed class NbdQcowOptions
+{
+    /// <summary>TCP endpoint(s), comma separated: "127.0.0.1:10809", "[::1]:10809"; "off" disables TCP.</summary>
+    public string? Listen { get; set; }
+
+    /// <summary>Unix socket path to listen on.</summary>
+    public string? Socket { get; set; }
+
+    /// <summary>Export served for the empty name ""; default: the first export.</summary>
+    public string? DefaultExport { get; set; }
+
+    /// <summary>Requests in flight per connection.</summary>
+    public string? MaxInFlight { get; set; }
+
+    public string? Verbose { get; set; }
+
+    public List<ExportOptions> Exports { get; set; } = [];
+}

@@ -1,0 +1,22 @@
+namespace NbdQcow.Config;
+
+/// <summary>
+/// What `nbdqcow serve` was given on its command line. With an IMAGE, the per-export options describe that
+/// image's export (added after those of the config file); without one they override every configured export.
+/// </summary>
+public sealed record ServeOverrides
+{
+    public string? ImagePath { get; init; }
+    public string? Listen { get; init; }
+    public string? Socket { get; init; }
+    public string? ExportName { get; init; }
+    public string? Cache { get; init; }
+    public string? MaxDirtyAge { get; init; }
+    public bool? Journal { get; init; }
+    public bool? ReadOnly { get; init; }
+    public string? Snapshot { get; init; }
+    public string? Format { get; init; }
+    public string? Create { get; init; }
+    public string? Description { get; init; }
+    public bool? Verbose { get; init; }
+}

@@ -1,0 +1,175 @@
+using Microsoft.Extensions.Configuration;
+
+namespace NbdQcow.Config;
+
+/// <summary>
+/// Builds the server configuration in layers: JSON file, then NBDQCOW__* environment variables
+/// (NBDQCOW__LISTEN, NBDQCOW__EXPORTS__0__CACHE, ...), then command-line overrides; then validates it.
+/// </summary>
+public static class ServerConfigurationLoader
+{
+    public const string EnvironmentPrefix = "NBDQCOW__";
+
+    /// <param name="environment">Environment variables to use; null reads the process environment.</param>
+    public static ServerSettings Load(string? configFile, ServeOverrides overrides, IEnumerable<KeyValuePair<string, string?>>? environment = null)
+    {
+        if (configFile is not null && !File.Exists(configFile))
+        {
+            throw new ConfigurationException([$"--config: file '{configFile}' does not exist"]);
+        }
+        var baseConfiguration = BuildBase(configFile, environment);
+        var exportCount = baseConfiguration.GetSection("Exports").GetChildren().Count();
+
+        var cli = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        Put(cli, "Listen", overrides.Listen);
+        Put(cli, "Socket", overrides.Socket);
+        if (overrides.Verbose == true)
+        {
+            cli["Verbose"] = "true";
+        }
+        if (overrides.ImagePath is not null)
+        {
+            var prefix = $"Exports:{exportCount}:";
+            cli[prefix + "Path"] = overrides.ImagePath;
+            PutExport(cli, prefix, overrides, includeName: true);
+            if (overrides.ExportName is not null || exportCount > 0)
+            {
+                // The image named on the command line is what a client gets for "".
+                cli["DefaultExport"] = overrides.ExportName ?? DefaultExportName(overrides.ImagePath);
+            }
+        }
+        else
+        {
+            for (var i = 0; i < exportCount; i++)
+            {
+                PutExport(cli, $"Exports:{i}:", overrides, includeName: false);
+            }
+            Put(cli, "DefaultExport", overrides.ExportName);
+        }
+        var configuration = new ConfigurationBuilder()
+            .AddConfiguration(baseConfiguration)
+            .AddInMemoryCollection(cli)
+            .Build();
+
+        var problems = new List<string>();
+        CheckKnownKeys(configuration, problems);
+        var options = new NbdQcowOptions();
+        configuration.Bind(options);
+        var listenGiven = configuration["Listen"] is not null;
+        var settings = ServerSettingsValidator.Validate(options, listenGiven, problems);
+        if (problems.Count > 0)
+        {
+            throw new ConfigurationException(problems);
+        }
+        return settings!;
+    }
+
+    /// <summary>Export name for an image path: the file name without its extension.</summary>
+    public static string DefaultExportName(string imagePath) => Path.GetFileNameWithoutExtension(imagePath);
+
+    private static IConfigurationRoot BuildBase(string? configFile, IEnumerable<KeyValuePair<string, string?>>? environment)
+    {
+        var builder = new ConfigurationBuilder();
+        if (configFile is not null)
+        {
+            builder.AddJsonFile(Path.GetFullPath(configFile), optional: false, reloadOnChange: false);
+        }
+        if (environment is null)
+        {
+            builder.AddEnvironmentVariables(EnvironmentPrefix);
+        }
+        else
+        {
+            var translated = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+            foreach (var (key, value) in environment)
+            {
+                if (key.StartsWith(EnvironmentPrefix, StringComparison.OrdinalIgnoreCase))
+                {
+                    translated[key[EnvironmentPrefix.Length..].Replace("__", ":", StringComparison.Ordinal)] = value;
+                }
+            }
+            builder.AddInMemoryCollection(translated);
+        }
+        try
+        {
+            return builder.Build();
+        }
+        catch (Exception ex) when (ex is FormatException or InvalidDataException or IOException)
+        {
+            throw new ConfigurationException([$"--config: '{configFile}' is not valid JSON: {ex.InnerException?.Message ?? ex.Message}"]);
+        }
+    }
+
+    private static void PutExport(Dictionary<string, string?> cli, string prefix, ServeOverrides o, bool includeName)
+    {
+        if (includeName)
+        {
+            Put(cli, prefix + "Name", o.ExportName);
+        }
+        Put(cli, prefix + "Cache", o.Cache);
+        Put(cli, prefix + "MaxDirtyAge", o.MaxDirtyAge);
+        Put(cli, prefix + "Journal", o.Journal is null ? null : o.Journal.Value ? "true" : "false");
+        Put(cli, prefix + "ReadOnly", o.ReadOnly is null ? null : o.ReadOnly.Value ? "true" : "false");
+        Put(cli, prefix + "Snapshot", o.Snapshot);
+        Put(cli, prefix + "Format", o.Format);
+        Put(cli, prefix + "Create", o.Create);
+        Put(cli, prefix + "Description", o.Description);
+    }
+
+    private static void Put(Dictionary<string, string?> cli, string key, string? value)
+    {
+        if (value is not null)
+        {
+            cli[key] = value;
+        }
+    }
+
+    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "Verbose", "Exports"];
+
+    private static readonly string[] ExportKeys =
+        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create"];
+
+    /// <summary>A misspelt key would otherwise be ignored silently.</summary>
+    private static void CheckKnownKeys(IConfiguration configuration, List<string> problems)
+    {
+        foreach (var section in configuration.GetChildren())
+        {
+            if (!Contains(TopLevelKeys, section.Key))
+            {
+                problems.Add($"{section.Path}: unknown key; allowed: {string.Join(", ", TopLevelKeys)}");
+                continue;
+            }
+            if (!section.Key.Equals("Exports", StringComparison.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+            foreach (var export in section.GetChildren())
+            {
+                if (!int.TryParse(export.Key, out _))
+                {
+                    problems.Add($"{export.Path}: Exports must be a list (JSON array)");
+                    continue;
+                }
+                foreach (var field in export.GetChildren())
+                {
+                    if (!Contains(ExportKeys, field.Key))
+                    {
+                        problems.Add($"{field.Path}: unknown key; allowed: {string.Join(", ", ExportKeys)}");
+                    }
+                }
+            }
+        }
+    }
+
+    private static bool Contains(string[] keys, string key)
+    {
+        foreach (var k in keys)
+        {
+            if (k.Equals(key, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+}

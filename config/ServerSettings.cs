@@ -1,0 +1,14 @@
+using System.Net;
+
+namespace NbdQcow.Config;
+
+/// <summary>The validated configuration the server runs with.</summary>
+public sealed record ServerSettings
+{
+    public required IReadOnlyList<IPEndPoint> TcpEndPoints { get; init; }
+    public string? SocketPath { get; init; }
+    public required IReadOnlyList<ExportSettings> Exports { get; init; }
+    public required string DefaultExport { get; init; }
+    public int MaxInFlight { get; init; } = 64;
+    public bool Verbose { get; init; }
+}

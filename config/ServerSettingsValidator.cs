@@ -1,0 +1,190 @@
+using System.Globalization;
+using System.Net;
+using System.Text;
+using NbdQcow.Cache;
+
+namespace NbdQcow.Config;
+
+/// <summary>Turns bound options into <see cref="ServerSettings"/>, collecting one message per bad key.</summary>
+public static class ServerSettingsValidator
+{
+    public const string DefaultListen = "127.0.0.1:10809";
+
+    public static readonly string[] Formats = ["raw", "qcow2"];
+
+    /// <param name="listenGiven">False when no layer set Listen: the default applies unless a Unix socket was asked for.</param>
+    public static ServerSettings? Validate(NbdQcowOptions options, bool listenGiven, List<string> problems)
+    {
+        var endPoints = new List<IPEndPoint>();
+        var listen = listenGiven ? options.Listen : (string.IsNullOrEmpty(options.Socket) ? DefaultListen : null);
+        if (!string.IsNullOrWhiteSpace(listen) && !listen.Trim().Equals("off", StringComparison.OrdinalIgnoreCase))
+        {
+            foreach (var part in listen.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                if (EndPointParser.TryParse(part, out var endPoint))
+                {
+                    endPoints.Add(endPoint);
+                }
+                else
+                {
+                    problems.Add($"Listen: '{part}' is not HOST:PORT; allowed: an IP address or localhost with a port, e.g. 127.0.0.1:10809 or [::1]:10809, or 'off'");
+                }
+            }
+        }
+        var socket = string.IsNullOrWhiteSpace(options.Socket) ? null : options.Socket;
+        if (endPoints.Count == 0 && socket is null && problems.Count == 0)
+        {
+            problems.Add("Listen: nothing to listen on; allowed: HOST:PORT, or set Socket to a Unix socket path");
+        }
+
+        var maxInFlight = 64;
+        if (options.MaxInFlight is { } m && (!int.TryParse(m, NumberStyles.None, CultureInfo.InvariantCulture, out maxInFlight) || maxInFlight is < 1 or > 4096))
+        {
+            problems.Add($"MaxInFlight: '{m}' is not allowed; allowed: an integer from 1 to 4096");
+            maxInFlight = 64;
+        }
+        var verbose = ParseBool("Verbose", options.Verbose, false, problems);
+
+        var exports = new List<ExportSettings>();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < options.Exports.Count; i++)
+        {
+            var export = ValidateExport($"Exports:{i}", options.Exports[i], problems);
+            if (export is null)
+            {
+                continue;
+            }
+            if (!names.Add(export.Name))
+            {
+                problems.Add($"Exports:{i}:Name: export name '{export.Name}' is used twice; allowed: unique names");
+                continue;
+            }
+            exports.Add(export);
+        }
+        if (options.Exports.Count == 0)
+        {
+            problems.Add("Exports: no export; allowed: an IMAGE argument, or a config file with Exports: [{\"Path\": ...}]");
+        }
+        var defaultExport = exports.Count > 0 ? exports[0].Name : "";
+        if (!string.IsNullOrEmpty(options.DefaultExport))
+        {
+            if (names.Contains(options.DefaultExport))
+            {
+                defaultExport = options.DefaultExport;
+            }
+            else if (exports.Count > 0)
+            {
+                problems.Add($"DefaultExport: '{options.DefaultExport}' is not an export; allowed: {string.Join(", ", names)}");
+            }
+        }
+        if (problems.Count > 0)
+        {
+            return null;
+        }
+        return new ServerSettings
+        {
+            TcpEndPoints = endPoints,
+            SocketPath = socket,
+            Exports = exports,
+            DefaultExport = defaultExport,
+            MaxInFlight = maxInFlight,
+            Verbose = verbose,
+        };
+    }
+
+    private static ExportSettings? ValidateExport(string key, ExportOptions o, List<string> problems)
+    {
+        var before = problems.Count;
+        if (string.IsNullOrWhiteSpace(o.Path))
+        {
+            problems.Add($"{key}:Path: missing; allowed: the path of a raw or qcow2 image file");
+            return null;
+        }
+        var name = string.IsNullOrEmpty(o.Name) ? ServerConfigurationLoader.DefaultExportName(o.Path) : o.Name;
+        if (name.Length == 0 || Encoding.UTF8.GetByteCount(name) > 4096 || name.Contains('\0'))
+        {
+            problems.Add($"{key}:Name: '{name}' is not allowed; allowed: a non-empty name of at most 4096 bytes without NUL");
+        }
+        var cache = CacheMode.Writeback;
+        if (o.Cache is not null && !CacheModeInfo.TryParse(o.Cache, out cache))
+        {
+            problems.Add($"{key}:Cache: '{o.Cache}' is not a cache mode; allowed: {string.Join(", ", CacheModeInfo.CliNames)}");
+        }
+        TimeSpan? maxDirtyAge = TimeSpan.FromMilliseconds(1000);
+        if (o.MaxDirtyAge is { } age)
+        {
+            if (age.Trim().Equals("off", StringComparison.OrdinalIgnoreCase))
+            {
+                maxDirtyAge = null;
+            }
+            else if (long.TryParse(age, NumberStyles.None, CultureInfo.InvariantCulture, out var ms) && ms is > 0 and <= 24L * 3600 * 1000)
+            {
+                maxDirtyAge = TimeSpan.FromMilliseconds(ms);
+            }
+            else
+            {
+                problems.Add($"{key}:MaxDirtyAge: '{age}' is not allowed; allowed: milliseconds from 1 to 86400000, or 'off'");
+            }
+        }
+        var readOnly = ParseBool($"{key}:ReadOnly", o.ReadOnly, false, problems);
+        var journal = ParseBool($"{key}:Journal", o.Journal, false, problems);
+        string? format = null;
+        if (!string.IsNullOrWhiteSpace(o.Format))
+        {
+            format = o.Format.Trim().ToLowerInvariant();
+            if (Array.IndexOf(Formats, format) < 0)
+            {
+                problems.Add($"{key}:Format: '{o.Format}' is not allowed; allowed: {string.Join(", ", Formats)} (or leave it out to probe)");
+            }
+        }
+        long? createSize = null;
+        if (!string.IsNullOrWhiteSpace(o.Create))
+        {
+            if (SizeParser.TryParse(o.Create, out var size) && size > 0)
+            {
+                createSize = size;
+            }
+            else
+            {
+                problems.Add($"{key}:Create: '{o.Create}' is not a size; allowed: a positive size such as 10G, 512M, 64K or bytes");
+            }
+        }
+        var snapshot = string.IsNullOrWhiteSpace(o.Snapshot) ? null : o.Snapshot;
+        if (problems.Count > before)
+        {
+            return null;
+        }
+        return new ExportSettings
+        {
+            Name = name,
+            Path = o.Path,
+            Description = string.IsNullOrEmpty(o.Description) ? null : o.Description,
+            CacheMode = cache,
+            // An internal snapshot is served read-only.
+            ReadOnly = readOnly || snapshot is not null,
+            MaxDirtyAge = maxDirtyAge,
+            Journal = journal,
+            Snapshot = snapshot,
+            Format = format,
+            CreateSize = createSize,
+        };
+    }
+
+    private static bool ParseBool(string key, string? text, bool fallback, List<string> problems)
+    {
+        if (text is null)
+        {
+            return fallback;
+        }
+        switch (text.Trim().ToLowerInvariant())
+        {
+            case "true" or "yes" or "on" or "1":
+                return true;
+            case "false" or "no" or "off" or "0":
+                return false;
+            default:
+                problems.Add($"{key}: '{text}' is not allowed; allowed: true, false");
+                return fallback;
+        }
+    }
+}

@@ -1,0 +1,15 @@
+namespace NbdQcow.Protocol;
+
+/// <summary>Request types of the transmission phase.</summary>
+public enum NbdCommand : ushort
+{
+    Read = 0,
+    Write = 1,
+    Disconnect = 2,
+    Flush = 3,
+    Trim = 4,
+    Cache = 5,
+    WriteZeroes = 6,
+    BlockStatus = 7,
+    Resize = 8,
+}

@@ -1,0 +1,117 @@
+using System.Net;
+using System.Runtime.InteropServices;
+using NbdQcow.Config;
+using NbdQcow.Image;
+using NbdQcow.Image.Raw;
+using NbdQcow.Server.Exports;
+using NbdQcow.Server.Nbd;
+
+namespace NbdQcow.Server.Cli;
+
+/// <summary>
+/// Runs the server for validated settings: creates missing images when asked, opens every export, listens,
+/// prints one "listening" line on stdout, and on SIGTERM/SIGINT drains, flushes, closes and returns 0.
+/// </summary>
+internal static class ServeRunner
+{
+    public static async Task<int> RunAsync(ServerSettings settings)
+    {
+        var log = new ServerLog(Console.Error, settings.Verbose);
+        var registry = new ExportRegistry();
+        NbdServer? server = null;
+        var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stop.TrySetResult(); });
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => { context.Cancel = true; stop.TrySetResult(); });
+        try
+        {
+            foreach (var export in settings.Exports)
+            {
+                CreateIfAsked(export);
+                var device = ImageOpener.Open(export.Path, new ImageOpenOptions
+                {
+                    CacheMode = export.CacheMode,
+                    ReadOnly = export.ReadOnly,
+                    MaxDirtyAge = export.MaxDirtyAge,
+                    Journal = export.Journal,
+                    Snapshot = export.Snapshot,
+                    Format = export.Format,
+                    BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
+                });
+                registry.Add(new NbdExport(export.Name, device, export.ReadOnly, export.Description), export.Name == settings.DefaultExport);
+            }
+
+            server = new NbdServer(registry, new NbdSessionOptions { MaxInFlight = settings.MaxInFlight }, log);
+            var where = new List<string>();
+            foreach (var endPoint in settings.TcpEndPoints)
+            {
+                where.Add(FormatEndPoint(server.ListenTcp(endPoint)));
+            }
+            if (settings.SocketPath is { } socketPath)
+            {
+                server.ListenUnix(socketPath);
+                where.Add("unix:" + Path.GetFullPath(socketPath));
+            }
+            var exportNames = new List<string>();
+            foreach (var export in registry.Exports)
+            {
+                exportNames.Add(export.Name == registry.DefaultExportName ? $"'{export.Name}' (default)" : $"'{export.Name}'");
+            }
+            Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}");
+            Console.Out.Flush();
+
+            await stop.Task.ConfigureAwait(false);
+            log.Info("stopping: finishing in-flight requests, flushing exports");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or BlockDeviceException
+            or NotSupportedException or ArgumentException or System.Net.Sockets.SocketException or InvalidDataException)
+        {
+            Console.Error.WriteLine($"nbdqcow serve: {ex.Message}");
+            if (server is not null)
+            {
+                await server.StopAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            }
+            await CloseAsync(registry).ConfigureAwait(false);
+            return 1;
+        }
+
+        await server.StopAsync(TimeSpan.FromSeconds(60)).ConfigureAwait(false);
+        return await CloseAsync(registry).ConfigureAwait(false) ? 0 : 1;
+    }
+
+    private static async Task<bool> CloseAsync(ExportRegistry registry)
+    {
+        try
+        {
+            await registry.DisposeAsync().ConfigureAwait(false);
+            return true;
+        }
+        catch (AggregateException ex)
+        {
+            foreach (var inner in ex.InnerExceptions)
+            {
+                Console.Error.WriteLine($"nbdqcow serve: {inner.Message}");
+            }
+            return false;
+        }
+    }
+
+    private static void CreateIfAsked(ExportSettings export)
+    {
+        if (export.CreateSize is not { } size || File.Exists(export.Path))
+        {
+            return;
+        }
+        var qcow2 = export.Format == "qcow2"
+            || (export.Format is null && export.Path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase));
+        if (qcow2)
+        {
+            throw new NotSupportedException($"{export.Path}: creating qcow2 images is not available in this build yet; use a raw name such as disk.img");
+        }
+        RawImageCreator.Create(export.Path, size);
+    }
+
+    private static string FormatEndPoint(IPEndPoint endPoint) =>
+        endPoint.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6
+            ? $"[{endPoint.Address}]:{endPoint.Port}"
+            : $"{endPoint.Address}:{endPoint.Port}";
+}

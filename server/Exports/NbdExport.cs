@@ -1,0 +1,88 @@
+using NbdQcow.Image;
+using NbdQcow.Protocol;
+
+namespace NbdQcow.Server.Exports;
+
+/// <summary>
+/// One named export: a block device shared by every connection to it (so a FLUSH on one connection covers
+/// writes acknowledged on all, which makes CAN_MULTI_CONN honest).
+/// </summary>
+public sealed class NbdExport
+{
+    public NbdExport(string name, IBlockDevice device, bool readOnly = false, string? description = null)
+    {
+        Name = name;
+        Device = device;
+        ReadOnly = readOnly || (device.Features & BlockDeviceFeatures.ReadOnly) != 0;
+        Description = description;
+        Size = device.Size;
+        Features = device.Features;
+        var sizes = device.BlockSizes;
+        // Never advertise a maximum above what the server accepts for one request.
+        BlockSizes = new BlockSizeHints(
+            Math.Max(1u, sizes.Minimum),
+            Math.Max(Math.Max(1u, sizes.Minimum), sizes.Preferred),
+            Math.Min(NbdLimits.MaxPayload, sizes.Maximum == 0 ? NbdLimits.MaxPayload : sizes.Maximum));
+    }
+
+    public string Name { get; }
+
+    public string? Description { get; }
+
+    public IBlockDevice Device { get; }
+
+    public bool ReadOnly { get; }
+
+    public long Size { get; }
+
+    public BlockDeviceFeatures Features { get; }
+
+    public BlockSizeHints BlockSizes { get; }
+
+    /// <summary>Transmission flags for a connection; SEND_DF only means something with structured replies.</summary>
+    public NbdTransmissionFlags TransmissionFlags(bool structuredReplies)
+    {
+        var flags = NbdTransmissionFlags.HasFlags;
+        var features = Features;
+        if (ReadOnly)
+        {
+            flags |= NbdTransmissionFlags.ReadOnly;
+        }
+        if ((features & BlockDeviceFeatures.Flush) != 0)
+        {
+            flags |= NbdTransmissionFlags.SendFlush;
+            if ((features & BlockDeviceFeatures.Fua) != 0)
+            {
+                flags |= NbdTransmissionFlags.SendFua;
+            }
+        }
+        if (!ReadOnly)
+        {
+            if ((features & BlockDeviceFeatures.Trim) != 0)
+            {
+                flags |= NbdTransmissionFlags.SendTrim;
+            }
+            if ((features & BlockDeviceFeatures.Zero) != 0)
+            {
+                flags |= NbdTransmissionFlags.SendWriteZeroes;
+                if ((features & BlockDeviceFeatures.FastZero) != 0)
+                {
+                    flags |= NbdTransmissionFlags.SendFastZero;
+                }
+            }
+        }
+        if ((features & BlockDeviceFeatures.Cache) != 0)
+        {
+            flags |= NbdTransmissionFlags.SendCache;
+        }
+        if ((features & BlockDeviceFeatures.MultiConn) != 0)
+        {
+            flags |= NbdTransmissionFlags.CanMultiConn;
+        }
+        if (structuredReplies)
+        {
+            flags |= NbdTransmissionFlags.SendDf;
+        }
+        return flags;
+    }
+}

@@ -1,0 +1,864 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Text;
+using NbdQcow.Image;
+using NbdQcow.Protocol;
+using NbdQcow.Server.Exports;
+
+namespace NbdQcow.Server.Nbd;
+
+/// <summary>
+/// One client connection: fixed newstyle negotiation, then the transmission phase. The receive loop decodes
+/// requests, reads WRITE payloads into pooled buffers and dispatches each request to the thread pool without
+/// awaiting it; replies are written whole under a lock, so out-of-order replies never interleave.
+/// </summary>
+public sealed class NbdSession
+{
+    private const NbdCommandFlags KnownCommandFlags = NbdCommandFlags.Fua | NbdCommandFlags.NoHole | NbdCommandFlags.DontFragment
+        | NbdCommandFlags.ReqOne | NbdCommandFlags.FastZero;
+
+    /// <summary>Reads of at least this many zero bytes go out as OFFSET_HOLE chunks (when DF allows).</summary>
+    private const int HoleReplyThreshold = 4096;
+
+    /// <summary>Bound on descriptors in one BLOCK_STATUS reply.</summary>
+    private const int MaxExtentsPerReply = 4096;
+
+    /// <summary>Beyond this an oversized WRITE payload is not worth skipping: the connection is closed instead.</summary>
+    private const ulong MaxSkippablePayload = uint.MaxValue;
+
+    private readonly PipeReader _input;
+    private readonly PipeWriter _output;
+    private readonly ExportRegistry _registry;
+    private readonly NbdSessionOptions _options;
+    private readonly ServerLog _log;
+    private readonly string _peer;
+    private readonly SemaphoreSlim _sendLock = new(1, 1);
+    private readonly SemaphoreSlim _slots;
+    private readonly SemaphoreSlim _largeSlots;
+    private readonly ConcurrentQueue<RequestWork> _workPool = new();
+
+    private bool _noZeroes;
+    private NbdReplyStyle _style = NbdReplyStyle.Simple;
+    private bool _extended;
+    private NbdExport? _metaContextExport;
+    private NbdExport _export = null!;
+    private bool _baseAllocation;
+
+    public NbdSession(IDuplexPipe transport, ExportRegistry registry, NbdSessionOptions options, ServerLog log, string peer)
+    {
+        _input = transport.Input;
+        _output = transport.Output;
+        _registry = registry;
+        _options = options;
+        _log = log;
+        _peer = peer;
+        _slots = new SemaphoreSlim(options.MaxInFlight, options.MaxInFlight);
+        _largeSlots = new SemaphoreSlim(options.MaxLargeInFlight, options.MaxLargeInFlight);
+    }
+
+    /// <summary>
+    /// Runs the connection to its end. <paramref name="stopping"/> ends negotiation at once and, in transmission,
+    /// stops reading new requests; requests already dispatched are answered before this returns.
+    /// </summary>
+    public async Task RunAsync(CancellationToken stopping)
+    {
+        try
+        {
+            var export = await NegotiateAsync(stopping).ConfigureAwait(false);
+            if (export is null)
+            {
+                return;
+            }
+            _export = export;
+            _log.Debug($"{_peer}: serving export '{export.Name}' ({_style} replies)");
+            await TransmitAsync(stopping).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex) when (ex is IOException or InvalidOperationException or ObjectDisposedException or System.Net.Sockets.SocketException)
+        {
+            _log.Debug($"{_peer}: connection ended: {ex.Message}");
+        }
+        finally
+        {
+            await _input.CompleteAsync().ConfigureAwait(false);
+            await _output.CompleteAsync().ConfigureAwait(false);
+        }
+    }
+
+    // ---------------------------------------------------------------- negotiation
+
+    private async Task<NbdExport?> NegotiateAsync(CancellationToken cancellationToken)
+    {
+        NbdServerMessageWriter.WriteGreeting(_output, NbdHandshakeFlags.FixedNewstyle | NbdHandshakeFlags.NoZeroes);
+        await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+
+        var clientFlags = await ReadClientFlagsAsync(cancellationToken).ConfigureAwait(false);
+        if (clientFlags is null)
+        {
+            return null;
+        }
+        if ((clientFlags.Value & ~(NbdClientFlags.FixedNewstyle | NbdClientFlags.NoZeroes)) != 0)
+        {
+            _log.Debug($"{_peer}: unknown client flags {clientFlags.Value}; closing");
+            return null;
+        }
+        _noZeroes = (clientFlags.Value & NbdClientFlags.NoZeroes) != 0;
+
+        while (true)
+        {
+            var header = await ReadOptionHeaderAsync(cancellationToken).ConfigureAwait(false);
+            if (header is null)
+            {
+                return null;
+            }
+            var option = header.Value.Option;
+            if (header.Value.Length > NbdLimits.MaxOptionPayload)
+            {
+                if (!await SkipAsync(header.Value.Length, cancellationToken).ConfigureAwait(false))
+                {
+                    return null;
+                }
+                await OptionErrorAsync(option, NbdOptionReplyType.ErrTooBig, "option payload too large", cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+            var payload = new byte[header.Value.Length];
+            if (!await ReadIntoAsync(payload, payload.Length, cancellationToken).ConfigureAwait(false))
+            {
+                return null;
+            }
+            switch (option)
+            {
+                case NbdOption.ExportName:
+                {
+                    var name = Encoding.UTF8.GetString(payload);
+                    if (!_registry.TryGet(name, out var export))
+                    {
+                        // No way to report an error to EXPORT_NAME: the spec says close.
+                        _log.Debug($"{_peer}: NBD_OPT_EXPORT_NAME for unknown export '{name}'; closing");
+                        return null;
+                    }
+                    NbdServerMessageWriter.WriteExportNameReply(_output, (ulong)export.Size, export.TransmissionFlags(_style != NbdReplyStyle.Simple), _noZeroes);
+                    await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    PrepareTransmissionFor(export);
+                    return export;
+                }
+                case NbdOption.Abort:
+                    NbdServerMessageWriter.WriteOptionAck(_output, option);
+                    await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    return null;
+                case NbdOption.List:
+                    if (payload.Length != 0)
+                    {
+                        await OptionErrorAsync(option, NbdOptionReplyType.ErrInvalid, "NBD_OPT_LIST takes no data", cancellationToken).ConfigureAwait(false);
+                        break;
+                    }
+                    foreach (var export in _registry.Exports)
+                    {
+                        NbdServerMessageWriter.WriteServerReply(_output, export.Name, export.Description);
+                    }
+                    NbdServerMessageWriter.WriteOptionAck(_output, option);
+                    await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    break;
+                case NbdOption.Info:
+                case NbdOption.Go:
+                {
+                    var export = await AnswerInfoAsync(option, payload, cancellationToken).ConfigureAwait(false);
+                    if (export is not null && option == NbdOption.Go)
+                    {
+                        PrepareTransmissionFor(export);
+                        return export;
+                    }
+                    break;
+                }
+                case NbdOption.StructuredReply:
+                    if (payload.Length != 0)
+                    {
+                        await OptionErrorAsync(option, NbdOptionReplyType.ErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data", cancellationToken).ConfigureAwait(false);
+                    }
+                    else if (_style == NbdReplyStyle.Extended)
+                    {
+                        await OptionErrorAsync(option, NbdOptionReplyType.ErrExtendedHeaderRequired, "extended headers already negotiated", cancellationToken).ConfigureAwait(false);
+                    }
+                    else if (_style == NbdReplyStyle.Structured)
+                    {
+                        await OptionErrorAsync(option, NbdOptionReplyType.ErrInvalid, "structured replies already negotiated", cancellationToken).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        _style = NbdReplyStyle.Structured;
+                        NbdServerMessageWriter.WriteOptionAck(_output, option);
+                        await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    }
+                    break;
+                case NbdOption.ExtendedHeaders:
+                    if (payload.Length != 0)
+                    {
+                        await OptionErrorAsync(option, NbdOptionReplyType.ErrInvalid, "NBD_OPT_EXTENDED_HEADERS takes no data", cancellationToken).ConfigureAwait(false);
+                    }
+                    else if (_style == NbdReplyStyle.Extended)
+                    {
+                        await OptionErrorAsync(option, NbdOptionReplyType.ErrInvalid, "extended headers already negotiated", cancellationToken).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        _style = NbdReplyStyle.Extended;
+                        NbdServerMessageWriter.WriteOptionAck(_output, option);
+                        await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    }
+                    break;
+                case NbdOption.ListMetaContext:
+                case NbdOption.SetMetaContext:
+                    await AnswerMetaContextAsync(option, payload, cancellationToken).ConfigureAwait(false);
+                    break;
+                case NbdOption.StartTls:
+                    await OptionErrorAsync(option, NbdOptionReplyType.ErrUnsupported, "TLS is not supported by this server", cancellationToken).ConfigureAwait(false);
+                    break;
+                default:
+                    await OptionErrorAsync(option, NbdOptionReplyType.ErrUnsupported, $"option {(uint)option} is not supported", cancellationToken).ConfigureAwait(false);
+                    break;
+            }
+        }
+    }
+
+    private void PrepareTransmissionFor(NbdExport export)
+    {
+        // Fixes the header style for transmission; meta contexts chosen for another export do not carry over.
+        _baseAllocation = _baseAllocation && ReferenceEquals(_metaContextExport, export) && _style != NbdReplyStyle.Simple;
+        _extended = _style == NbdReplyStyle.Extended;
+    }
+
+    private async Task<NbdExport?> AnswerInfoAsync(NbdOption option, byte[] payload, CancellationToken cancellationToken)
+    {
+        if (NbdOptionPayloadParser.TryParseInfoRequest(payload, out var request) != NbdParseStatus.Complete)
+        {
+            await OptionErrorAsync(option, NbdOptionReplyType.ErrInvalid, "malformed NBD_OPT_INFO/GO payload", cancellationToken).ConfigureAwait(false);
+            return null;
+        }
+        if (!_registry.TryGet(request!.ExportName, out var export))
+        {
+            await OptionErrorAsync(option, NbdOptionReplyType.ErrUnknown, $"unknown export '{request.ExportName}'", cancellationToken).ConfigureAwait(false);
+            return null;
+        }
+        NbdServerMessageWriter.WriteInfoExport(_output, option, (ulong)export.Size, export.TransmissionFlags(_style != NbdReplyStyle.Simple));
+        var wantsName = false;
+        var wantsDescription = false;
+        foreach (var item in request.Requests)
+        {
+            wantsName |= item == NbdInfoType.Name;
+            wantsDescription |= item == NbdInfoType.Description;
+        }
+        if (wantsName)
+        {
+            NbdServerMessageWriter.WriteInfoString(_output, option, NbdInfoType.Name, export.Name);
+        }
+        if (wantsDescription && export.Description is { Length: > 0 } description)
+        {
+            NbdServerMessageWriter.WriteInfoString(_output, option, NbdInfoType.Description, description);
+        }
+        // Always sent: min 1 means any alignment is accepted, so a client that did not ask loses nothing.
+        var sizes = export.BlockSizes;
+        NbdServerMessageWriter.WriteInfoBlockSize(_output, option, sizes.Minimum, sizes.Preferred, sizes.Maximum);
+        NbdServerMessageWriter.WriteOptionAck(_output, option);
+        await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        return export;
+    }
+
+    private async Task AnswerMetaContextAsync(NbdOption option, byte[] payload, CancellationToken cancellationToken)
+    {
+        if (_style == NbdReplyStyle.Simple)
+        {
+            await OptionErrorAsync(option, NbdOptionReplyType.ErrInvalid, "negotiate structured replies before meta contexts", cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        if (NbdOptionPayloadParser.TryParseMetaContextRequest(payload, out var request) != NbdParseStatus.Complete)
+        {
+            await OptionErrorAsync(option, NbdOptionReplyType.ErrInvalid, "malformed meta context payload", cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        if (!_registry.TryGet(request!.ExportName, out var export))
+        {
+            await OptionErrorAsync(option, NbdOptionReplyType.ErrUnknown, $"unknown export '{request.ExportName}'", cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        var matched = false;
+        if (option == NbdOption.ListMetaContext)
+        {
+            matched = request.Queries.Count == 0;
+            foreach (var query in request.Queries)
+            {
+                matched |= query is "base:" or NbdLimits.BaseAllocation;
+            }
+            if (matched)
+            {
+                NbdServerMessageWriter.WriteMetaContextReply(_output, option, 0, NbdLimits.BaseAllocation);
+            }
+        }
+        else
+        {
+            foreach (var query in request.Queries)
+            {
+                matched |= query == NbdLimits.BaseAllocation;
+            }
+            _baseAllocation = matched;
+            _metaContextExport = export;
+            if (matched)
+            {
+                NbdServerMessageWriter.WriteMetaContextReply(_output, option, NbdLimits.BaseAllocationContextId, NbdLimits.BaseAllocation);
+            }
+        }
+        NbdServerMessageWriter.WriteOptionAck(_output, option);
+        await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task OptionErrorAsync(NbdOption option, NbdOptionReplyType error, string message, CancellationToken cancellationToken)
+    {
+        NbdServerMessageWriter.WriteOptionError(_output, option, error, message);
+        await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<NbdClientFlags?> ReadClientFlagsAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var buffer = result.Buffer;
+            if (NbdServerMessageParser.TryParseClientFlags(buffer, out var flags, out var consumed) == NbdParseStatus.Complete)
+            {
+                _input.AdvanceTo(consumed);
+                return flags;
+            }
+            _input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted || result.IsCanceled)
+            {
+                return null;
+            }
+        }
+    }
+
+    private async Task<NbdOptionHeader?> ReadOptionHeaderAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var buffer = result.Buffer;
+            var status = NbdServerMessageParser.TryParseOptionHeader(buffer, out var header, out var consumed);
+            if (status == NbdParseStatus.Complete)
+            {
+                _input.AdvanceTo(consumed);
+                return header;
+            }
+            if (status == NbdParseStatus.BadMagic)
+            {
+                _input.AdvanceTo(buffer.Start);
+                _log.Debug($"{_peer}: bad option magic; closing");
+                return null;
+            }
+            _input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted || result.IsCanceled)
+            {
+                return null;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- transmission
+
+    private async Task TransmitAsync(CancellationToken stopping)
+    {
+        using (stopping.Register(static state => ((PipeReader)state!).CancelPendingRead(), _input))
+        {
+            await ReceiveLoopAsync().ConfigureAwait(false);
+        }
+        // Answer everything already dispatched before the connection closes: take every slot back.
+        for (var i = 0; i < _options.MaxInFlight; i++)
+        {
+            await _slots.WaitAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task ReceiveLoopAsync()
+    {
+        var threshold = (ulong)_options.LargeRequestThreshold;
+        while (true)
+        {
+            var (status, request) = await ReadRequestAsync().ConfigureAwait(false);
+            if (status != NbdParseStatus.Complete)
+            {
+                if (status == NbdParseStatus.BadMagic)
+                {
+                    _log.Warn($"{_peer}: bad request magic; closing this connection");
+                }
+                return;
+            }
+            if (request.Command == NbdCommand.Disconnect)
+            {
+                _log.Debug($"{_peer}: disconnect requested");
+                return;
+            }
+
+            var large = request.Length > threshold && request.Command is NbdCommand.Read or NbdCommand.Write
+                && request.Length <= NbdLimits.MaxPayload;
+            if (large)
+            {
+                await _largeSlots.WaitAsync().ConfigureAwait(false);
+            }
+            byte[]? payload = null;
+            var oversized = false;
+            if (request.Command == NbdCommand.Write && request.Length > 0)
+            {
+                if (request.Length > NbdLimits.MaxPayload)
+                {
+                    // Answer EINVAL without holding the payload in memory: read past it.
+                    if (request.Length > MaxSkippablePayload)
+                    {
+                        _log.Warn($"{_peer}: WRITE of {request.Length} bytes; closing this connection");
+                        return;
+                    }
+                    if (!await SkipAsync(request.Length, CancellationToken.None).ConfigureAwait(false))
+                    {
+                        return;
+                    }
+                    oversized = true;
+                }
+                else
+                {
+                    payload = ArrayPool<byte>.Shared.Rent((int)request.Length);
+                    if (!await ReadIntoAsync(payload, (int)request.Length, CancellationToken.None).ConfigureAwait(false))
+                    {
+                        ArrayPool<byte>.Shared.Return(payload);
+                        if (large)
+                        {
+                            _largeSlots.Release();
+                        }
+                        return;
+                    }
+                }
+            }
+
+            await _slots.WaitAsync().ConfigureAwait(false);
+            if (!_workPool.TryDequeue(out var work))
+            {
+                work = new RequestWork(this);
+            }
+            work.Request = request;
+            work.Payload = payload;
+            work.Oversized = oversized;
+            work.HoldsLargeSlot = large;
+            ThreadPool.UnsafeQueueUserWorkItem(work, preferLocal: false);
+        }
+    }
+
+    private async ValueTask<(NbdParseStatus Status, NbdRequest Request)> ReadRequestAsync()
+    {
+        while (true)
+        {
+            var result = await _input.ReadAsync().ConfigureAwait(false);
+            if (result.IsCanceled)
+            {
+                return (NbdParseStatus.NeedMoreData, default);
+            }
+            var buffer = result.Buffer;
+            var status = NbdServerMessageParser.TryParseRequest(buffer, _extended, out var request, out var consumed);
+            if (status == NbdParseStatus.Complete)
+            {
+                _input.AdvanceTo(consumed);
+                return (status, request);
+            }
+            if (status == NbdParseStatus.BadMagic)
+            {
+                _input.AdvanceTo(buffer.Start);
+                return (status, default);
+            }
+            _input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted)
+            {
+                if (!buffer.IsEmpty)
+                {
+                    _log.Debug($"{_peer}: client vanished mid-request");
+                }
+                return (NbdParseStatus.NeedMoreData, default);
+            }
+        }
+    }
+
+    /// <summary>Copies the next <paramref name="count"/> bytes into <paramref name="destination"/> as they arrive.</summary>
+    private async ValueTask<bool> ReadIntoAsync(byte[] destination, int count, CancellationToken cancellationToken)
+    {
+        var copied = 0;
+        while (copied < count)
+        {
+            var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            if (result.IsCanceled)
+            {
+                return false;
+            }
+            var buffer = result.Buffer;
+            var take = (int)Math.Min(buffer.Length, count - copied);
+            buffer.Slice(0, take).CopyTo(destination.AsSpan(copied, take));
+            copied += take;
+            _input.AdvanceTo(buffer.GetPosition(take));
+            if (copied < count && result.IsCompleted)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Discards the next <paramref name="count"/> bytes without buffering them.</summary>
+    private async ValueTask<bool> SkipAsync(ulong count, CancellationToken cancellationToken)
+    {
+        while (count > 0)
+        {
+            var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            if (result.IsCanceled)
+            {
+                return false;
+            }
+            var buffer = result.Buffer;
+            var take = (long)Math.Min((ulong)buffer.Length, count);
+            count -= (ulong)take;
+            _input.AdvanceTo(buffer.GetPosition(take));
+            if (count > 0 && result.IsCompleted)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Runs one request on the thread pool and answers it; never throws.</summary>
+    internal async Task ExecuteAsync(RequestWork work)
+    {
+        try
+        {
+            await ProcessAsync(work).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // Only reply-sending failures get here (the connection is gone); device errors were answered.
+            _log.Debug($"{_peer}: reply to {work.Request.Command} not sent: {ex.Message}");
+        }
+        finally
+        {
+            if (work.Payload is { } payload)
+            {
+                ArrayPool<byte>.Shared.Return(payload);
+            }
+            if (work.HoldsLargeSlot)
+            {
+                _largeSlots.Release();
+            }
+            work.Reset();
+            _workPool.Enqueue(work);
+            _slots.Release();
+        }
+    }
+
+    private async Task ProcessAsync(RequestWork work)
+    {
+        var request = work.Request;
+        var export = _export;
+        var device = export.Device;
+        var cookie = request.Cookie;
+        var offset = request.Offset;
+        var length = request.Length;
+        var errorAsChunk = request.Command is NbdCommand.Read or NbdCommand.BlockStatus;
+
+        if ((request.Flags & ~KnownCommandFlags) != 0)
+        {
+            await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "unknown command flags", errorAsChunk).ConfigureAwait(false);
+            return;
+        }
+        try
+        {
+            switch (request.Command)
+            {
+                case NbdCommand.Read:
+                    if (length > NbdLimits.MaxPayload)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "read larger than 32 MiB", true).ConfigureAwait(false);
+                        return;
+                    }
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "read beyond the end of the export", true).ConfigureAwait(false);
+                        return;
+                    }
+                    await ReadAndReplyAsync(device, request).ConfigureAwait(false);
+                    return;
+
+                case NbdCommand.Write:
+                    if (work.Oversized)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "write larger than 32 MiB", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (export.ReadOnly)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.NoSpace, "write beyond the end of the export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length > 0)
+                    {
+                        await device.WriteAsync((long)offset, work.Payload.AsMemory(0, (int)length),
+                            (request.Flags & NbdCommandFlags.Fua) != 0).ConfigureAwait(false);
+                    }
+                    break;
+
+                case NbdCommand.Flush:
+                    await device.FlushAsync().ConfigureAwait(false);
+                    break;
+
+                case NbdCommand.Trim:
+                    if (export.ReadOnly)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "trim beyond the end of the export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length > 0 && (export.Features & BlockDeviceFeatures.Trim) != 0)
+                    {
+                        await device.TrimAsync((long)offset, (long)length, (request.Flags & NbdCommandFlags.Fua) != 0).ConfigureAwait(false);
+                    }
+                    break;
+
+                case NbdCommand.WriteZeroes:
+                    if (export.ReadOnly)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.NoSpace, "write zeroes beyond the end of the export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if ((request.Flags & NbdCommandFlags.FastZero) != 0 && (export.Features & BlockDeviceFeatures.FastZero) == 0)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.NotSupported, "no fast zero on this export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length > 0)
+                    {
+                        var flags = ZeroFlags.None;
+                        if ((request.Flags & NbdCommandFlags.Fua) != 0)
+                        {
+                            flags |= ZeroFlags.Fua;
+                        }
+                        if ((request.Flags & NbdCommandFlags.NoHole) != 0)
+                        {
+                            flags |= ZeroFlags.NoHole;
+                        }
+                        if ((request.Flags & NbdCommandFlags.FastZero) != 0)
+                        {
+                            flags |= ZeroFlags.FastZero;
+                        }
+                        await device.ZeroAsync((long)offset, (long)length, flags).ConfigureAwait(false);
+                    }
+                    break;
+
+                case NbdCommand.Cache:
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "cache beyond the end of the export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length > 0)
+                    {
+                        await device.CacheAsync((long)offset, (long)length).ConfigureAwait(false);
+                    }
+                    break;
+
+                case NbdCommand.BlockStatus:
+                    if (!_baseAllocation)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "no meta context negotiated", true).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length == 0 || !InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "block status range invalid or beyond the end", true).ConfigureAwait(false);
+                        return;
+                    }
+                    await BlockStatusAndReplyAsync(work).ConfigureAwait(false);
+                    return;
+
+                default:
+                    await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, $"unknown command {(ushort)request.Command}", false).ConfigureAwait(false);
+                    return;
+            }
+        }
+        catch (BlockDeviceException ex)
+        {
+            _log.Debug($"{_peer}: {request.Command} at {offset}+{length}: {ex.Error}: {ex.Message}");
+            await SendErrorAsync(cookie, offset, NbdErrnoMapping.ToErrno(ex.Error), ex.Message, errorAsChunk).ConfigureAwait(false);
+            return;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            _log.Warn($"{_peer}: {request.Command} at {offset}+{length} failed: {ex}");
+            await SendErrorAsync(cookie, offset, NbdErrno.Io, "internal error: " + ex.Message, errorAsChunk).ConfigureAwait(false);
+            return;
+        }
+        await SendSuccessAsync(cookie, offset).ConfigureAwait(false);
+    }
+
+    private static bool InRange(NbdExport export, ulong offset, ulong length)
+    {
+        var size = (ulong)export.Size;
+        return offset <= size && length <= size - offset;
+    }
+
+    private async Task ReadAndReplyAsync(IBlockDevice device, NbdRequest request)
+    {
+        var length = (int)request.Length;
+        var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
+        try
+        {
+            try
+            {
+                if (length > 0)
+                {
+                    await device.ReadAsync((long)request.Offset, buffer.AsMemory(0, length)).ConfigureAwait(false);
+                }
+            }
+            catch (BlockDeviceException ex)
+            {
+                _log.Debug($"{_peer}: READ at {request.Offset}+{length}: {ex.Error}: {ex.Message}");
+                await SendErrorAsync(request.Cookie, request.Offset, NbdErrnoMapping.ToErrno(ex.Error), ex.Message, true).ConfigureAwait(false);
+                return;
+            }
+            var data = buffer.AsMemory(0, length);
+            await _sendLock.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                if (_style == NbdReplyStyle.Simple)
+                {
+                    NbdServerMessageWriter.WriteSimpleReply(_output, NbdErrno.None, request.Cookie);
+                    _output.Write(data.Span);
+                }
+                else if (length >= HoleReplyThreshold && (request.Flags & NbdCommandFlags.DontFragment) == 0
+                    && data.Span.IndexOfAnyExcept((byte)0) < 0)
+                {
+                    NbdServerMessageWriter.WriteOffsetHole(_output, _style, NbdReplyFlags.Done, request.Cookie, request.Offset, request.Offset, (uint)length);
+                }
+                else
+                {
+                    NbdServerMessageWriter.WriteOffsetDataHeader(_output, _style, NbdReplyFlags.Done, request.Cookie, request.Offset, request.Offset, length);
+                    _output.Write(data.Span);
+                }
+                await _output.FlushAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                _sendLock.Release();
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private async Task BlockStatusAndReplyAsync(RequestWork work)
+    {
+        var request = work.Request;
+        var export = _export;
+        var extents = work.Extents;
+        if ((export.Features & BlockDeviceFeatures.BlockStatus) != 0)
+        {
+            await export.Device.GetBlockStatusAsync((long)request.Offset, (long)request.Length, extents).ConfigureAwait(false);
+        }
+        if (extents.Count == 0)
+        {
+            extents.Add(new BlockExtent((long)request.Length, BlockExtentFlags.Data));
+        }
+        var maxExtents = (request.Flags & NbdCommandFlags.ReqOne) != 0 ? 1 : MaxExtentsPerReply;
+        var count = CountDescriptors(extents, request.Length, maxExtents);
+
+        await _sendLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            NbdServerMessageWriter.WriteBlockStatusHeader(_output, _style, NbdReplyFlags.Done, request.Cookie, request.Offset,
+                NbdLimits.BaseAllocationContextId, count);
+            var remaining = request.Length;
+            var written = 0;
+            for (var i = 0; i < extents.Count && written < count; i++)
+            {
+                var extent = extents[i];
+                if (extent.Length <= 0)
+                {
+                    continue;
+                }
+                var take = Math.Min((ulong)extent.Length, remaining);
+                NbdServerMessageWriter.WriteBlockDescriptor(_output, _style, take, (uint)extent.Flags);
+                remaining -= take;
+                written++;
+            }
+            await _output.FlushAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    /// <summary>How many descriptors go out: non-empty extents, clipped to the request, at most <paramref name="max"/>.</summary>
+    private static int CountDescriptors(List<BlockExtent> extents, ulong requested, int max)
+    {
+        var remaining = requested;
+        var count = 0;
+        for (var i = 0; i < extents.Count && count < max && remaining > 0; i++)
+        {
+            var length = extents[i].Length;
+            if (length <= 0)
+            {
+                continue;
+            }
+            remaining -= Math.Min((ulong)length, remaining);
+            count++;
+        }
+        return count;
+    }
+
+    private async ValueTask SendSuccessAsync(ulong cookie, ulong offset)
+    {
+        await _sendLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            NbdServerMessageWriter.WriteSuccess(_output, _style, cookie, offset);
+            await _output.FlushAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    private async ValueTask SendErrorAsync(ulong cookie, ulong offset, NbdErrno error, string message, bool asChunk)
+    {
+        await _sendLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            NbdServerMessageWriter.WriteError(_output, _style, cookie, offset, error, message, asChunk);
+            await _output.FlushAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+}

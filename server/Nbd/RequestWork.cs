@@ -1,0 +1,40 @@
+using NbdQcow.Image;
+using NbdQcow.Protocol;
+
+namespace NbdQcow.Server.Nbd;
+
+/// <summary>
+/// One decoded request on its way to the thread pool; pooled per connection so the steady state allocates
+/// nothing per request. The thread pool hop keeps synchronous image I/O off the receive loop.
+/// </summary>
+internal sealed class RequestWork : IThreadPoolWorkItem
+{
+    public RequestWork(NbdSession session) => Session = session;
+
+    public NbdSession Session { get; }
+
+    public NbdRequest Request;
+
+    /// <summary>Pooled WRITE payload (rented; longer than the request), or null.</summary>
+    public byte[]? Payload;
+
+    /// <summary>WRITE whose payload exceeded the limit and was discarded: answer EINVAL.</summary>
+    public bool Oversized;
+
+    /// <summary>Holds a slot of the large-request limit, released when the reply is sent.</summary>
+    public bool HoldsLargeSlot;
+
+    /// <summary>Reused extent list for BLOCK_STATUS.</summary>
+    public readonly List<BlockExtent> Extents = new(16);
+
+    public void Execute() => _ = Session.ExecuteAsync(this);
+
+    public void Reset()
+    {
+        Request = default;
+        Payload = null;
+        Oversized = false;
+        HoldsLargeSlot = false;
+        Extents.Clear();
+    }
+}

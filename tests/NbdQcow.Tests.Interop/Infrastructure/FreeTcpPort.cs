@@ -1,0 +1,15 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace NbdQcow.Tests.Interop.Infrastructure;
+
+/// <summary>Asks the kernel for a free TCP port on 127.0.0.1 (other helpers' tests run at the same time).</summary>
+public static class FreeTcpPort
+{
+    public static int Find()
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)listener.LocalEndPoint!).Port;
+    }
+}
