@@ -288,8 +288,8 @@ public sealed partial class Qcow2Image : IBlockDevice
         if (l2Offset == 0)
             return new Qcow2Mapping(Qcow2ClusterKind.Unallocated, 0, limit, default);
 
-        byte[] table = RentL2Table(l2Offset, out bool pooled);
-        try
+        using var lease = MetadataCache.Get(l2Offset);
+        ReadOnlySpan<byte> table = lease.Data;
         {
             int index = g.L2Index(guestOffset);
             int inCluster = g.OffsetInCluster(guestOffset);
@@ -321,10 +321,6 @@ public sealed partial class Qcow2Image : IBlockDevice
             }
             return new Qcow2Mapping(kind, host, Math.Min(length, limit), entry);
         }
-        finally
-        {
-            ReturnL2Table(table, pooled);
-        }
     }
 
     /// <summary>End (in bytes from the cluster start) of the run of subclusters from <paramref name="firstSub"/> with <paramref name="kind"/>.</summary>
@@ -339,7 +335,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         return (long)sub << g.SubclusterBits;
     }
 
-    private L2Entry DecodeL2Entry(byte[] table, int index, long guestOffset)
+    private L2Entry DecodeL2Entry(ReadOnlySpan<byte> table, int index, long guestOffset)
     {
         L2Entry entry = Geometry.ExtendedL2
             ? new L2Entry(BigEndianTable.Get(table, index * 2), BigEndianTable.Get(table, index * 2 + 1))
@@ -352,21 +348,6 @@ public sealed partial class Qcow2Image : IBlockDevice
 
     private BlockDeviceException Corrupt(long guestOffset, L2Entry entry, string problem) =>
         new(BlockError.Io, $"qcow2 image {Path} is corrupt: L2 entry 0x{entry.Raw:x16} for guest offset 0x{guestOffset:x}: {problem}");
-
-    // Until the shared metadata cache is wired in, L2 tables are read straight from the file into a pooled buffer.
-    private byte[] RentL2Table(long offset, out bool pooled)
-    {
-        var buffer = ArrayPool<byte>.Shared.Rent(Geometry.ClusterSize);
-        File.Read(offset, buffer.AsSpan(0, Geometry.ClusterSize));
-        pooled = true;
-        return buffer;
-    }
-
-    private static void ReturnL2Table(byte[] table, bool pooled)
-    {
-        if (pooled)
-            ArrayPool<byte>.Shared.Return(table);
-    }
 
     private async ValueTask<Qcow2Mapping> LookupAsync(long guestOffset, long maxLength, CancellationToken cancellationToken)
     {

@@ -1,0 +1,339 @@
+using System.Buffers.Binary;
+using NbdQcow.Cache;
+using NbdQcow.Cache.Metadata;
+using NbdQcow.Image.Qcow2.Format;
+
+namespace NbdQcow.Image.Qcow2.Refcounts;
+
+/// <summary>
+/// The refcount table and refcount blocks (any width, refcount_order 0..6) and the cluster allocator:
+/// finds free clusters (refcount 0), creates refcount blocks (placed inside the range they describe when
+/// possible), grows and relocates the refcount table, grows the file, and frees clusters only once the
+/// table change that dropped the last reference is durable. All methods run under the image's metadata lock.
+/// </summary>
+public sealed class Qcow2Refcounts
+{
+    private readonly IHostFile _file;
+    private readonly MetadataTableCache _cache;
+    private readonly Qcow2Geometry _geometry;
+    private readonly Qcow2MetadataMap _map;
+    private readonly Qcow2Header _header;
+    private readonly List<Qcow2PendingFree> _pendingFrees = new();
+    private readonly int _clusterBits;
+    private readonly int _blockBits;
+    private readonly int _order;
+
+    private ulong[] _table;
+    private long _tableOffset;
+    private int _tableClusters;
+    /// <summary>Lowest cluster index that may be free.</summary>
+    private long _freeHint;
+    /// <summary>Clusters at or past this index are unused (the end of the image).</summary>
+    private long _endCluster;
+
+    public Qcow2Refcounts(IHostFile file, MetadataTableCache cache, Qcow2Header header, Qcow2MetadataMap map)
+    {
+        _file = file;
+        _cache = cache;
+        _header = header;
+        _geometry = Qcow2Geometry.FromHeader(header);
+        _map = map;
+        _clusterBits = header.ClusterBits;
+        _blockBits = _geometry.RefcountBlockBits;
+        _order = header.RefcountOrder;
+        _tableOffset = (long)header.RefcountTableOffset;
+        _tableClusters = (int)header.RefcountTableClusters;
+        int entries = _tableClusters * (_geometry.ClusterSize / 8);
+        _table = BigEndianTable.Read(file, _tableOffset, entries);
+        long fileLength = file.Length;
+        _endCluster = (fileLength + _geometry.ClusterSize - 1) >> _clusterBits;
+        map.Add(_tableOffset, (long)_tableClusters << _clusterBits);
+        for (int i = 0; i < _table.Length; i++)
+        {
+            if (_table[i] == 0) continue;
+            ulong offset = _table[i] & L1Entry.OffsetMask;
+            if ((_table[i] & 0x1ffUL) != 0 || (offset & (ulong)_geometry.ClusterOffsetMask) != 0)
+                throw new Qcow2FormatException($"refcount table entry {i}", $"0x{_table[i]:x}", "refcount block offset not aligned to a cluster or reserved bits set");
+            if ((long)offset >= fileLength)
+                throw new Qcow2FormatException($"refcount table entry {i}", (long)offset, "refcount block past the end of the file");
+            _table[i] = offset;
+            map.Add((long)offset, _geometry.ClusterSize);
+            _endCluster = Math.Max(_endCluster, ((long)offset >> _clusterBits) + 1);
+        }
+        _freeHint = 0;
+    }
+
+    public long TableOffset => _tableOffset;
+    public int TableClusters => _tableClusters;
+    public int PendingFreeCount => _pendingFrees.Count;
+    /// <summary>First cluster index past every allocation (the image's end).</summary>
+    public long EndCluster => _endCluster;
+    public int ClusterSize => _geometry.ClusterSize;
+
+    /// <summary>Offset of the refcount block describing the cluster, or 0 when it has none.</summary>
+    public long BlockOffsetFor(long clusterIndex)
+    {
+        long t = clusterIndex >> _blockBits;
+        return t < _table.Length ? (long)_table[t] : 0;
+    }
+
+    public ulong GetRefcount(long hostOffset)
+    {
+        long cluster = hostOffset >> _clusterBits;
+        long block = BlockOffsetFor(cluster);
+        if (block == 0) return 0;
+        using var lease = _cache.Get(block);
+        return RefcountBlockCodec.Get(lease.Data, (int)(cluster & ((1L << _blockBits) - 1)), _order);
+    }
+
+    /// <summary>
+    /// Allocates <paramref name="count"/> contiguous free clusters, sets their refcount to 1 and returns the host
+    /// offset of the first. The caller must make its reference depend on <see cref="AddReferenceDependencies"/>.
+    /// </summary>
+    public long Allocate(int count)
+    {
+        if (count < 1) throw new ArgumentOutOfRangeException(nameof(count));
+        while (true)
+        {
+            long start = FindFreeRun(count, _freeHint);
+            // Make sure every cluster of the run has a refcount block; creating one may take a cluster of the
+            // run (blocks are placed inside their own range), so look again when anything was created.
+            bool created = false;
+            for (long t = start >> _blockBits; t <= (start + count - 1) >> _blockBits; t++)
+                created |= EnsureBlock(t);
+            if (created) continue;
+            for (long c = start; c < start + count; c++)
+                ChangeRefcount(c, +1);
+            _endCluster = Math.Max(_endCluster, start + count);
+            _freeHint = start + count;
+            return start << _clusterBits;
+        }
+    }
+
+    /// <summary>Adds <paramref name="delta"/> to the refcount of every cluster touched by the byte range.</summary>
+    public void Change(long hostOffset, long length, int delta)
+    {
+        long first = hostOffset >> _clusterBits;
+        long last = (hostOffset + Math.Max(length, 1) - 1) >> _clusterBits;
+        for (long c = first; c <= last; c++)
+        {
+            if (delta > 0) EnsureBlock(c >> _blockBits);
+            ChangeRefcount(c, delta);
+        }
+    }
+
+    /// <summary>
+    /// Makes <paramref name="dependent"/> (the table that will reference the cluster at <paramref name="hostOffset"/>)
+    /// wait until the cluster's refcount is durable: its refcount block and the refcount table cluster pointing to it.
+    /// </summary>
+    public void AddReferenceDependencies(long hostOffset, MetadataTable dependent)
+    {
+        long cluster = hostOffset >> _clusterBits;
+        long t = cluster >> _blockBits;
+        using (var block = _cache.Get((long)_table[t]))
+            _cache.AddDependency(block.Table, dependent);
+        using var chunk = _cache.Get(TableChunkOffset(t));
+        _cache.AddDependency(chunk.Table, dependent);
+    }
+
+    /// <summary>
+    /// Drops a reference to [hostOffset, hostOffset+length) once <paramref name="referencingTable"/> (the table that
+    /// no longer points there) is durable; until then the clusters keep their refcount and are not reused.
+    /// </summary>
+    public void FreeWhenDurable(long hostOffset, long length, MetadataTable referencingTable) =>
+        _pendingFrees.Add(new Qcow2PendingFree(hostOffset, length, referencingTable));
+
+    /// <summary>
+    /// Applies the pending frees whose referencing table is now durable (call after a flush to disk).
+    /// Freed data clusters are punched out of the host file. Returns how many were applied.
+    /// </summary>
+    public int ApplyDurableFrees()
+    {
+        int applied = 0;
+        for (int i = 0; i < _pendingFrees.Count; i++)
+        {
+            var pending = _pendingFrees[i];
+            if (!_cache.IsDurable(pending.ReferencingTable)) continue;
+            Change(pending.HostOffset, pending.Length, -1);
+            _pendingFrees.RemoveAt(i--);
+            applied++;
+        }
+        return applied;
+    }
+
+    /// <summary>Finds <paramref name="count"/> consecutive clusters with refcount 0 at or after <paramref name="from"/>.</summary>
+    private long FindFreeRun(int count, long from)
+    {
+        long runStart = from, c = from;
+        while (c < _endCluster)
+        {
+            long t = c >> _blockBits;
+            long blockEnd = Math.Min((t + 1) << _blockBits, _endCluster);
+            long block = t < _table.Length ? (long)_table[t] : 0;
+            if (block == 0)
+            {
+                // No block: every cluster of its range is free.
+                if (blockEnd - runStart >= count) return runStart;
+                c = blockEnd;
+                continue;
+            }
+            using var lease = _cache.Get(block);
+            var data = lease.Data;
+            for (; c < blockEnd; c++)
+            {
+                if (RefcountBlockCodec.Get(data, (int)(c & ((1L << _blockBits) - 1)), _order) != 0)
+                {
+                    runStart = c + 1;
+                    continue;
+                }
+                if (c - runStart + 1 >= count) return runStart;
+            }
+        }
+        return runStart; // the run continues past the end of the image
+    }
+
+    /// <summary>Creates the refcount block for range <paramref name="t"/> if missing; true when it created one.</summary>
+    private bool EnsureBlock(long t)
+    {
+        if (t >= _table.Length)
+        {
+            GrowTable(t + 1);
+            return true;
+        }
+        if (_table[t] != 0) return false;
+        // Place the block on the first cluster of the range it describes: with no block, all of them are free.
+        long blockCluster = t << _blockBits;
+        long blockOffset = blockCluster << _clusterBits;
+        using var block = _cache.GetNew(blockOffset);
+        RefcountBlockCodec.Set(block.Data, 0, _order, 1);
+        _map.Add(blockOffset, _geometry.ClusterSize);
+        _endCluster = Math.Max(_endCluster, blockCluster + 1);
+        SetTableEntry(t, (ulong)blockOffset, block.Table);
+        return true;
+    }
+
+    private void ChangeRefcount(long cluster, int delta)
+    {
+        long block = BlockOffsetFor(cluster);
+        if (block == 0)
+            throw new BlockDeviceException(BlockError.Io, $"qcow2: no refcount block for cluster at 0x{cluster << _clusterBits:x}");
+        using var lease = _cache.Get(block);
+        int index = (int)(cluster & ((1L << _blockBits) - 1));
+        ulong value = RefcountBlockCodec.Get(lease.Data, index, _order);
+        ulong updated;
+        if (delta >= 0)
+        {
+            if (value > RefcountBlockCodec.MaxValue(_order) - (ulong)delta)
+                throw new BlockDeviceException(BlockError.NoSpace, $"qcow2: refcount of cluster at 0x{cluster << _clusterBits:x} would exceed {RefcountBlockCodec.MaxValue(_order)} ({1 << _order}-bit refcounts)");
+            updated = value + (ulong)delta;
+        }
+        else
+        {
+            if (value < (ulong)-delta)
+                throw new BlockDeviceException(BlockError.Io, $"qcow2: refcount of cluster at 0x{cluster << _clusterBits:x} would drop below zero (metadata corrupt)");
+            updated = value - (ulong)-delta;
+        }
+        RefcountBlockCodec.Set(lease.Data, index, _order, updated);
+        _cache.MarkDirty(lease.Table);
+        if (updated == 0)
+        {
+            long offset = cluster << _clusterBits;
+            if (_map.IsMetadata(offset))
+            {
+                _map.Remove(offset, _geometry.ClusterSize);
+                _cache.Discard(offset);
+            }
+            else
+            {
+                _file.TryPunchHole(offset, _geometry.ClusterSize);
+            }
+            _freeHint = Math.Min(_freeHint, cluster);
+        }
+    }
+
+    private long TableChunkOffset(long t) => _tableOffset + ((t * 8) >> _clusterBits << _clusterBits);
+
+    private void SetTableEntry(long t, ulong value, MetadataTable block)
+    {
+        _table[t] = value;
+        using var chunk = _cache.Get(TableChunkOffset(t));
+        _cache.AddDependency(block, chunk.Table);
+        BigEndianTable.Set(chunk.Data, (int)(t & ((_geometry.ClusterSize / 8) - 1)), value);
+        _cache.MarkDirty(chunk.Table);
+    }
+
+    /// <summary>
+    /// Moves the refcount table to a larger one at the end of the image, with new refcount blocks for the area
+    /// it occupies: new blocks and table durable -> header points to the new table -> barrier -> old table freed.
+    /// </summary>
+    private void GrowTable(long requiredEntries)
+    {
+        int entriesPerCluster = _geometry.ClusterSize / 8;
+        long newEntries = Math.Max(requiredEntries, (long)_table.Length * 2);
+        long areaStart = _endCluster;
+        long blocks = 0;
+        long tableClusters;
+        var uncovered = new List<long>();
+        while (true)
+        {
+            tableClusters = (newEntries + entriesPerCluster - 1) / entriesPerCluster;
+            long areaEnd = areaStart + blocks + tableClusters;
+            long lastRange = (areaEnd - 1) >> _blockBits;
+            if (lastRange >= newEntries) { newEntries = lastRange + 1; continue; }
+            uncovered.Clear();
+            for (long t = areaStart >> _blockBits; t <= lastRange; t++)
+                if (t >= _table.Length || _table[t] == 0) uncovered.Add(t);
+            if (uncovered.Count == blocks) break;
+            blocks = uncovered.Count;
+        }
+        if (tableClusters * _geometry.ClusterSize > Qcow2HeaderValidator.MaxRefcountTableBytes)
+            throw new BlockDeviceException(BlockError.NoSpace, $"qcow2: refcount table would exceed {Qcow2HeaderValidator.MaxRefcountTableBytes} bytes");
+
+        var newTable = new ulong[tableClusters * entriesPerCluster];
+        _table.CopyTo(newTable, 0);
+        long next = areaStart;
+        foreach (long t in uncovered)
+        {
+            long offset = next++ << _clusterBits;
+            newTable[t] = (ulong)offset;
+            using var block = _cache.GetNew(offset);
+            _map.Add(offset, _geometry.ClusterSize);
+        }
+        long newTableOffset = next << _clusterBits;
+        long areaEndCluster = next + tableClusters;
+        for (long c = areaStart; c < areaEndCluster; c++)
+        {
+            using var block = _cache.Get((long)newTable[c >> _blockBits]);
+            int index = (int)(c & ((1L << _blockBits) - 1));
+            RefcountBlockCodec.Set(block.Data, index, _order, RefcountBlockCodec.Get(block.Data, index, _order) + 1);
+            _cache.MarkDirty(block.Table);
+        }
+        for (long i = 0; i < tableClusters; i++)
+        {
+            using var chunk = _cache.GetNew(newTableOffset + (i << _clusterBits));
+            BigEndianTable.Encode(newTable.AsSpan((int)(i * entriesPerCluster), entriesPerCluster), chunk.Data);
+        }
+        _map.Add(newTableOffset, tableClusters << _clusterBits);
+        _endCluster = areaEndCluster;
+
+        // New blocks, new table and everything they describe durable before the header points at them.
+        _cache.FlushToDisk();
+        Span<byte> field = stackalloc byte[12];
+        BinaryPrimitives.WriteUInt64BigEndian(field, (ulong)newTableOffset);
+        BinaryPrimitives.WriteUInt32BigEndian(field[8..], (uint)tableClusters);
+        _file.Write(48, field); // refcount_table_offset and refcount_table_clusters, one sector
+        _cache.Barrier();
+
+        long oldOffset = _tableOffset;
+        int oldClusters = _tableClusters;
+        _table = newTable;
+        _tableOffset = newTableOffset;
+        _tableClusters = (int)tableClusters;
+        _header.RefcountTableOffset = (ulong)newTableOffset;
+        _header.RefcountTableClusters = (uint)tableClusters;
+        for (int i = 0; i < oldClusters; i++)
+            _cache.Discard(oldOffset + ((long)i << _clusterBits));
+        // The header no longer points at the old table (durable): it can be freed at once.
+        Change(oldOffset, (long)oldClusters << _clusterBits, -1);
+    }
+}

@@ -1,0 +1,48 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace NbdQcow.Tests.Unit.Qcow2;
+
+/// <summary>Runs qemu-img / qemu-io / bash with a timeout; a failure throws with the tool's stderr.</summary>
+internal static class QemuTools
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(2);
+
+    public static string Run(string fileName, params string[] args) => RunIn(null, fileName, args);
+
+    /// <summary>Runs in <paramref name="workingDirectory"/> (qemu resolves a relative data_file name against it).</summary>
+    public static string RunIn(string? workingDirectory, string fileName, params string[] args)
+    {
+        var psi = new ProcessStartInfo(fileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (workingDirectory is not null)
+            psi.WorkingDirectory = workingDirectory;
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {fileName}");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(Timeout))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{fileName} {string.Join(' ', args)} did not finish in {Timeout}");
+        }
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException($"{fileName} {string.Join(' ', args)} exited {process.ExitCode}: {stderr.Result}{stdout.Result}");
+        return stdout.Result;
+    }
+
+    /// <summary>Runs a bash script in <paramref name="folder"/> with `set -euo pipefail`.</summary>
+    public static string Bash(string folder, string script) =>
+        Run("/bin/bash", "-c", $"set -euo pipefail\ncd '{folder}'\n{script}");
+
+    /// <summary>qemu-img map of the whole chain: (start, length, data, zero) runs.</summary>
+    public static List<(long Start, long Length, bool Data, bool Zero)> Map(string image, string format = "qcow2")
+    {
+        var json = RunIn(Path.GetDirectoryName(image), "qemu-img", "map", "--output=json", "-f", format, image);
+        var result = new List<(long, long, bool, bool)>();
+        foreach (var e in JsonDocument.Parse(json).RootElement.EnumerateArray())
+            result.Add((e.GetProperty("start").GetInt64(), e.GetProperty("length").GetInt64(), e.GetProperty("data").GetBoolean(), e.GetProperty("zero").GetBoolean()));
+        return result;
+    }
+}

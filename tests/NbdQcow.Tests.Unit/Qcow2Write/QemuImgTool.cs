@@ -1,0 +1,48 @@
+using System.Diagnostics;
+
+namespace NbdQcow.Tests.Unit.Qcow2Write;
+
+/// <summary>Runs the real qemu-img (bounded by a timeout) to check and compare images the engine wrote.</summary>
+public static class QemuImgTool
+{
+    public static (int ExitCode, string Output) Run(params string[] args)
+    {
+        var info = new ProcessStartInfo("qemu-img") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args) info.ArgumentList.Add(a);
+        using var process = Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(120_000))
+        {
+            process.Kill();
+            throw new TimeoutException($"qemu-img {string.Join(' ', args)} did not finish in 120 s");
+        }
+        return (process.ExitCode, stdout.Result + stderr.Result);
+    }
+
+    /// <summary>Asserts `qemu-img check` finds no errors and no leaks.</summary>
+    public static void AssertClean(string image)
+    {
+        var (code, output) = Run("check", "-f", "qcow2", image);
+        Assert.True(code == 0, $"qemu-img check {image} exited {code}:\n{output}");
+        Assert.DoesNotContain("leaked", output);
+        Assert.DoesNotContain("ERROR", output);
+    }
+
+    /// <summary>Asserts `qemu-img compare` calls the qcow2 image identical to the raw reference.</summary>
+    public static void AssertSameAs(string image, string rawReference)
+    {
+        var (code, output) = Run("compare", "-f", "qcow2", "-F", "raw", image, rawReference);
+        Assert.True(code == 0, $"qemu-img compare {image} {rawReference} exited {code}:\n{output}");
+    }
+
+    public static void Create(string image, string size, params string[] options)
+    {
+        var args = new List<string> { "create", "-q", "-f", "qcow2" };
+        if (options.Length > 0) { args.Add("-o"); args.Add(string.Join(',', options)); }
+        args.Add(image);
+        args.Add(size);
+        var (code, output) = Run([.. args]);
+        Assert.True(code == 0, $"qemu-img create failed: {output}");
+    }
+}
