@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using NbdQcow.Cache;
+using NbdQcow.Image.Qcow2;
+using NbdQcow.Image.Raw;
 using NbdQcow.Server.Cli.Bench;
 using Spectre.Console;
 
@@ -25,7 +27,7 @@ internal static class BenchCommand
         };
         var dir = new Option<string?>("--dir")
         {
-            Description = "Benchmark on a new qcow2 image (see --size) created and filled in this directory, deleted afterwards.",
+            Description = "Benchmark on a new image (see --size, --format) created and filled in this directory, deleted afterwards.",
         };
         var modes = new Option<string>("--modes")
         {
@@ -47,12 +49,17 @@ internal static class BenchCommand
             Description = "Virtual size of the image --dir creates, and of the region the workloads use (e.g. 1G, 256M).",
             DefaultValueFactory = _ => "1G",
         };
+        var format = new Option<string>("--format")
+        {
+            Description = "Format of the image --dir creates: qcow2 or raw.",
+            DefaultValueFactory = _ => "qcow2",
+        };
         var csv = new Option<string?>("--csv") { Description = "Also write the results to this CSV file." };
         var chart = new Option<string?>("--chart") { Description = "Also draw the results as a bar chart into this PNG file." };
 
         var command = new Command("bench", "Benchmark the cache modes on your storage: IOPS, MB/s, latency, and what each mode guarantees.")
         {
-            image, dir, modes, workload, seconds, size, csv, chart,
+            image, dir, modes, workload, seconds, size, format, csv, chart,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -63,6 +70,7 @@ internal static class BenchCommand
                 parseResult.GetValue(workload)!,
                 parseResult.GetValue(seconds),
                 parseResult.GetValue(size)!,
+                parseResult.GetValue(format)!,
                 parseResult.GetValue(csv),
                 parseResult.GetValue(chart));
             try
@@ -78,7 +86,7 @@ internal static class BenchCommand
         return command;
     }
 
-    private sealed record Settings(string? Image, string? Dir, string Modes, string Workloads, double Seconds, string Size, string? Csv, string? Chart);
+    private sealed record Settings(string? Image, string? Dir, string Modes, string Workloads, double Seconds, string Size, string Format, string? Csv, string? Chart);
 
     private sealed record Measurement(CacheMode Mode, BenchWorkload Workload, BenchLoadResult Load, double CpuSecondsPerGiB, double PeakRssMiB);
 
@@ -97,6 +105,12 @@ internal static class BenchCommand
         var modes = ParseModes(settings.Modes);
         var workloads = ParseWorkloads(settings.Workloads);
         var regionBytes = ParseSize(settings.Size);
+        var extension = settings.Format.ToLowerInvariant() switch
+        {
+            "qcow2" => ".qcow2",
+            "raw" => ".img",
+            _ => throw new BenchUsageException($"--format: '{settings.Format}' is neither qcow2 nor raw"),
+        };
         if (settings.Image is not null && !File.Exists(settings.Image))
         {
             throw new BenchUsageException($"no such image: {settings.Image}");
@@ -123,8 +137,8 @@ internal static class BenchCommand
                     string template;
                     if (settings.Dir is not null)
                     {
-                        template = Path.Combine(workDir, "template.qcow2");
-                        var fill = progress.AddTask($"create and fill a {FormatBytes(regionBytes)} qcow2 image", maxValue: 1);
+                        template = Path.Combine(workDir, "template" + extension);
+                        var fill = progress.AddTask($"create and fill a {FormatBytes(regionBytes)} {settings.Format.ToLowerInvariant()} image", maxValue: 1);
                         try
                         {
                             await CreateFilledImageAsync(executable, prefix, template, regionBytes, fill, cancellationToken).ConfigureAwait(false);
@@ -202,8 +216,16 @@ internal static class BenchCommand
     private static async Task CreateFilledImageAsync(string executable, IReadOnlyList<string> prefix, string template, ulong size,
         ProgressTask task, CancellationToken cancellationToken)
     {
-        // The server creates the image (serve --create) and the bench writes it full, so reads hit allocated clusters.
-        var arguments = new List<string>(prefix) { template, "--create", size.ToString(CultureInfo.InvariantCulture), "--cache", "writeback" };
+        // Created here with the image library, then written full through a server, so reads hit allocated clusters.
+        if (template.EndsWith(".qcow2", StringComparison.Ordinal))
+        {
+            Qcow2Creator.Create(template, new Qcow2CreateOptions { Size = (long)size });
+        }
+        else
+        {
+            RawImageCreator.Create(template, (long)size);
+        }
+        var arguments = new List<string>(prefix) { template, "--cache", "writeback" };
         await using var server = await BenchServerProcess.StartAsync(executable, arguments, ServerStartTimeout, cancellationToken).ConfigureAwait(false);
         var generator = new BenchLoadGenerator("127.0.0.1", server.Port);
         await generator.FillAsync(size, new Progress<double>(f => task.Value = f), cancellationToken).ConfigureAwait(false);
@@ -260,13 +282,13 @@ internal static class BenchCommand
         {
             var table = new Table()
                 .Title($"[bold]--cache {mode.ToCliName()}[/]")
-                .AddColumn("workload")
+                .AddColumn(new TableColumn("workload").NoWrap())
                 .AddColumn(new TableColumn("IOPS").RightAligned())
                 .AddColumn(new TableColumn("MB/s").RightAligned())
                 .AddColumn(new TableColumn("p50 µs").RightAligned())
                 .AddColumn(new TableColumn("p99 µs").RightAligned())
-                .AddColumn(new TableColumn("server CPU s/GiB").RightAligned())
-                .AddColumn(new TableColumn("peak RSS MiB").RightAligned());
+                .AddColumn(new TableColumn("CPU s/GiB").RightAligned())
+                .AddColumn(new TableColumn("RSS MiB").RightAligned());
             foreach (var w in workloads)
             {
                 var m = measurements.Find(x => x.Mode == mode && x.Workload == w);
