@@ -80,10 +80,15 @@ public static class Qcow2Creator
             BackingFormat = options.BackingFile is null ? null : backingFormat,
         };
 
+        // Small clusters cannot hold the feature-name table next to the header and backing file name: leave it out.
+        try { header.Serialize(); }
+        catch (Qcow2FormatException) { header.FeatureNames = []; }
+        byte[] headerCluster = header.Serialize();
+
         using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None);
         try
         {
-            stream.Write(header.Serialize());
+            stream.Write(headerCluster);
             var cluster = new byte[clusterSize];
             for (long i = 0; i < tableClusters; i++)
             {

@@ -94,8 +94,17 @@ public sealed partial class Qcow2Image
     {
         if (_dirtyAge is not null)
             await _dirtyAge.DisposeAsync().ConfigureAwait(false);
-        // A clean close leaves everything on disk, whatever the mode.
+        // A clean close leaves everything on disk, whatever the mode, with every pending free applied (no leaks).
         await DurableFlushAsync().ConfigureAwait(false);
+        await MetadataLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (MetadataCache.DirtyCount > 0) MetadataCache.FlushToDisk(); // the refcount drops just applied
+        }
+        finally
+        {
+            MetadataLock.Release();
+        }
         _metadataCache?.Dispose();
     }
 
@@ -205,6 +214,7 @@ public sealed partial class Qcow2Image
             if (_refcounts is { PendingFreeCount: > 0 } refcounts)
             {
                 _dataGuard.WaitForEarlier();
+                // The refcount drops are written at the next flush; a crash before that only leaks.
                 refcounts.ApplyDurableFrees();
             }
         }

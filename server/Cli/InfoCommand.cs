@@ -1,18 +1,223 @@
 using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using NbdQcow.Image;
+using NbdQcow.Image.Qcow2;
+using NbdQcow.Image.Qcow2.Format;
 
 namespace NbdQcow.Server.Cli;
 
-/// <summary>`nbdqcow info`.</summary>
+/// <summary>`nbdqcow info IMAGE [--json]`: header fields, features, backing chain, snapshots, bitmaps, allocation.</summary>
 internal static class InfoCommand
 {
     public static Command Create()
     {
-        var command = new Command("info", "info (being built)");
-        command.SetAction(_ =>
+        var image = new Argument<string>("IMAGE") { Description = "Image file (qcow2 or raw, probed)." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
+        var command = new Command("info", "Show an image's format, header fields, features, backing chain, snapshots, bitmaps and allocation.")
         {
-            Console.Error.WriteLine("nbdqcow info: not available in this build yet");
-            return 2;
+            image, json,
+        };
+        command.SetAction(parseResult =>
+        {
+            string path = parseResult.GetValue(image)!;
+            try
+            {
+                Console.Out.Write(Describe(path, parseResult.GetValue(json)).GetAwaiter().GetResult());
+                return 0;
+            }
+            catch (Exception e) when (e is Qcow2FormatException or IOException or UnauthorizedAccessException or ArgumentException)
+            {
+                Console.Error.WriteLine($"nbdqcow info: {path}: {e.Message}");
+                return 1;
+            }
         });
         return command;
+    }
+
+    internal static async Task<string> Describe(string path, bool json)
+    {
+        if (!File.Exists(path))
+            throw new FileNotFoundException("no such file", path);
+        string format = ImageOpener.ProbeFormat(path);
+        var options = new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null };
+        await using var device = ImageOpener.Open(path, options with { Format = format });
+        var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("filename", Path.GetFullPath(path));
+            writer.WriteString("format", format);
+            writer.WriteNumber("virtual-size", device.Size);
+            writer.WriteNumber("file-length", new FileInfo(path).Length);
+            if (device is Qcow2Image qcow2)
+                await WriteQcow2(writer, qcow2);
+            writer.WriteEndObject();
+        }
+        var document = JsonDocument.Parse(stream.ToArray());
+        return json ? Encoding.UTF8.GetString(stream.ToArray()) + "\n" : ToText(document.RootElement);
+    }
+
+    private static async Task WriteQcow2(Utf8JsonWriter w, Qcow2Image image)
+    {
+        var h = image.Header;
+        w.WriteNumber("version", h.Version);
+        w.WriteString("compat", h.Version == 2 ? "0.10" : "1.1");
+        w.WriteNumber("cluster-size", h.ClusterSize);
+        w.WriteNumber("refcount-bits", h.RefcountBits);
+        w.WriteString("compression-type", h.CompressionType == Qcow2CompressionType.Zstd ? "zstd" : "zlib");
+        w.WriteBoolean("extended-l2", h.HasExtendedL2);
+        w.WriteBoolean("lazy-refcounts", (h.CompatibleFeatures & Qcow2CompatibleFeatures.LazyRefcounts) != 0);
+        w.WriteBoolean("corrupt", (h.IncompatibleFeatures & Qcow2IncompatibleFeatures.Corrupt) != 0);
+        w.WriteBoolean("dirty", (h.IncompatibleFeatures & Qcow2IncompatibleFeatures.Dirty) != 0);
+        w.WriteNumber("header-length", h.HeaderLength);
+        w.WriteNumber("l1-size", h.L1Size);
+        w.WriteNumber("l1-table-offset", (long)h.L1TableOffset);
+        w.WriteNumber("refcount-table-offset", (long)h.RefcountTableOffset);
+        w.WriteNumber("refcount-table-clusters", h.RefcountTableClusters);
+        w.WriteNumber("snapshots-offset", (long)h.SnapshotsOffset);
+        WriteFeatures(w, "incompatible-features", h, Qcow2FeatureKind.Incompatible);
+        WriteFeatures(w, "compatible-features", h, Qcow2FeatureKind.Compatible);
+        WriteFeatures(w, "autoclear-features", h, Qcow2FeatureKind.Autoclear);
+        if (h.ExternalDataFile is not null)
+        {
+            w.WriteString("data-file", h.ExternalDataFile);
+            w.WriteBoolean("data-file-raw", (h.AutoclearFeatures & Qcow2AutoclearFeatures.DataFileRaw) != 0);
+        }
+        if (h.BackingFileName is not null)
+        {
+            w.WriteString("backing-filename", h.BackingFileName);
+            w.WriteString("backing-filename-format", h.BackingFormat ?? "(not recorded)");
+            w.WriteStartArray("backing-chain");
+            for (Qcow2Image? layer = image; layer is not null; layer = layer.Backing as Qcow2Image)
+            {
+                WriteLayer(w, layer.Path, "qcow2", layer.Size);
+                if (layer.Backing is { } backing and not Qcow2Image)
+                    WriteLayer(w, layer.BackingPath!, layer.BackingFormat!, backing.Size);
+            }
+            w.WriteEndArray();
+        }
+        w.WriteStartArray("snapshots");
+        foreach (var s in image.Snapshots)
+        {
+            w.WriteStartObject();
+            w.WriteString("id", s.Id);
+            w.WriteString("name", s.Name);
+            w.WriteString("date", s.Date.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture));
+            w.WriteNumber("vm-clock-nsec", s.VmClockNanoseconds);
+            w.WriteNumber("vm-state-size", s.VmStateSize);
+            if (s.VirtualSize is { } size)
+                w.WriteNumber("virtual-size", size);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteStartArray("bitmaps");
+        foreach (var b in image.BitmapDirectory)
+        {
+            w.WriteStartObject();
+            w.WriteString("name", b.Name);
+            w.WriteNumber("granularity", b.Granularity);
+            w.WriteStartArray("flags");
+            if (b.InUse) w.WriteStringValue("in-use");
+            if (b.Enabled) w.WriteStringValue("auto");
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        if (h.UnknownExtensions.Count > 0)
+        {
+            w.WriteStartArray("unknown-header-extensions");
+            foreach (var e in h.UnknownExtensions)
+                w.WriteStringValue($"0x{e.Type:x8} ({e.Data.Length} bytes)");
+            w.WriteEndArray();
+        }
+        var allocation = await image.SummarizeAllocationAsync();
+        w.WriteStartObject("allocation");
+        w.WriteNumber("data-bytes", allocation.DataBytes);
+        w.WriteNumber("compressed-bytes", allocation.CompressedBytes);
+        w.WriteNumber("zero-bytes", allocation.ZeroBytes);
+        w.WriteNumber("unallocated-bytes", allocation.UnallocatedBytes);
+        w.WriteNumber("l2-tables", allocation.L2Tables);
+        w.WriteEndObject();
+    }
+
+    private static void WriteLayer(Utf8JsonWriter w, string path, string format, long size)
+    {
+        w.WriteStartObject();
+        w.WriteString("filename", path);
+        w.WriteString("format", format);
+        w.WriteNumber("virtual-size", size);
+        w.WriteEndObject();
+    }
+
+    private static void WriteFeatures(Utf8JsonWriter w, string name, Qcow2Header header, Qcow2FeatureKind kind)
+    {
+        w.WriteStartArray(name);
+        foreach (var feature in header.DescribeFeatures(kind))
+            w.WriteStringValue(feature);
+        w.WriteEndArray();
+    }
+
+    /// <summary>Text form: one "key: value" per line, arrays of objects as indented blocks.</summary>
+    private static string ToText(JsonElement root)
+    {
+        var text = new StringBuilder();
+        AppendObject(text, root, "");
+        return text.ToString();
+    }
+
+    private static void AppendObject(StringBuilder text, JsonElement element, string indent)
+    {
+        foreach (var property in element.EnumerateObject())
+        {
+            string key = property.Name.Replace('-', ' ');
+            var value = property.Value;
+            switch (value.ValueKind)
+            {
+                case JsonValueKind.Array when value.GetArrayLength() == 0:
+                    text.Append(indent).Append(key).AppendLine(": (none)");
+                    break;
+                case JsonValueKind.Array when value[0].ValueKind != JsonValueKind.Object:
+                    text.Append(indent).Append(key).Append(": ");
+                    text.AppendJoin(", ", value.EnumerateArray().Select(v => v.ToString())).AppendLine();
+                    break;
+                case JsonValueKind.Array:
+                    text.Append(indent).Append(key).AppendLine(":");
+                    int i = 0;
+                    foreach (var item in value.EnumerateArray())
+                    {
+                        text.Append(indent).Append("  [").Append(i++).AppendLine("]");
+                        AppendObject(text, item, indent + "    ");
+                    }
+                    break;
+                case JsonValueKind.Object:
+                    text.Append(indent).Append(key).AppendLine(":");
+                    AppendObject(text, value, indent + "  ");
+                    break;
+                case JsonValueKind.Number when property.Name.EndsWith("bytes", StringComparison.Ordinal) || property.Name is "virtual-size" or "file-length" or "vm-state-size":
+                    text.Append(indent).Append(key).Append(": ").Append(HumanSize(value.GetInt64())).AppendLine();
+                    break;
+                case JsonValueKind.True or JsonValueKind.False:
+                    text.Append(indent).Append(key).Append(": ").AppendLine(value.GetBoolean() ? "yes" : "no");
+                    break;
+                default:
+                    text.Append(indent).Append(key).Append(": ").AppendLine(value.ToString());
+                    break;
+            }
+        }
+    }
+
+    private static string HumanSize(long bytes)
+    {
+        string[] units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+        double value = bytes;
+        int unit = 0;
+        while (value >= 1024 && unit < units.Length - 1)
+        {
+            value /= 1024;
+            unit++;
+        }
+        return unit == 0 ? $"{bytes} B" : string.Create(CultureInfo.InvariantCulture, $"{value:0.##} {units[unit]} ({bytes} bytes)");
     }
 }

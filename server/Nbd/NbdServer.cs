@@ -165,6 +165,7 @@ public sealed class NbdServer : IAsyncDisposable
         {
             await Task.Yield();
             await session.RunAsync(token).ConfigureAwait(false);
+            await WaitUntilSentAsync(connection).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -174,6 +175,20 @@ public sealed class NbdServer : IAsyncDisposable
         {
             connection.Dispose();
             _sessions.TryRemove(id, out _);
+        }
+    }
+
+    /// <summary>
+    /// The session completed its output, but the connection's send loop may still hold replies; disposing now
+    /// would drop them (a reply to a request answered just before DISC or shutdown). Bounded wait.
+    /// </summary>
+    private static async Task WaitUntilSentAsync(SocketConnection connection)
+    {
+        var deadline = Environment.TickCount64 + 10_000;
+        while (connection.GetCounters().BytesWaitingToBeSent > 0
+            && Environment.TickCount64 < deadline)
+        {
+            await Task.Delay(2).ConfigureAwait(false);
         }
     }
 

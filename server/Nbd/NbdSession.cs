@@ -83,8 +83,9 @@ public sealed class NbdSession
         }
         finally
         {
-            await _input.CompleteAsync().ConfigureAwait(false);
+            // Output first: the transport may tear the connection down once its input side is complete.
             await _output.CompleteAsync().ConfigureAwait(false);
+            await _input.CompleteAsync().ConfigureAwait(false);
         }
     }
 

@@ -102,7 +102,7 @@ verify_files() {
   log "verify files: patterns"
   run $B verify /mnt/big/file1 0 3M 101
   run $B verify /mnt/big/file1 3M 1M 103
-  run $B verify /mnt/big/file1 4M 20M 101
+  run $B verify /mnt/big/file1 4M 12M 101
 }
 
 # ---- modules and network ---------------------------------------------------------------------
@@ -161,8 +161,8 @@ run $H/mke2fs -t ext4 -q -F $D
 step write-files
 run mount -t ext4 $D /mnt
 mkdir -p /mnt/big /mnt/small
-run $B create /mnt/big/file1 24M 101
-run $B create /mnt/big/doomed 6M 102
+run $B create /mnt/big/file1 16M 101
+run $B create /mnt/big/doomed 4M 102
 run $B tree /mnt/small 150 1000                   # /mnt/small/d<i%5>/f<i>, i = 1..150
 sync
 step overwrite-delete

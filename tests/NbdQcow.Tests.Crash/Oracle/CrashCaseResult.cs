@@ -1,0 +1,23 @@
+namespace NbdQcow.Tests.Crash.Oracle;
+
+/// <summary>One row of the crash table: format x mode x workload.</summary>
+public sealed class CrashCaseResult
+{
+    public required string Format { get; init; }
+    public required string Mode { get; init; }
+    public required string Workload { get; init; }
+    public int CrashPoints { get; set; }
+    public int StatesChecked { get; set; }
+    /// <summary>States the engine could not open or read, or whose metadata check failed.</summary>
+    public int Corruptions { get; set; }
+    /// <summary>States breaking rule 2 (durable data lost) or rule 3 (foreign data).</summary>
+    public int Violations { get; set; }
+    public long UnflushedAtRisk { get; set; }
+    public long UnflushedLost { get; set; }
+    public int MissedBackgroundFlushes { get; set; }
+    public int HostWrites { get; set; }
+    public int HostBarriers { get; set; }
+    public List<string> Problems { get; } = [];
+
+    public string LostText => UnflushedAtRisk == 0 ? "-" : $"{UnflushedLost}/{UnflushedAtRisk} ({100.0 * UnflushedLost / UnflushedAtRisk:0}%)";
+}

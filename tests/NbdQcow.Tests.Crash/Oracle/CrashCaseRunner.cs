@@ -1,0 +1,122 @@
+using Microsoft.Extensions.Time.Testing;
+using NbdQcow.Cache;
+using NbdQcow.Image;
+using NbdQcow.Tests.Crash.Recording;
+using NbdQcow.Tests.Crash.States;
+
+namespace NbdQcow.Tests.Crash.Oracle;
+
+/// <summary>
+/// Runs one crash case end to end: create an image, drive the workload through ImageOpener with a recording
+/// host file factory and a fake clock, then for each generated crash state materialise the files, check
+/// consistency, open them with our engine, read the whole device and hand it to the durability oracle.
+/// </summary>
+public static class CrashCaseRunner
+{
+    public static async Task<CrashCaseResult> RunAsync(ICrashImageFormat format, CrashModeConfig config, Workload workload,
+        CrashStateBudget budget, int seed, string workFolder, Func<IBlockDevice, IBlockDevice>? wrapDevice = null,
+        Func<ImageOpenOptions, ImageOpenOptions>? adjustOptions = null)
+    {
+        var result = new CrashCaseResult { Format = format.Name, Mode = config.Name, Workload = workload.Name };
+        var caseFolder = Path.Combine(workFolder, $"{format.Name}-{config.Mode.ToCliName()}-{(config.MaxDirtyAge is null ? "noage" : "age")}-{workload.Name}");
+        Directory.CreateDirectory(caseFolder);
+        var imagePath = Path.Combine(caseFolder, "disk.img");
+        format.Create(imagePath, workload.DeviceSize);
+
+        var log = new HostFileLog();
+        var factory = new RecordingHostFileFactory(log);
+        var time = new FakeTimeProvider();
+        var backgroundErrors = new List<Exception>();
+        WorkloadRun run;
+        var options = new ImageOpenOptions
+        {
+            CacheMode = config.Mode,
+            MaxDirtyAge = config.MaxDirtyAge,
+            TimeProvider = time,
+            HostFileFactory = factory.Open,
+            BackgroundError = e => { lock (backgroundErrors) backgroundErrors.Add(e); },
+        };
+        var opened = ImageOpener.Open(imagePath, adjustOptions is null ? options : adjustOptions(options));
+        // Self-tests wrap the engine in a deliberately broken one to prove the oracle notices.
+        var device = wrapDevice is null ? opened : wrapDevice(opened);
+        try
+        {
+            run = await WorkloadRunner.RunAsync(device, workload, log, time, config);
+        }
+        finally
+        {
+            // Closing flushes; those calls come after the final tick and are outside every crash state.
+            await device.DisposeAsync();
+        }
+        if (backgroundErrors.Count > 0) result.Problems.Add($"background flush failed: {backgroundErrors[0].Message}");
+        result.MissedBackgroundFlushes = run.MissedBackgroundFlushes;
+        if (run.MissedBackgroundFlushes > 0) result.Problems.Add($"{run.MissedBackgroundFlushes} max-dirty-age flushes did not happen in time");
+
+        var events = log.Events.Where(e => e.IssueTick <= run.FinalTick).ToList();
+        result.HostWrites = events.Count(e => e.Kind == HostFileEventKind.Write);
+        result.HostBarriers = events.Count(e => e.IsBarrier);
+        var oracle = new DurabilityOracle(run, workload.DeviceSize);
+        var builder = new CrashImageBuilder(log.Files);
+        var random = new Random(seed);
+        var stateFolder = Path.Combine(caseFolder, "state");
+        var imageFileId = log.Files.Single(f => f.Path == Path.GetFullPath(imagePath)).Id;
+        var content = new byte[workload.DeviceSize];
+
+        foreach (var tick in CrashStateGenerator.ChooseCrashTicks(events, run.FinalTick, budget, random))
+        {
+            var point = CrashStateGenerator.At(events, tick, budget, random);
+            result.CrashPoints++;
+            var baseContents = builder.BuildBase(point);
+            foreach (var state in point.States)
+            {
+                result.StatesChecked++;
+                var paths = builder.Write(point, state, baseContents, stateFolder);
+                var where = $"[{config.Name} {workload.Name} crash at tick {tick}, {state.Description}]";
+                var verdict = await CheckStateAsync(format, paths[imageFileId], workload.DeviceSize, tick, oracle, content, result, where);
+                if (verdict is null) continue;
+                result.UnflushedAtRisk += verdict.UnflushedAtRisk;
+                result.UnflushedLost += verdict.UnflushedLost;
+                if (verdict.HasViolation && !config.PromisesNothingOnPowerLoss)
+                {
+                    result.Violations++;
+                    if (result.Problems.Count < 6) result.Problems.Add($"{where} {string.Join("; ", verdict.Problems)}");
+                }
+                else if (verdict.HasViolation && verdict.ForeignSectors > 0)
+                {
+                    // Even unsafe without max dirty age must never show data from the wrong place.
+                    result.Violations++;
+                    if (result.Problems.Count < 6) result.Problems.Add($"{where} {string.Join("; ", verdict.Problems)}");
+                }
+            }
+        }
+        try { Directory.Delete(caseFolder, recursive: true); } catch (IOException) { }
+        return result;
+    }
+
+    private static async Task<StateVerdict?> CheckStateAsync(ICrashImageFormat format, string imagePath, long size, long tick,
+        DurabilityOracle oracle, byte[] content, CrashCaseResult result, string where)
+    {
+        var problem = format.CheckConsistency(imagePath, size);
+        if (problem is not null)
+        {
+            result.Corruptions++;
+            if (result.Problems.Count < 6) result.Problems.Add($"{where} corrupt: {problem}");
+            return null;
+        }
+        try
+        {
+            await using var image = ImageOpener.Open(imagePath, new ImageOpenOptions { CacheMode = CacheMode.Writeback, MaxDirtyAge = null });
+            if (image.Size != size) throw new InvalidDataException($"opened with size {image.Size}, expected {size}");
+            const int chunk = 1 << 20;
+            for (long offset = 0; offset < size; offset += chunk)
+                await image.ReadAsync(offset, content.AsMemory((int)offset, (int)Math.Min(chunk, size - offset)));
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException)
+        {
+            result.Corruptions++;
+            if (result.Problems.Count < 6) result.Problems.Add($"{where} cannot open/read: {e.Message}");
+            return null;
+        }
+        return oracle.Check(tick, content);
+    }
+}

@@ -1,0 +1,102 @@
+namespace NbdQcow.Tests.Crash.Oracle;
+
+/// <summary>
+/// Checks a device's content after a crash against the durability contract, sector by sector:
+/// the latest op promised durable at the crash, or any op after it that may have reached disk, must be what
+/// each sector shows (trim may leave zero or anything written before); nothing else — in particular no data
+/// written for another offset — may appear. Device content before the workload is all zeroes.
+/// </summary>
+public sealed class DurabilityOracle
+{
+    private readonly IReadOnlyList<OpRecord> _ops;
+    private readonly List<int>?[] _opsBySector;
+
+    public DurabilityOracle(WorkloadRun run, long deviceSize)
+    {
+        _ops = run.Ops;
+        _opsBySector = new List<int>?[deviceSize / SectorPattern.SectorSize];
+        for (var i = 0; i < _ops.Count; i++)
+        {
+            var op = _ops[i];
+            if (!op.Step.ChangesData) continue;
+            for (var s = op.FirstSector; s < op.FirstSector + op.SectorCount; s++) (_opsBySector[s] ??= []).Add(i);
+        }
+    }
+
+    public StateVerdict Check(long crashTick, ReadOnlySpan<byte> device)
+    {
+        var verdict = new StateVerdict();
+        var lost = new bool[_ops.Count];
+        for (var s = 0L; s < _opsBySector.Length; s++)
+        {
+            var value = SectorPattern.Decode(device.Slice((int)(s * SectorPattern.SectorSize), SectorPattern.SectorSize));
+            var touching = _opsBySector[s];
+            var started = 0;
+            var lastDurable = -1;
+            if (touching is not null)
+                for (; started < touching.Count && _ops[touching[started]].StartTick < crashTick; started++)
+                    if (_ops[touching[started]].DurableFromTick <= crashTick) lastDurable = started;
+
+            var ok = IsAllowed(value, s, touching, started, lastDurable);
+            if (!ok)
+            {
+                var wroteHere = value.Kind == SectorValueKind.Written && value.WrittenForSector == s && touching is not null &&
+                                touching.Take(started).Any(i => _ops[i].Id == value.OpId);
+                if (value.Kind == SectorValueKind.Zero || wroteHere)
+                {
+                    verdict.DurabilityViolations++;
+                    var promised = _ops[touching![lastDurable]];
+                    verdict.Note($"sector {s}: shows {value}, but op {promised.Id} ({promised.Step}) was durable ({promised.DurableBecause})", foreign: false);
+                }
+                else
+                {
+                    verdict.ForeignSectors++;
+                    verdict.Note($"sector {s}: shows {value}, never written to this offset by then", foreign: true);
+                }
+            }
+
+            // The price of the mode: the newest acknowledged write here, not yet promised, that did not survive.
+            if (started > 0)
+            {
+                var newest = _ops[touching![started - 1]];
+                if (newest.Step.Kind == WorkloadStepKind.Write && newest.AckTick <= crashTick && newest.DurableFromTick > crashTick &&
+                    !(value.Kind == SectorValueKind.Written && value.OpId == newest.Id))
+                    lost[touching[started - 1]] = true;
+            }
+        }
+        foreach (var op in _ops)
+            if (op.Step.Kind == WorkloadStepKind.Write && op.AckTick <= crashTick && op.DurableFromTick > crashTick) verdict.UnflushedAtRisk++;
+        foreach (var l in lost)
+            if (l) verdict.UnflushedLost++;
+        return verdict;
+    }
+
+    private bool IsAllowed(SectorValue value, long sector, List<int>? touching, int started, int lastDurable)
+    {
+        if (value.Kind is SectorValueKind.Garbage or SectorValueKind.Misplaced) return false;
+        if (value.Kind == SectorValueKind.Written && value.WrittenForSector != sector) return false;
+        // Before the first op (or with none durable) the initial content, zeroes, is allowed.
+        if (lastDurable < 0 && value.Kind == SectorValueKind.Zero) return true;
+        for (var k = Math.Max(lastDurable, 0); k < started; k++)
+        {
+            var op = _ops[touching![k]];
+            if (k < lastDurable) continue;
+            switch (op.Step.Kind)
+            {
+                case WorkloadStepKind.Write:
+                    if (value.Kind == SectorValueKind.Written && value.OpId == op.Id) return true;
+                    break;
+                case WorkloadStepKind.Zero:
+                    if (value.Kind == SectorValueKind.Zero) return true;
+                    break;
+                case WorkloadStepKind.Trim:
+                    // After a trim a sector may read as zero or as anything written there before.
+                    if (value.Kind == SectorValueKind.Zero) return true;
+                    for (var p = 0; p < k; p++)
+                        if (value.Kind == SectorValueKind.Written && _ops[touching[p]].Id == value.OpId) return true;
+                    break;
+            }
+        }
+        return false;
+    }
+}

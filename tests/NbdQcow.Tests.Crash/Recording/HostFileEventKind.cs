@@ -1,0 +1,12 @@
+namespace NbdQcow.Tests.Crash.Recording;
+
+/// <summary>The host file calls that change what is (or may be) on disk.</summary>
+public enum HostFileEventKind
+{
+    Write,
+    /// <summary>fdatasync: the barrier.</summary>
+    Flush,
+    SetLength,
+    PunchHole,
+    ZeroRange,
+}

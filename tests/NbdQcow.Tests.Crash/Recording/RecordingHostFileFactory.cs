@@ -1,0 +1,17 @@
+using NbdQcow.Cache;
+
+namespace NbdQcow.Tests.Crash.Recording;
+
+/// <summary>Opens real host files wrapped in <see cref="RecordingHostFile"/>; remembers each file's content at first open.</summary>
+public sealed class RecordingHostFileFactory(HostFileLog log)
+{
+    public HostFileLog Log => log;
+
+    public IHostFile Open(string path, HostFileOptions options)
+    {
+        var fullPath = Path.GetFullPath(path);
+        var initial = File.Exists(fullPath) ? File.ReadAllBytes(fullPath) : null;
+        var id = log.AddFile(fullPath, initial);
+        return new RecordingHostFile(HostFile.Open(fullPath, options), log, id);
+    }
+}
