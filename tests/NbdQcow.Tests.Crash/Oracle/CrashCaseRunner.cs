@@ -103,14 +103,8 @@ public static class CrashCaseRunner
                 var verdict = oracle.Check(tick, known.Sectors);
                 result.UnflushedAtRisk += verdict.UnflushedAtRisk;
                 result.UnflushedLost += verdict.UnflushedLost;
-                if (verdict.HasViolation && !config.PromisesNothingOnPowerLoss)
+                if (verdict.HasViolation)
                 {
-                    result.Violations++;
-                    if (result.Problems.Count < 6) result.Problems.Add($"{where} {string.Join("; ", verdict.Problems)}");
-                }
-                else if (verdict.HasViolation && verdict.ForeignSectors > 0)
-                {
-                    // Even unsafe without max dirty age must never show data from the wrong place.
                     result.Violations++;
                     if (result.Problems.Count < 6) result.Problems.Add($"{where} {string.Join("; ", verdict.Problems)}");
                 }

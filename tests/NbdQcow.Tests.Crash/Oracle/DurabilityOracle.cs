@@ -60,12 +60,12 @@ public sealed class DurabilityOracle
                 {
                     verdict.DurabilityViolations++;
                     var promised = _ops[touching![lastDurable]];
-                    verdict.Note($"sector {s}: shows {value}, but op {promised.Id} ({promised.Step}) was durable ({promised.DurableBecause})", foreign: false);
+                    verdict.Note($"sector {s}: shows {Describe(value, s)}, but op {promised.Id} ({promised.Step}) was durable ({promised.DurableBecause})", foreign: false);
                 }
                 else
                 {
                     verdict.ForeignSectors++;
-                    verdict.Note($"sector {s}: shows {value}, never written to this offset by then", foreign: true);
+                    verdict.Note($"sector {s}: shows {Describe(value, s)}, never written to this offset by then", foreign: true);
                 }
             }
 
@@ -85,12 +85,20 @@ public sealed class DurabilityOracle
         return verdict;
     }
 
+    private string Describe(SectorValue value, long sector) => value.Kind switch
+    {
+        SectorValueKind.Written when value.OpId == _initialOpId && _initialOpId != 0 =>
+            value.WrittenForSector == sector ? "the backing data" : $"the backing data of sector {value.WrittenForSector}",
+        SectorValueKind.Written when value.WrittenForSector != sector => $"op {value.OpId}'s data for sector {value.WrittenForSector}",
+        _ => value.ToString(),
+    };
+
     private bool IsInitial(SectorValue value) =>
         _initialOpId == 0 ? value.Kind == SectorValueKind.Zero : value.Kind == SectorValueKind.Written && value.OpId == _initialOpId;
 
     private bool IsAllowed(SectorValue value, long sector, List<int>? touching, int started, int lastDurable)
     {
-        if (value.Kind is SectorValueKind.Garbage or SectorValueKind.Misplaced) return false;
+        if (value.Kind == SectorValueKind.Garbage) return false;
         if (value.Kind == SectorValueKind.Written && value.WrittenForSector != sector) return false;
         // Before the first op (or with none durable) the initial content is allowed.
         if (lastDurable < 0 && IsInitial(value)) return true;
