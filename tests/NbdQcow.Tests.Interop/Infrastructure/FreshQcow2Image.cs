@@ -21,6 +21,25 @@ public sealed record FreshQcow2Image(string Name, long ClusterSize, long Size, F
         Qemu("extended-l2-64k", 65536, 64 * Mib, "extended_l2=on,cluster_size=65536"),
         Qemu("v2-compat-0.10", 65536, 64 * Mib, "compat=0.10"),
         Qemu("refcount-1-bit-4k", 4096, 32 * Mib, "refcount_bits=1,cluster_size=4096"),
+        new("nbdqcow-create-64k", 65536, 64 * Mib, async folder =>
+        {
+            // The project's own creator: what qemu-img check must accept after the workload.
+            var image = Path.Combine(folder, "created.qcow2");
+            await ServerProcess.EnsureLauncherBuiltAsync();
+            (await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["create", image, "64M"])).EnsureSuccess();
+            return new Built(image, null);
+        }),
+        new("nbdqcow-create-overlay-4k", 4096, 64 * Mib, async folder =>
+        {
+            var backing = Path.Combine(folder, "base.qcow2");
+            await QemuImage.CreateQcow2Async(backing, (64 * Mib).ToString());
+            await QemuImage.IoAsync(backing, "qcow2", "write -P 0x4e 0 20M", "write -P 0x4f 50M 2M");
+            var image = Path.Combine(folder, "overlay.qcow2");
+            await ServerProcess.EnsureLauncherBuiltAsync();
+            (await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["create", image, "--backing", "base.qcow2",
+                "--cluster-size", "4096"])).EnsureSuccess();
+            return new Built(image, backing);
+        }),
         new("overlay-on-qcow2-backing", 65536, 64 * Mib, async folder =>
         {
             var backing = Path.Combine(folder, "base.qcow2");
