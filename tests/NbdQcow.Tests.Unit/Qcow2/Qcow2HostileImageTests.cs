@@ -170,7 +170,7 @@ public sealed class Qcow2HostileImageTests : IDisposable
     public void Encrypted_luks_image_made_by_qemu_img_is_refused_naming_luks()
     {
         QemuTools.Bash(_folder.FolderPath,
-            "qemu-img create -q --object secret,id=sec0,data=123456 -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0 enc.qcow2 16M");
+            "qemu-img create -q --object secret,id=sec0,data=123456 -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 enc.qcow2 16M");
         Assert.Contains("LUKS", Refused(_folder.File("enc.qcow2")));
     }
 
