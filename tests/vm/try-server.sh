@@ -66,7 +66,7 @@ if [ "$format" = qcow2 ]; then
   qemu-img check -f qcow2 "$image" || verdict FAIL "qemu-img check"
 fi
 qemu-img convert -f "$format" -O raw "$image" "$work/converted.raw" || verdict FAIL "qemu-img convert"
-e2fsck -fn "$work/converted.raw" >"$work/e2fsck.log" 2>&1 || verdict FAIL "e2fsck -fn: $(tail -n 3 "$work/e2fsck.log")"
+e2fsck -fn "$work/converted.raw" >"$work/e2fsck.log" 2>&1 || verdict FAIL "e2fsck -fn: $(sed -n 2p "$work/e2fsck.log")"
 mkdir "$work/extracted"
 debugfs -R "rdump / $work/extracted" "$work/converted.raw" >/dev/null 2>"$work/debugfs.log"
 sed -n 's/^MANIFEST: //p' "$work/serial.txt" >"$work/manifest"
