@@ -111,7 +111,11 @@ public sealed partial class Qcow2Image : IBlockDevice
             image.OpenBacking(chain, depth);
             image.LoadBitmapDirectory();
             if (!readOnly)
+            {
                 image.InitializeWriting();
+                if (!image.IsReadOnly)
+                    image.StartBitmapTracking();
+            }
             return image;
         }
         catch
@@ -501,7 +505,16 @@ public sealed partial class Qcow2Image : IBlockDevice
         try
         {
             if (!IsReadOnly)
-                await CloseWritingAsync().ConfigureAwait(false);
+            {
+                try
+                {
+                    await StoreBitmapsAsync().ConfigureAwait(false);
+                }
+                finally
+                {
+                    await CloseWritingAsync().ConfigureAwait(false);
+                }
+            }
         }
         finally
         {
