@@ -44,7 +44,7 @@ public static class SizeParser
         {
             return false;
         }
-        var value = number * (decimal)Math.Pow(2, shift);
+        var value = number * (1L << shift);
         if (value > long.MaxValue || value != decimal.Truncate(value))
         {
             return false;

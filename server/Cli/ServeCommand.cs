@@ -15,31 +15,41 @@ internal static class ServeCommand
         };
         var listen = new Option<string?>("--listen")
         {
+            HelpName = "HOST:PORT",
             Description = "TCP address to listen on, HOST:PORT or [IPv6]:PORT; comma-separated for several; 'off' for none. Default 127.0.0.1:10809 (none when only --socket is given).",
         };
-        var socket = new Option<string?>("--socket") { Description = "Also (or only) listen on this Unix socket path." };
+        var socket = new Option<string?>("--socket") {
+            HelpName = "PATH", Description = "Also (or only) listen on this Unix socket path." };
         var export = new Option<string?>("--export")
         {
+            HelpName = "NAME",
             Description = "Export name for IMAGE (default: the file name without extension); also served as the default export \"\".",
         };
         var cache = new Option<string?>("--cache")
         {
+            HelpName = "MODE",
             Description = $"Cache mode: {string.Join("|", NbdQcow.Cache.CacheModeInfo.CliNames)} (default writeback; meanings as in qemu).",
         };
         var maxDirtyAge = new Option<string?>("--max-dirty-age")
         {
+            HelpName = "MS|off",
             Description = "Flush on the server's own when the oldest unflushed change is older than MS milliseconds; 'off' disables (default 1000).",
         };
         var journal = new Option<bool>("--journal") { Description = "Write qcow2 metadata changes through a sidecar journal first." };
         var readOnly = new Option<bool>("--read-only") { Description = "Serve read-only: writes, trims and zeroes fail with EPERM." };
-        var config = new Option<string?>("--config") { Description = "JSON config file declaring listen addresses and exports (see config/examples/)." };
+        var config = new Option<string?>("--config") {
+            HelpName = "FILE", Description = "JSON config file declaring listen addresses and exports (see config/examples/)." };
         var create = new Option<string?>("--create")
         {
+            HelpName = "SIZE",
             Description = "Create IMAGE with this virtual size (e.g. 10G, 512M) when it does not exist: qcow2 for *.qcow2, else a sparse raw file.",
         };
-        var snapshot = new Option<string?>("--snapshot") { Description = "Serve this internal qcow2 snapshot (read-only)." };
-        var format = new Option<string?>("--format") { Description = "Image format: raw|qcow2 (default: probe the file header)." };
-        var description = new Option<string?>("--description") { Description = "Export description shown by `nbdinfo --list`." };
+        var snapshot = new Option<string?>("--snapshot") {
+            HelpName = "NAME", Description = "Serve this internal qcow2 snapshot (read-only)." };
+        var format = new Option<string?>("--format") {
+            HelpName = "raw|qcow2", Description = "Image format: raw|qcow2 (default: probe the file header)." };
+        var description = new Option<string?>("--description") {
+            HelpName = "TEXT", Description = "Export description shown by `nbdinfo --list`." };
         var verbose = new Option<bool>("--verbose") { Description = "Log connections and request errors on stderr." };
 
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")

@@ -2,6 +2,7 @@ using System.Net;
 using System.Runtime.InteropServices;
 using NbdQcow.Config;
 using NbdQcow.Image;
+using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Raw;
 using NbdQcow.Server.Exports;
 using NbdQcow.Server.Nbd;
@@ -105,9 +106,12 @@ internal static class ServeRunner
             || (export.Format is null && export.Path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase));
         if (qcow2)
         {
-            throw new NotSupportedException($"{export.Path}: creating qcow2 images is not available in this build yet; use a raw name such as disk.img");
+            Qcow2Creator.Create(export.Path, new Qcow2CreateOptions { Size = size });
         }
-        RawImageCreator.Create(export.Path, size);
+        else
+        {
+            RawImageCreator.Create(export.Path, size);
+        }
     }
 
     private static string FormatEndPoint(IPEndPoint endPoint) =>

@@ -25,14 +25,21 @@ public sealed class NbdServer : IAsyncDisposable
     private long _nextSessionId;
 
     // Receive: a WRITE payload is copied out as it arrives, so the pipe never needs to hold a whole 32 MiB request.
+    // Inline schedulers: the receive loop runs on the socket's completion thread (it only decodes and
+    // dispatches), and a reply's flush drives the socket send on the replying thread, saving two thread hops
+    // per request.
     private static readonly PipeOptions ReceiveOptions = new(
+        readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.Inline,
         pauseWriterThreshold: 4 * 1024 * 1024, resumeWriterThreshold: 2 * 1024 * 1024,
         minimumSegmentSize: 64 * 1024, useSynchronizationContext: false);
 
     // Send: a whole READ reply (up to 32 MiB + header) is written before its flush.
     private static readonly PipeOptions SendOptions = new(
+        readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.ThreadPool,
         pauseWriterThreshold: 64 * 1024 * 1024, resumeWriterThreshold: 32 * 1024 * 1024,
         minimumSegmentSize: 64 * 1024, useSynchronizationContext: false);
+
+    private const SocketConnectionOptions ConnectionOptions = SocketConnectionOptions.InlineReads | SocketConnectionOptions.InlineWrites;
 
     public NbdServer(ExportRegistry registry, NbdSessionOptions? sessionOptions = null, ServerLog? log = null)
     {
@@ -152,7 +159,7 @@ public sealed class NbdServer : IAsyncDisposable
             }
             var id = Interlocked.Increment(ref _nextSessionId);
             var peer = isTcp ? client.RemoteEndPoint?.ToString() ?? "tcp" : $"unix#{id}";
-            var connection = SocketConnection.Create(client, SendOptions, ReceiveOptions, SocketConnectionOptions.None, peer);
+            var connection = SocketConnection.Create(client, SendOptions, ReceiveOptions, ConnectionOptions, peer);
             var session = new NbdSession(connection, _registry, _sessionOptions, _log, peer);
             _log.Debug($"{peer}: connected");
             _sessions[id] = RunSessionAsync(id, connection, session, token);

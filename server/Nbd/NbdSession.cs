@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
 using System.Text;
 using NbdQcow.Image;
 using NbdQcow.Protocol;
@@ -452,6 +453,7 @@ public sealed class NbdSession
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<(NbdParseStatus Status, NbdRequest Request)> ReadRequestAsync()
     {
         while (true)
@@ -486,6 +488,7 @@ public sealed class NbdSession
     }
 
     /// <summary>Copies the next <paramref name="count"/> bytes into <paramref name="destination"/> as they arrive.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> ReadIntoAsync(byte[] destination, int count, CancellationToken cancellationToken)
     {
         var copied = 0;
@@ -510,6 +513,7 @@ public sealed class NbdSession
     }
 
     /// <summary>Discards the next <paramref name="count"/> bytes without buffering them.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> SkipAsync(ulong count, CancellationToken cancellationToken)
     {
         while (count > 0)
@@ -835,6 +839,7 @@ public sealed class NbdSession
         return count;
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask SendSuccessAsync(ulong cookie, ulong offset)
     {
         await _sendLock.WaitAsync().ConfigureAwait(false);
@@ -849,6 +854,7 @@ public sealed class NbdSession
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask SendErrorAsync(ulong cookie, ulong offset, NbdErrno error, string message, bool asChunk)
     {
         await _sendLock.WaitAsync().ConfigureAwait(false);
