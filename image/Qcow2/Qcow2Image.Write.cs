@@ -161,6 +161,7 @@ public sealed partial class Qcow2Image
                 await ZeroClusterAsync(position, n, flags, cancellationToken).ConfigureAwait(false);
                 position += n;
             }
+            if (DataFileIsRaw) ZeroRawDataFile(offset, length);
             await AfterChangeAsync(offset, length, (flags & ZeroFlags.Fua) != 0, cancellationToken).ConfigureAwait(false);
         }
         catch (IOException e)
@@ -185,11 +186,33 @@ public sealed partial class Qcow2Image
                     await ChangeWholeClusterAsync(position, Qcow2ClusterChange.Trim, cancellationToken).ConfigureAwait(false);
                 position += n;
             }
+            if (DataFileIsRaw)
+            {
+                // Keep the raw data file equal to the guest view: only whole clusters were released.
+                long first = (offset + Geometry.ClusterSize - 1) & ~Geometry.ClusterOffsetMask;
+                long last = (offset + length) & ~Geometry.ClusterOffsetMask;
+                if (last > first) ZeroRawDataFile(first, last - first);
+            }
             await AfterChangeAsync(offset, length, fua, cancellationToken).ConfigureAwait(false);
         }
         catch (IOException e)
         {
             throw HostIoErrors.ToBlockDeviceException(e);
+        }
+    }
+
+    /// <summary>An external data file flagged data_file_raw must stay a valid raw image of the guest disk.</summary>
+    private bool DataFileIsRaw => UsesExternalDataFile && (Header.AutoclearFeatures & Qcow2AutoclearFeatures.DataFileRaw) != 0;
+
+    private void ZeroRawDataFile(long offset, long length)
+    {
+        if (DataFile.TryZeroRange(offset, length)) return;
+        var zeroes = s_zeroCluster ??= new byte[1 << Qcow2Header.MaxClusterBits];
+        for (long done = 0; done < length;)
+        {
+            int n = (int)Math.Min(length - done, zeroes.Length);
+            DataFile.Write(offset + done, zeroes.AsSpan(0, n));
+            done += n;
         }
     }
 
