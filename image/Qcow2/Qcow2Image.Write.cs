@@ -155,10 +155,13 @@ public sealed partial class Qcow2Image
             long position = offset, end = offset + length;
             while (position < end)
             {
+                long skip = UnmappedReadingZero(position, end);
+                if (skip > 0) { position += skip; continue; }
                 int n = (int)Math.Min(end - position, Geometry.BytesToClusterEnd(position));
                 await ZeroClusterAsync(position, n, flags, cancellationToken).ConfigureAwait(false);
                 position += n;
             }
+            if (DataFileIsRaw) ZeroRawDataFile(offset, length);
             await AfterChangeAsync(offset, length, (flags & ZeroFlags.Fua) != 0, cancellationToken).ConfigureAwait(false);
         }
         catch (IOException e)
@@ -175,17 +178,41 @@ public sealed partial class Qcow2Image
             long position = offset, end = offset + length;
             while (position < end)
             {
+                long skip = UnmappedReadingZero(position, end);
+                if (skip > 0) { position += skip; continue; }
                 int n = (int)Math.Min(end - position, Geometry.BytesToClusterEnd(position));
                 // A trim is a hint: only whole clusters are released, partial ones keep their data.
                 if (n == Geometry.ClusterSize)
                     await ChangeWholeClusterAsync(position, Qcow2ClusterChange.Trim, cancellationToken).ConfigureAwait(false);
                 position += n;
             }
+            if (DataFileIsRaw)
+            {
+                // Keep the raw data file equal to the guest view: only whole clusters were released.
+                long first = (offset + Geometry.ClusterSize - 1) & ~Geometry.ClusterOffsetMask;
+                long last = (offset + length) & ~Geometry.ClusterOffsetMask;
+                if (last > first) ZeroRawDataFile(first, last - first);
+            }
             await AfterChangeAsync(offset, length, fua, cancellationToken).ConfigureAwait(false);
         }
         catch (IOException e)
         {
             throw HostIoErrors.ToBlockDeviceException(e);
+        }
+    }
+
+    /// <summary>An external data file flagged data_file_raw must stay a valid raw image of the guest disk.</summary>
+    private bool DataFileIsRaw => UsesExternalDataFile && (Header.AutoclearFeatures & Qcow2AutoclearFeatures.DataFileRaw) != 0;
+
+    private void ZeroRawDataFile(long offset, long length)
+    {
+        if (DataFile.TryZeroRange(offset, length)) return;
+        var zeroes = s_zeroCluster ??= new byte[1 << Qcow2Header.MaxClusterBits];
+        for (long done = 0; done < length;)
+        {
+            int n = (int)Math.Min(length - done, zeroes.Length);
+            DataFile.Write(offset + done, zeroes.AsSpan(0, n));
+            done += n;
         }
     }
 
@@ -768,6 +795,21 @@ public sealed partial class Qcow2Image
         MetadataCache.MarkDirty(l2.Table);
         if (!keepHost) ReleaseOldHost(old, -1, l2.Table);
         return true;
+    }
+
+    /// <summary>
+    /// Bytes from <paramref name="position"/> (up to <paramref name="end"/>) covered by an L1 entry without an L2
+    /// table in an image without backing file: they read as zero already, so zeroing or trimming skips them whole
+    /// (a discard of a whole disk then costs one step per L2 table, not per cluster). 0 when that does not apply.
+    /// </summary>
+    private long UnmappedReadingZero(long position, long end)
+    {
+        if (Backing is not null) return 0;
+        var g = Geometry;
+        long l1Index = g.L1Index(position);
+        if (l1Index < L1Table.Length && new L1Entry(Volatile.Read(ref L1Table[l1Index])).IsAllocated) return 0;
+        long coverageEnd = (l1Index + 1) * g.L2Coverage;
+        return Math.Min(end, coverageEnd) - position;
     }
 
     // ---- L1/L2 updates ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ public sealed class KernelNbdClientVmTests(ITestOutputHelper output)
 {
     private const long DeviceSize = 256L * 1024 * 1024;
     private const string ExportName = "vmdisk";
-    private static readonly TimeSpan GuestTimeout = TimeSpan.FromMinutes(4);
+    private static readonly TimeSpan GuestTimeout = TimeSpan.FromMinutes(7);
 
     // Both connection counts on both cluster sizes across the two tests: four boots of ~40-60 s keep the class
     // within its CI budget of 5 minutes. Raw images pass too (tests/vm/try-server.sh by hand).

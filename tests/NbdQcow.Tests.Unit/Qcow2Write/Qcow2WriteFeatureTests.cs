@@ -177,4 +177,20 @@ public sealed class Qcow2WriteFeatureTests
         }
         Assert.Throws<Qcow2FormatException>(() => OpenWritable(image)); // a corrupt image is not opened for writing
     }
+
+    [Fact]
+    public async Task Writes_zeroes_and_trims_with_a_raw_external_data_file_keep_the_data_file_a_valid_raw_image()
+    {
+        using var dir = new TempDirectory();
+        var image = dir.File("ext.qcow2");
+        QemuImgTool.Create(image, "16M", $"data_file={dir.File("ext.data")}", "data_file_raw=on");
+        var model = new byte[16 << 20];
+        await Qcow2WritePropertyTests.RunWorkloadAsync(image, model, 65536, 150, seed: 21, hasBacking: false);
+        var raw = dir.File("model.raw");
+        File.WriteAllBytes(raw, model);
+        QemuImgTool.AssertClean(image);
+        QemuImgTool.AssertSameAs(image, raw);
+        var data = File.ReadAllBytes(dir.File("ext.data"));
+        Assert.True(data.AsSpan(0, model.Length).SequenceEqual(model), "the raw data file differs from the guest view");
+    }
 }
