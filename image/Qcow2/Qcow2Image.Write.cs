@@ -57,6 +57,8 @@ public sealed partial class Qcow2Image
     {
         if (Header.Version < 3 && Geometry.ExtendedL2)
             throw new Qcow2FormatException("version", Header.Version, "extended L2 needs version 3");
+        if ((Header.IncompatibleFeatures & Qcow2IncompatibleFeatures.Dirty) != 0)
+            RebuildRefcountsAfterUncleanShutdown();
         var map = new Qcow2MetadataMap(Geometry.ClusterBits);
         map.Add(0, Geometry.ClusterSize);
         map.Add((long)Header.L1TableOffset, Header.L1Size * 8L);
@@ -77,16 +79,30 @@ public sealed partial class Qcow2Image
             long l2 = (long)(raw & L1Entry.OffsetMask);
             if (l2 != 0) map.Add(l2, Geometry.ClusterSize);
         }
-        _metadataMap = map;
         var cache = MetadataCache;
         bool unsafeWithoutBound = Options.CacheMode == CacheMode.Unsafe && Options.MaxDirtyAge is null;
         cache.EvictionUsesBarriers = !unsafeWithoutBound;
         _refcounts = new Qcow2Refcounts(File, cache, Header, map);
-        if ((Header.IncompatibleFeatures & Qcow2IncompatibleFeatures.Dirty) != 0)
-            throw new Qcow2FormatException("incompatible_features", "dirty bit (bit 0)",
-                "refcounts may be stale after an unclean shutdown with lazy refcounts; repair first: nbdqcow check --repair all");
+        _metadataMap = map;
         if (Options.CacheMode.HasVolatileCache() && Options.MaxDirtyAge is { } maxAge)
             _dirtyAge = new DirtyAgeFlusher(maxAge, DurableFlushAsync, Options.TimeProvider, Options.BackgroundError);
+    }
+
+    /// <summary>
+    /// The dirty bit says refcounts may be stale (lazy refcounts and an unclean shutdown): rebuild them from the
+    /// references before anything is allocated, as qemu does, then take the new refcount table and cleared bit.
+    /// </summary>
+    private void RebuildRefcountsAfterUncleanShutdown()
+    {
+        var result = Check.Qcow2Checker.Check(File, Check.Qcow2RepairMode.All);
+        if (result.FatalError is not null || result.Corruptions > 0)
+            throw new Qcow2FormatException("incompatible_features", "dirty bit (bit 0)",
+                $"rebuilding refcounts after an unclean shutdown failed ({result.FatalError ?? $"{result.Corruptions} corruptions remain"}); check the image with: nbdqcow check {Path}");
+        var rebuilt = Qcow2Header.Read(File);
+        Header.RefcountTableOffset = rebuilt.RefcountTableOffset;
+        Header.RefcountTableClusters = rebuilt.RefcountTableClusters;
+        Header.IncompatibleFeatures = rebuilt.IncompatibleFeatures;
+        if (Header.L1Size > 0) L1Table = BigEndianTable.Read(File, (long)Header.L1TableOffset, (int)Header.L1Size); // COPIED flags may have changed
     }
 
     /// <summary>Called by DisposeAsync on a writable image before files are closed: flush and mark clean.</summary>
@@ -139,6 +155,8 @@ public sealed partial class Qcow2Image
             long position = offset, end = offset + length;
             while (position < end)
             {
+                long skip = UnmappedReadingZero(position, end);
+                if (skip > 0) { position += skip; continue; }
                 int n = (int)Math.Min(end - position, Geometry.BytesToClusterEnd(position));
                 await ZeroClusterAsync(position, n, flags, cancellationToken).ConfigureAwait(false);
                 position += n;
@@ -159,6 +177,8 @@ public sealed partial class Qcow2Image
             long position = offset, end = offset + length;
             while (position < end)
             {
+                long skip = UnmappedReadingZero(position, end);
+                if (skip > 0) { position += skip; continue; }
                 int n = (int)Math.Min(end - position, Geometry.BytesToClusterEnd(position));
                 // A trim is a hint: only whole clusters are released, partial ones keep their data.
                 if (n == Geometry.ClusterSize)
@@ -754,6 +774,21 @@ public sealed partial class Qcow2Image
         return true;
     }
 
+    /// <summary>
+    /// Bytes from <paramref name="position"/> (up to <paramref name="end"/>) covered by an L1 entry without an L2
+    /// table in an image without backing file: they read as zero already, so zeroing or trimming skips them whole
+    /// (a discard of a whole disk then costs one step per L2 table, not per cluster). 0 when that does not apply.
+    /// </summary>
+    private long UnmappedReadingZero(long position, long end)
+    {
+        if (Backing is not null) return 0;
+        var g = Geometry;
+        long l1Index = g.L1Index(position);
+        if (l1Index < L1Table.Length && new L1Entry(Volatile.Read(ref L1Table[l1Index])).IsAllocated) return 0;
+        long coverageEnd = (l1Index + 1) * g.L2Coverage;
+        return Math.Min(end, coverageEnd) - position;
+    }
+
     // ---- L1/L2 updates ------------------------------------------------------------------------------------
 
     /// <summary>The L2 entry mapping <paramref name="offset"/> (default when no L2 table). Under the lock.</summary>
@@ -809,27 +844,16 @@ public sealed partial class Qcow2Image
         {
             if (l1.IsAllocated)
             {
-                // Copy-on-write of an L2 table shared with a snapshot: every cluster it maps gains a reference.
+                // Copy-on-write of an L2 table shared with a snapshot. Refcounts count the L1 tables reaching a cluster,
+                // so the clusters it maps keep theirs (already shared, hence without COPIED); only the old table
+                // loses this L1's reference, once the new L1 entry is durable.
                 using (var shared = MetadataCache.Get(l1.L2TableOffset))
                     shared.Data.CopyTo(lease.Data);
                 for (int i = 0; i < g.L2Entries; i++)
                 {
                     var entry = DecodeForWrite(lease.Data, i, 0);
-                    if (entry.IsCompressed)
-                    {
-                        var d = entry.Compressed(g.ClusterBits);
-                        Refcounts.Change(d.HostOffset, d.CompressedLength, +1);
-                        Refcounts.AddReferenceDependencies(d.HostOffset, lease.Table);
-                    }
-                    else if (entry.HasHostCluster(UsesExternalDataFile))
-                    {
-                        if (!UsesExternalDataFile)
-                        {
-                            Refcounts.Change(entry.HostOffset, g.ClusterSize, +1);
-                            Refcounts.AddReferenceDependencies(entry.HostOffset, lease.Table);
-                        }
+                    if (entry.IsCopied)
                         WriteL2Entry(lease.Data, i, new L2Entry(entry.Raw & ~L2Entry.CopiedFlag, entry.Bitmap));
-                    }
                 }
             }
             SetL1Entry(l1Index, L1Entry.Create(offset, copied: true), lease.Table, offset);

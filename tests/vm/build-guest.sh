@@ -49,7 +49,8 @@ if [ ! -f "$kernel_dir/.done" ]; then
   fi
   [ -n "$pkg" ] || { log "cannot resolve linux-image-cloud-amd64"; exit 1; }
   log "downloading $pkg"
-  (cd "$tmp" && apt-get download "$pkg" >&2)
+  # (root downloads as itself: the _apt sandbox user cannot write to this folder)
+  (cd "$tmp" && apt-get download -o APT::Sandbox::User=root "$pkg" >&2)
   dpkg-deb -x "$tmp"/linux-image-*.deb "$tmp/root"
   mkdir -p "$tmp/kernel/modules"
   cp "$tmp"/root/boot/vmlinuz-* "$tmp/kernel/vmlinuz"

@@ -186,6 +186,10 @@ public sealed class Qcow2Header
         var seen = new HashSet<uint>();
         while (true)
         {
+            // As in qemu, an extension area that ends exactly where the backing file name starts needs no end marker
+            // (old v2 images put the name right after the header).
+            if (offset >= area.Length)
+                return;
             if (offset + 8 > area.Length)
                 throw new Qcow2FormatException("header extension", $"at offset {offset}", "extension list runs past the end of the header area (no end marker)");
             uint type = BinaryPrimitives.ReadUInt32BigEndian(area[offset..]);

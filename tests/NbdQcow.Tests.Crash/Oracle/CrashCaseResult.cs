@@ -8,15 +8,21 @@ public sealed class CrashCaseResult
     public required string Workload { get; init; }
     public int CrashPoints { get; set; }
     public int StatesChecked { get; set; }
+    /// <summary>States byte-identical to one checked before in this case (checked against the oracle, not re-opened).</summary>
+    public int DuplicateStates { get; set; }
     /// <summary>States the engine could not open or read, or whose metadata check failed.</summary>
     public int Corruptions { get; set; }
     /// <summary>States breaking rule 2 (durable data lost) or rule 3 (foreign data).</summary>
     public int Violations { get; set; }
+    /// <summary>States with leaked clusters (allowed, repairable) and their total.</summary>
+    public int StatesWithLeaks { get; set; }
+    public long LeakedClusters { get; set; }
     public long UnflushedAtRisk { get; set; }
     public long UnflushedLost { get; set; }
     public int MissedBackgroundFlushes { get; set; }
     public int HostWrites { get; set; }
     public int HostBarriers { get; set; }
+    public TimeSpan Elapsed { get; set; }
     public List<string> Problems { get; } = [];
 
     public string LostText => UnflushedAtRisk == 0 ? "-" : $"{UnflushedLost}/{UnflushedAtRisk} ({100.0 * UnflushedLost / UnflushedAtRisk:0}%)";

@@ -21,9 +21,9 @@ public static class CrashMatrixReport
     public static string Format(IEnumerable<CrashCaseResult> rows)
     {
         var text = new StringBuilder();
-        text.AppendLine($"{"format",-6} {"mode",-20} {"workload",-26} {"points",6} {"states",6} {"corrupt",7} {"violations",10} {"unflushed writes lost",22}");
+        text.AppendLine($"{"format",-14} {"mode",-20} {"workload",-26} {"points",6} {"states",6} {"unique",6} {"corrupt",7} {"violations",10} {"leaky",6} {"unflushed writes lost",22} {"seconds",7}");
         foreach (var r in rows.OrderBy(r => r.Format).ThenBy(r => r.Mode).ThenBy(r => r.Workload))
-            text.AppendLine($"{r.Format,-6} {r.Mode,-20} {r.Workload,-26} {r.CrashPoints,6} {r.StatesChecked,6} {r.Corruptions,7} {r.Violations,10} {r.LostText,22}");
+            text.AppendLine($"{r.Format,-14} {r.Mode,-20} {r.Workload,-26} {r.CrashPoints,6} {r.StatesChecked,6} {r.StatesChecked - r.DuplicateStates,6} {r.Corruptions,7} {r.Violations,10} {r.StatesWithLeaks,6} {r.LostText,22} {r.Elapsed.TotalSeconds,7:0.0}");
         return text.ToString();
     }
 }

@@ -110,6 +110,40 @@ public static class CrashWorkloads
         return new Workload("zero-trim-then-allocate", size, steps);
     }
 
+    /// <summary>Partial-cluster writes (and some zeroes) over a backing file: copy-on-write must keep the backing data around them.</summary>
+    public static Workload CowPartialWrites(long size, int cluster = 65536)
+    {
+        var random = new Random(606);
+        var steps = new List<WorkloadStep>();
+        for (var i = 1; i <= 36; i++)
+        {
+            var clusterStart = random.NextInt64(0, size / cluster) * cluster;
+            var sectorsPerCluster = cluster / Sector;
+            var first = random.Next(0, sectorsPerCluster - 1);
+            var count = random.Next(1, Math.Min(sectorsPerCluster - first, 32) + 1);
+            steps.Add(i % 9 == 0
+                ? new WorkloadStep(WorkloadStepKind.Zero, clusterStart + first * Sector, count * Sector)
+                : new WorkloadStep(WorkloadStepKind.Write, clusterStart + first * Sector, count * Sector));
+            if (i % 6 == 0) steps.Add(new WorkloadStep(WorkloadStepKind.Flush));
+            if (i % 5 == 0) steps.Add(new WorkloadStep(WorkloadStepKind.Advance, AdvanceMilliseconds: 350));
+        }
+        return new Workload("cow-partial-writes", size, steps);
+    }
+
+    /// <summary>Sequential allocating writes over most of the device: with small clusters the refcount table must grow.</summary>
+    public static Workload RefcountGrowth(long size, int chunk = 32 << 10)
+    {
+        var steps = new List<WorkloadStep>();
+        var writes = (int)(size * 3 / 4 / chunk);
+        for (var i = 1; i <= writes; i++)
+        {
+            steps.Add(new WorkloadStep(WorkloadStepKind.Write, (long)(i - 1) * chunk, chunk));
+            if (i % 16 == 0) steps.Add(new WorkloadStep(WorkloadStepKind.Flush));
+            if (i % 24 == 0) steps.Add(new WorkloadStep(WorkloadStepKind.Advance, AdvanceMilliseconds: 500));
+        }
+        return new Workload("refcount-growth", size, steps);
+    }
+
     private static WorkloadStep RandomWrite(Random random, long start, long end, int maxLength)
     {
         var (offset, length) = RandomRange(random, start, end, maxLength);

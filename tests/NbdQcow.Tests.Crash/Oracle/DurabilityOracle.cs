@@ -4,16 +4,20 @@ namespace NbdQcow.Tests.Crash.Oracle;
 /// Checks a device's content after a crash against the durability contract, sector by sector:
 /// the latest op promised durable at the crash, or any op after it that may have reached disk, must be what
 /// each sector shows (trim may leave zero or anything written before); nothing else — in particular no data
-/// written for another offset — may appear. Device content before the workload is all zeroes.
+/// written for another offset — may appear. Device content before the workload is all zeroes, or the pattern of
+/// a pseudo-op (a backing file's content).
 /// </summary>
 public sealed class DurabilityOracle
 {
     private readonly IReadOnlyList<OpRecord> _ops;
+    private readonly int _initialOpId;
     private readonly List<int>?[] _opsBySector;
 
-    public DurabilityOracle(WorkloadRun run, long deviceSize)
+    /// <param name="initialOpId">Op id of the pattern the device holds before the workload (backing file), 0 for zeroes.</param>
+    public DurabilityOracle(WorkloadRun run, long deviceSize, int initialOpId = 0)
     {
         _ops = run.Ops;
+        _initialOpId = initialOpId;
         _opsBySector = new List<int>?[deviceSize / SectorPattern.SectorSize];
         for (var i = 0; i < _ops.Count; i++)
         {
@@ -23,13 +27,23 @@ public sealed class DurabilityOracle
         }
     }
 
-    public StateVerdict Check(long crashTick, ReadOnlySpan<byte> device)
+    /// <summary>Decodes every sector of a device's content.</summary>
+    public static SectorValue[] Decode(ReadOnlySpan<byte> device)
+    {
+        var sectors = new SectorValue[device.Length / SectorPattern.SectorSize];
+        for (var s = 0; s < sectors.Length; s++) sectors[s] = SectorPattern.Decode(device.Slice(s * SectorPattern.SectorSize, SectorPattern.SectorSize));
+        return sectors;
+    }
+
+    public StateVerdict Check(long crashTick, ReadOnlySpan<byte> device) => Check(crashTick, Decode(device));
+
+    public StateVerdict Check(long crashTick, SectorValue[] sectors)
     {
         var verdict = new StateVerdict();
         var lost = new bool[_ops.Count];
         for (var s = 0L; s < _opsBySector.Length; s++)
         {
-            var value = SectorPattern.Decode(device.Slice((int)(s * SectorPattern.SectorSize), SectorPattern.SectorSize));
+            var value = sectors[s];
             var touching = _opsBySector[s];
             var started = 0;
             var lastDurable = -1;
@@ -41,17 +55,17 @@ public sealed class DurabilityOracle
             if (!ok)
             {
                 var wroteHere = value.Kind == SectorValueKind.Written && value.WrittenForSector == s && touching is not null &&
-                                touching.Take(started).Any(i => _ops[i].Id == value.OpId);
-                if (value.Kind == SectorValueKind.Zero || wroteHere)
+                                (touching.Take(started).Any(i => _ops[i].Id == value.OpId) || value.OpId == _initialOpId);
+                if ((value.Kind == SectorValueKind.Zero || wroteHere) && lastDurable >= 0)
                 {
                     verdict.DurabilityViolations++;
                     var promised = _ops[touching![lastDurable]];
-                    verdict.Note($"sector {s}: shows {value}, but op {promised.Id} ({promised.Step}) was durable ({promised.DurableBecause})", foreign: false);
+                    verdict.Note($"sector {s}: shows {Describe(value, s)}, but op {promised.Id} ({promised.Step}) was durable ({promised.DurableBecause})", foreign: false);
                 }
                 else
                 {
                     verdict.ForeignSectors++;
-                    verdict.Note($"sector {s}: shows {value}, never written to this offset by then", foreign: true);
+                    verdict.Note($"sector {s}: shows {Describe(value, s)}, never written to this offset by then", foreign: true);
                 }
             }
 
@@ -71,12 +85,23 @@ public sealed class DurabilityOracle
         return verdict;
     }
 
+    private string Describe(SectorValue value, long sector) => value.Kind switch
+    {
+        SectorValueKind.Written when value.OpId == _initialOpId && _initialOpId != 0 =>
+            value.WrittenForSector == sector ? "the backing data" : $"the backing data of sector {value.WrittenForSector}",
+        SectorValueKind.Written when value.WrittenForSector != sector => $"op {value.OpId}'s data for sector {value.WrittenForSector}",
+        _ => value.ToString(),
+    };
+
+    private bool IsInitial(SectorValue value) =>
+        _initialOpId == 0 ? value.Kind == SectorValueKind.Zero : value.Kind == SectorValueKind.Written && value.OpId == _initialOpId;
+
     private bool IsAllowed(SectorValue value, long sector, List<int>? touching, int started, int lastDurable)
     {
-        if (value.Kind is SectorValueKind.Garbage or SectorValueKind.Misplaced) return false;
+        if (value.Kind == SectorValueKind.Garbage) return false;
         if (value.Kind == SectorValueKind.Written && value.WrittenForSector != sector) return false;
-        // Before the first op (or with none durable) the initial content, zeroes, is allowed.
-        if (lastDurable < 0 && value.Kind == SectorValueKind.Zero) return true;
+        // Before the first op (or with none durable) the initial content is allowed.
+        if (lastDurable < 0 && IsInitial(value)) return true;
         for (var k = Math.Max(lastDurable, 0); k < started; k++)
         {
             var op = _ops[touching![k]];
@@ -90,8 +115,8 @@ public sealed class DurabilityOracle
                     if (value.Kind == SectorValueKind.Zero) return true;
                     break;
                 case WorkloadStepKind.Trim:
-                    // After a trim a sector may read as zero or as anything written there before.
-                    if (value.Kind == SectorValueKind.Zero) return true;
+                    // After a trim a sector may read as zero, as the initial content, or as anything written there before.
+                    if (value.Kind == SectorValueKind.Zero || IsInitial(value)) return true;
                     for (var p = 0; p < k; p++)
                         if (value.Kind == SectorValueKind.Written && _ops[touching[p]].Id == value.OpId) return true;
                     break;

@@ -8,9 +8,15 @@ public interface ICrashImageFormat
 {
     string Name { get; }
 
+    /// <summary>
+    /// Op id whose sector patterns the device shows before the workload (a backing file's content), or 0 when a
+    /// fresh image reads as zeroes.
+    /// </summary>
+    int InitialOpId => 0;
+
     /// <summary>Creates a fresh, durable image of <paramref name="virtualSize"/> bytes at <paramref name="path"/>.</summary>
     void Create(string path, long virtualSize);
 
-    /// <summary>Checks a crashed image's metadata; null when consistent (leaks allowed), else what is corrupt.</summary>
-    string? CheckConsistency(string path, long virtualSize);
+    /// <summary>Checks a crashed image's metadata: corruption (null when consistent) and leaked clusters (allowed).</summary>
+    ConsistencyReport CheckConsistency(string path, long virtualSize);
 }

@@ -9,10 +9,10 @@ public sealed class RawCrashImageFormat : ICrashImageFormat
 
     public void Create(string path, long virtualSize) => RawImageCreator.Create(path, virtualSize);
 
-    public string? CheckConsistency(string path, long virtualSize)
+    public ConsistencyReport CheckConsistency(string path, long virtualSize)
     {
-        if (!File.Exists(path)) return $"{path}: the image file is gone";
+        if (!File.Exists(path)) return new ConsistencyReport($"{path}: the image file is gone");
         var length = new FileInfo(path).Length;
-        return length == virtualSize ? null : $"{path}: size {length} after the crash, expected {virtualSize}";
+        return new ConsistencyReport(length == virtualSize ? null : $"{path}: size {length} after the crash, expected {virtualSize}");
     }
 }

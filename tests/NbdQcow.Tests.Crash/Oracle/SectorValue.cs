@@ -9,7 +9,6 @@ public readonly record struct SectorValue(SectorValueKind Kind, int OpId = 0, lo
     {
         SectorValueKind.Zero => "zeroes",
         SectorValueKind.Written => $"op {OpId}",
-        SectorValueKind.Misplaced => $"op {OpId}'s data for sector {WrittenForSector}",
         _ => "garbage",
     };
 }

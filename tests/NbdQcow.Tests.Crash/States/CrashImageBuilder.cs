@@ -1,3 +1,4 @@
+using System.IO.Hashing;
 using NbdQcow.Tests.Crash.Recording;
 
 namespace NbdQcow.Tests.Crash.States;
@@ -14,9 +15,13 @@ public sealed class CrashImageBuilder(IReadOnlyList<RecordedFile> files)
         return contents;
     }
 
-    /// <summary>Writes the files of <paramref name="state"/> into <paramref name="folder"/>; returns the path per file id.</summary>
-    public Dictionary<int, string> Write(CrashPoint point, CrashState state, Dictionary<int, FileContent> baseContents, string folder)
+    /// <summary>
+    /// Writes the files of <paramref name="state"/> into <paramref name="folder"/>; returns the path per file id and
+    /// a hash of all their content (equal hashes: equal on-disk states, so a metadata check can be reused).
+    /// </summary>
+    public (Dictionary<int, string> Paths, UInt128 ContentHash) Write(CrashPoint point, CrashState state, Dictionary<int, FileContent> baseContents, string folder)
     {
+        var hash = new XxHash128();
         var contents = new Dictionary<int, FileContent>();
         foreach (var (id, content) in baseContents) contents[id] = content.Clone();
         for (var i = 0; i < point.Volatile.Count; i++)
@@ -33,10 +38,12 @@ public sealed class CrashImageBuilder(IReadOnlyList<RecordedFile> files)
             paths[file.Id] = path;
             if (File.Exists(path)) File.Delete(path);
             var content = contents[file.Id];
+            hash.Append(BitConverter.GetBytes(content.Exists ? content.Length : -1));
             if (!content.Exists) continue;
+            hash.Append(content.Bytes);
             using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write);
             stream.Write(content.Bytes);
         }
-        return paths;
+        return (paths, hash.GetCurrentHashAsUInt128());
     }
 }

@@ -17,11 +17,11 @@ public sealed class KernelNbdClientVmTests(ITestOutputHelper output)
     private const string ExportName = "vmdisk";
     private static readonly TimeSpan GuestTimeout = TimeSpan.FromMinutes(4);
 
-    // Both connection counts on both cluster sizes across the two tests, within the CI budget (a boot is ~40 s).
+    // Both connection counts on both cluster sizes across the two tests: four boots of ~40-60 s keep the class
+    // within its CI budget of 5 minutes. Raw images pass too (tests/vm/try-server.sh by hand).
     [Theory]
     [InlineData("qcow2", 65536, 1)]
     [InlineData("qcow2", 4096, 2)]
-    [InlineData("raw", 0, 2)]
     public async Task KernelClientFilesystemSurvivesReconnectFstrimAndServerStop(string format, int clusterSize,
         int connections)
     {

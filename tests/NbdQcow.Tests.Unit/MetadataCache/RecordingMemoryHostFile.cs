@@ -13,7 +13,20 @@ public sealed class RecordingMemoryHostFile : IHostFile
     private byte[] _durable = [];
     private long _length;
 
+    public RecordingMemoryHostFile() { }
+
+    /// <summary>Starts with <paramref name="content"/>, already durable.</summary>
+    public RecordingMemoryHostFile(byte[] content)
+    {
+        _data = (byte[])content.Clone();
+        _durable = (byte[])content.Clone();
+        _length = content.Length;
+    }
+
     public string Path => "memory";
+
+    /// <summary>The durable view as a whole file (what a power loss right now would leave).</summary>
+    public byte[] DurableImage() { lock (_lock) return (byte[])_durable.Clone(); }
     public bool IsDirect => false;
     public bool IsReadOnly => false;
     public long Length { get { lock (_lock) return _length; } }
@@ -21,6 +34,7 @@ public sealed class RecordingMemoryHostFile : IHostFile
     /// <summary>"W offset length" or "F" per operation, in order.</summary>
     public List<string> Log { get; } = new();
     public int Reads;
+    public int Barriers;
 
     public void ClearLog() { lock (_lock) Log.Clear(); }
 
@@ -50,6 +64,7 @@ public sealed class RecordingMemoryHostFile : IHostFile
     {
         lock (_lock)
         {
+            if (offset + data.Length > int.MaxValue) throw new IOException("memory file limited to 2 GiB");
             Log.Add($"W {offset} {data.Length}");
             var end = offset + data.Length;
             if (end > _data.Length) Array.Resize(ref _data, (int)Math.Max(end, _data.Length * 2L));
@@ -64,6 +79,7 @@ public sealed class RecordingMemoryHostFile : IHostFile
         {
             Log.Add("F");
             _durable = _data.AsSpan(0, (int)_length).ToArray();
+            Barriers++;
         }
     }
 

@@ -141,6 +141,33 @@ public sealed class Qcow2HostileImageTests : IDisposable
     }
 
     [Fact]
+    public async Task Old_v2_image_with_the_backing_name_right_after_the_header_and_no_extensions_opens()
+    {
+        QemuTools.Bash(_folder.FolderPath, """
+            qemu-img create -q -f qcow2 -o compat=0.10 base.qcow2 4M; qemu-io -f qcow2 base.qcow2 -c "write -P 0x31 0 1M" >/dev/null
+            qemu-img create -q -f qcow2 -o compat=0.10 -b base.qcow2 -F qcow2 img.qcow2
+            qemu-io -f qcow2 img.qcow2 -c "write -P 0x32 512k 4k" >/dev/null
+            """);
+        string path = _folder.File("img.qcow2");
+        // What qemu 0.9 wrote: no extensions, the backing file name at offset 72.
+        using (var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite))
+        {
+            stream.Position = 72;
+            stream.Write(new byte[512]);
+            stream.Position = 72;
+            stream.Write("base.qcow2"u8);
+        }
+        Patch(path, 8, 8, 72);
+        Patch(path, 16, 4, 10);
+        await using var image = Qcow2Image.Open(path, new ImageOpenOptions { ReadOnly = true }, HostFile.Open);
+        Assert.Equal("qcow2", image.BackingFormat);
+        var buffer = new byte[8192];
+        await image.ReadAsync(512 * 1024 - 4096, buffer);
+        Assert.All(buffer.AsSpan(0, 4096).ToArray(), b => Assert.Equal(0x31, b));
+        Assert.All(buffer.AsSpan(4096).ToArray(), b => Assert.Equal(0x32, b));
+    }
+
+    [Fact]
     public void Header_extension_running_past_the_cluster_is_refused()
     {
         string path = MakeImage();
@@ -170,7 +197,7 @@ public sealed class Qcow2HostileImageTests : IDisposable
     public void Encrypted_luks_image_made_by_qemu_img_is_refused_naming_luks()
     {
         QemuTools.Bash(_folder.FolderPath,
-            "qemu-img create -q --object secret,id=sec0,data=123456 -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0 enc.qcow2 16M");
+            "qemu-img create -q --object secret,id=sec0,data=123456 -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 enc.qcow2 16M");
         Assert.Contains("LUKS", Refused(_folder.File("enc.qcow2")));
     }
 

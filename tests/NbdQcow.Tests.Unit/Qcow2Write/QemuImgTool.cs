@@ -27,6 +27,9 @@ public static class QemuImgTool
         Assert.True(code == 0, $"qemu-img check {image} exited {code}:\n{output}");
         Assert.DoesNotContain("leaked", output);
         Assert.DoesNotContain("ERROR", output);
+        // The project's own check must agree.
+        var own = NbdQcow.Image.Qcow2.Check.Qcow2Checker.Check(image);
+        Assert.True(own.IsClean, $"nbdqcow check {image}: {own.FatalError} {string.Join("\n", own.CorruptionMessages.Concat(own.LeakMessages))}");
     }
 
     /// <summary>Asserts `qemu-img compare` calls the qcow2 image identical to the raw reference.</summary>

@@ -1,0 +1,73 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using NbdQcow.Cache;
+using NbdQcow.Image.Qcow2;
+
+namespace NbdQcow.Tests.Crash.Oracle;
+
+/// <summary>
+/// qcow2 images created by our engine's creator (optionally over a raw backing file full of a known pattern),
+/// checked after each crash with `qemu-img check` (exit 0 clean, 3 leaks only — both allowed; 2 corrupt, 1 failed).
+/// </summary>
+public sealed partial class Qcow2CrashImageFormat(int clusterSize = 65536, int refcountOrder = 4, bool withBacking = false) : ICrashImageFormat
+{
+    public const string BackingFileName = "backing.raw";
+
+    /// <summary>The pseudo-op whose pattern fills the backing file.</summary>
+    public const int BackingOpId = 999_999;
+
+    public string Name => "qcow2" + (clusterSize == 65536 ? "" : clusterSize >= 1 << 20 ? $"-{clusterSize >> 20}M" : $"-{clusterSize}")
+                          + (refcountOrder == 4 ? "" : $"-r{1 << refcountOrder}") + (withBacking ? "+bk" : "");
+
+    public int InitialOpId => withBacking ? BackingOpId : 0;
+
+    public void Create(string path, long virtualSize)
+    {
+        string? backing = null;
+        if (withBacking)
+        {
+            backing = Path.Combine(Path.GetDirectoryName(path)!, BackingFileName);
+            var content = new byte[virtualSize];
+            SectorPattern.Fill(content, BackingOpId, 0, (int)(virtualSize / SectorPattern.SectorSize));
+            using (var stream = new FileStream(backing, FileMode.CreateNew, FileAccess.Write))
+            {
+                stream.Write(content);
+                stream.Flush(flushToDisk: true);
+            }
+        }
+        Qcow2Creator.Create(path, new Qcow2CreateOptions
+        {
+            Size = virtualSize,
+            ClusterSize = clusterSize,
+            RefcountOrder = refcountOrder,
+            BackingFile = backing is null ? null : BackingFileName,
+            BackingFormat = backing is null ? null : "raw",
+        });
+        using (var file = HostFile.Open(path, new HostFileOptions(ReadOnly: false, Direct: false))) file.Flush();
+        HostDirectory.SyncParentOf(path);
+    }
+
+    public ConsistencyReport CheckConsistency(string path, long virtualSize)
+    {
+        var start = new ProcessStartInfo("qemu-img") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "check", "-f", "qcow2", path }) start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(60_000))
+        {
+            process.Kill();
+            return new ConsistencyReport("qemu-img check did not finish within 60 s");
+        }
+        var text = (stdout.Result + stderr.Result).Trim();
+        var leaks = LeakCount().Match(text) is { Success: true } m ? int.Parse(m.Groups[1].Value) : 0;
+        return process.ExitCode switch
+        {
+            0 or 3 => new ConsistencyReport(null, leaks),
+            _ => new ConsistencyReport($"qemu-img check exit {process.ExitCode}: {text}", leaks),
+        };
+    }
+
+    [GeneratedRegex(@"(\d+) leaked clusters were found")]
+    private static partial Regex LeakCount();
+}

@@ -1,0 +1,58 @@
+using System.Text.Json;
+using NbdQcow.Tests.Unit.HostIo;
+
+namespace NbdQcow.Tests.Unit.Qcow2;
+
+/// <summary>`nbdqcow info` (the real CLI process) reports what qemu-img info reports for the same images.</summary>
+public sealed class InfoCommandTests
+{
+    private static string Nbdqcow(string folder, params string[] args) =>
+        QemuTools.RunIn(folder, "dotnet", [Path.Combine(AppContext.BaseDirectory, "nbdqcow.dll"), .. args]);
+
+    [Fact]
+    public void Info_json_shows_header_features_backing_chain_snapshots_bitmaps_and_allocation()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f raw base.raw 4M
+            qemu-img create -q -f qcow2 -b base.raw -F raw mid.qcow2
+            qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 -o extended_l2=on,compression_type=zstd,cluster_size=128k img.qcow2
+            qemu-io -f qcow2 img.qcow2 -c "write 0 256k" -c "write -z 1M 128k" >/dev/null
+            qemu-img snapshot -c before-upgrade img.qcow2
+            qemu-img bitmap --add -g 1M img.qcow2 nightly
+            """);
+        using var json = JsonDocument.Parse(Nbdqcow(folder.FolderPath, "info", "--json", "img.qcow2"));
+        var root = json.RootElement;
+        Assert.Equal("qcow2", root.GetProperty("format").GetString());
+        Assert.Equal(4L << 20, root.GetProperty("virtual-size").GetInt64());
+        Assert.Equal(128 * 1024, root.GetProperty("cluster-size").GetInt32());
+        Assert.Equal("zstd", root.GetProperty("compression-type").GetString());
+        Assert.True(root.GetProperty("extended-l2").GetBoolean());
+        Assert.Contains("extended L2 entries (bit 4)", root.GetProperty("incompatible-features").EnumerateArray().Select(e => e.GetString()));
+        var chain = root.GetProperty("backing-chain").EnumerateArray().Select(e => (e.GetProperty("filename").GetString(), e.GetProperty("format").GetString())).ToList();
+        Assert.Equal([(folder.File("img.qcow2"), "qcow2"), (folder.File("mid.qcow2"), "qcow2"), (folder.File("base.raw"), "raw")], chain);
+        Assert.Equal("before-upgrade", root.GetProperty("snapshots")[0].GetProperty("name").GetString());
+        var bitmap = root.GetProperty("bitmaps")[0];
+        Assert.Equal("nightly", bitmap.GetProperty("name").GetString());
+        Assert.Equal(1 << 20, bitmap.GetProperty("granularity").GetInt32());
+        var allocation = root.GetProperty("allocation");
+        Assert.Equal(256 * 1024, allocation.GetProperty("data-bytes").GetInt64());
+        Assert.Equal(128 * 1024, allocation.GetProperty("zero-bytes").GetInt64());
+        Assert.Equal((4L << 20) - 384 * 1024, allocation.GetProperty("unallocated-bytes").GetInt64());
+    }
+
+    [Fact]
+    public void Info_text_of_a_raw_image_and_error_for_an_encrypted_one()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f raw disk.raw 3M
+            qemu-img create -q --object secret,id=s,data=pw -f qcow2 -o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10 enc.qcow2 1M
+            """);
+        string text = Nbdqcow(folder.FolderPath, "info", "disk.raw");
+        Assert.Contains("format: raw", text);
+        Assert.Contains("virtual size: 3 MiB (3145728 bytes)", text);
+        var error = Assert.Throws<InvalidOperationException>(() => Nbdqcow(folder.FolderPath, "info", "enc.qcow2"));
+        Assert.Contains("LUKS", error.Message);
+    }
+}
