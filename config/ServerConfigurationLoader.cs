@@ -18,7 +18,16 @@ public static class ServerConfigurationLoader
             throw new ConfigurationException([$"--config: file '{configFile}' does not exist"]);
         }
         var baseConfiguration = BuildBase(configFile, environment);
-        var exportCount = baseConfiguration.GetSection("Exports").GetChildren().Count();
+        // Exports declared with a Path by the file or environment; the IMAGE of the command line comes next,
+        // so environment settings for an index without a Path (NBDQCOW__EXPORTS__0__CACHE) apply to the IMAGE.
+        var exportCount = 0;
+        foreach (var child in baseConfiguration.GetSection("Exports").GetChildren())
+        {
+            if (!string.IsNullOrEmpty(child["Path"]))
+            {
+                exportCount++;
+            }
+        }
 
         var cli = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
         Put(cli, "Listen", overrides.Listen);

@@ -16,6 +16,9 @@ public static class Program
             RecoverCommand.Create(),
             BenchCommand.Create(),
         };
-        return root.Parse(args).Invoke();
+        var parseResult = root.Parse(args);
+        var exitCode = parseResult.Invoke();
+        // Usage errors (unknown option, missing argument) exit 2, as invalid configuration does.
+        return parseResult.Errors.Count > 0 ? 2 : exitCode;
     }
 }

@@ -155,6 +155,8 @@ public sealed partial class Qcow2Image
             long position = offset, end = offset + length;
             while (position < end)
             {
+                long skip = UnmappedReadingZero(position, end);
+                if (skip > 0) { position += skip; continue; }
                 int n = (int)Math.Min(end - position, Geometry.BytesToClusterEnd(position));
                 await ZeroClusterAsync(position, n, flags, cancellationToken).ConfigureAwait(false);
                 position += n;
@@ -175,6 +177,8 @@ public sealed partial class Qcow2Image
             long position = offset, end = offset + length;
             while (position < end)
             {
+                long skip = UnmappedReadingZero(position, end);
+                if (skip > 0) { position += skip; continue; }
                 int n = (int)Math.Min(end - position, Geometry.BytesToClusterEnd(position));
                 // A trim is a hint: only whole clusters are released, partial ones keep their data.
                 if (n == Geometry.ClusterSize)
@@ -768,6 +772,21 @@ public sealed partial class Qcow2Image
         MetadataCache.MarkDirty(l2.Table);
         if (!keepHost) ReleaseOldHost(old, -1, l2.Table);
         return true;
+    }
+
+    /// <summary>
+    /// Bytes from <paramref name="position"/> (up to <paramref name="end"/>) covered by an L1 entry without an L2
+    /// table in an image without backing file: they read as zero already, so zeroing or trimming skips them whole
+    /// (a discard of a whole disk then costs one step per L2 table, not per cluster). 0 when that does not apply.
+    /// </summary>
+    private long UnmappedReadingZero(long position, long end)
+    {
+        if (Backing is not null) return 0;
+        var g = Geometry;
+        long l1Index = g.L1Index(position);
+        if (l1Index < L1Table.Length && new L1Entry(Volatile.Read(ref L1Table[l1Index])).IsAllocated) return 0;
+        long coverageEnd = (l1Index + 1) * g.L2Coverage;
+        return Math.Min(end, coverageEnd) - position;
     }
 
     // ---- L1/L2 updates ------------------------------------------------------------------------------------

@@ -374,30 +374,67 @@ public sealed partial class Qcow2Image : IBlockDevice
     {
         while (buffer.Length > 0)
         {
-            var mapping = await LookupAsync(offset, buffer.Length, cancellationToken).ConfigureAwait(false);
+            Qcow2Mapping mapping;
+            int guardToken = -1;
+            if (IsReadOnly)
+            {
+                mapping = MapRange(offset, buffer.Length);
+            }
+            else
+            {
+                await MetadataLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    mapping = MapRange(offset, buffer.Length);
+                    // A host cluster read outside the lock must not be freed and reused until the read is done.
+                    if (mapping.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed)
+                        guardToken = _dataGuard.Enter();
+                }
+                finally
+                {
+                    MetadataLock.Release();
+                }
+            }
             int n = (int)mapping.Length;
             var chunk = buffer[..n];
-            switch (mapping.Kind)
+            try
             {
-                case Qcow2ClusterKind.Normal:
-                    DataFile.Read(mapping.HostOffset, chunk.Span);
-                    break;
-                case Qcow2ClusterKind.Zero:
-                case Qcow2ClusterKind.ZeroWithHostCluster:
-                    chunk.Span.Clear();
-                    break;
-                case Qcow2ClusterKind.Unallocated:
-                case Qcow2ClusterKind.UnallocatedWithHostCluster:
-                    await ReadBackingAsync(offset, chunk, cancellationToken).ConfigureAwait(false);
-                    break;
-                case Qcow2ClusterKind.Compressed:
-                    ReadCompressed(mapping.Entry, offset, chunk.Span);
-                    break;
-                default:
-                    throw new BlockDeviceException(BlockError.Io, $"qcow2 image {Path}: unexpected mapping {mapping.Kind} at 0x{offset:x}");
+                await ReadMappedAsync(mapping, offset, chunk, cancellationToken).ConfigureAwait(false);
+            }
+            catch (IOException e) when (e is not BlockDeviceException)
+            {
+                throw HostIoErrors.ToBlockDeviceException(e);
+            }
+            finally
+            {
+                if (guardToken >= 0)
+                    _dataGuard.Exit(guardToken);
             }
             offset += n;
             buffer = buffer[n..];
+        }
+    }
+
+    private async ValueTask ReadMappedAsync(Qcow2Mapping mapping, long offset, Memory<byte> chunk, CancellationToken cancellationToken)
+    {
+        switch (mapping.Kind)
+        {
+            case Qcow2ClusterKind.Normal:
+                DataFile.Read(mapping.HostOffset, chunk.Span);
+                break;
+            case Qcow2ClusterKind.Zero:
+            case Qcow2ClusterKind.ZeroWithHostCluster:
+                chunk.Span.Clear();
+                break;
+            case Qcow2ClusterKind.Unallocated:
+            case Qcow2ClusterKind.UnallocatedWithHostCluster:
+                await ReadBackingAsync(offset, chunk, cancellationToken).ConfigureAwait(false);
+                break;
+            case Qcow2ClusterKind.Compressed:
+                ReadCompressed(mapping.Entry, offset, chunk.Span);
+                break;
+            default:
+                throw new BlockDeviceException(BlockError.Io, $"qcow2 image {Path}: unexpected mapping {mapping.Kind} at 0x{offset:x}");
         }
     }
 

@@ -65,6 +65,11 @@ public sealed class NbdServer : IAsyncDisposable
             socket.Bind(endPoint);
             socket.Listen(128);
         }
+        catch (SocketException ex)
+        {
+            socket.Dispose();
+            throw new IOException($"cannot listen on {endPoint}: {ex.Message}", ex);
+        }
         catch
         {
             socket.Dispose();
@@ -95,6 +100,11 @@ public sealed class NbdServer : IAsyncDisposable
         {
             socket.Bind(endPoint);
             socket.Listen(128);
+        }
+        catch (SocketException ex)
+        {
+            socket.Dispose();
+            throw new IOException($"cannot listen on Unix socket {path}: {ex.Message}", ex);
         }
         catch
         {

@@ -17,7 +17,7 @@ public sealed record FreshQcow2Image(string Name, long ClusterSize, long Size, F
     [
         Qemu("cluster-512", 512, 32 * Mib, "cluster_size=512"),
         Qemu("cluster-64k", 65536, 64 * Mib, null),
-        Qemu("cluster-2m", 2 * Mib, 128 * Mib, "cluster_size=2097152"),
+        Qemu("cluster-2m", 2 * Mib, 64 * Mib, "cluster_size=2097152"),
         Qemu("extended-l2-64k", 65536, 64 * Mib, "extended_l2=on,cluster_size=65536"),
         Qemu("v2-compat-0.10", 65536, 64 * Mib, "compat=0.10"),
         Qemu("refcount-1-bit-4k", 4096, 32 * Mib, "refcount_bits=1,cluster_size=4096"),

@@ -18,7 +18,7 @@ public sealed class Qcow2WriteWorkloadTests
         var fresh = FreshQcow2Image.ByName(imageName);
         await RunMirroredAsync(fresh, async (server, reference) =>
             (await ToolRunner.RunPythonScriptAsync("mirrored_workload.py",
-                [server.Uri(), reference, "20261201", "300", fresh.ClusterSize.ToString(), "16"],
+                [server.Uri(), reference, "20261201", "200", fresh.ClusterSize.ToString(), "16"],
                 TimeSpan.FromSeconds(300))).EnsureSuccess(server.Describe()));
     }
 
@@ -27,7 +27,7 @@ public sealed class Qcow2WriteWorkloadTests
     public async Task QemuIoWorkloadLeavesACleanImageIdenticalToTheReference(string imageName)
     {
         var fresh = FreshQcow2Image.ByName(imageName);
-        var commands = QemuIoCommands(seed: 7, count: 150, fresh.ClusterSize, fresh.Size);
+        var commands = QemuIoCommands(seed: 7, count: 120, fresh.ClusterSize, fresh.Size);
         await RunMirroredAsync(fresh, async (server, reference) =>
         {
             await QemuIoOnAsync(server.Uri(), commands, server);

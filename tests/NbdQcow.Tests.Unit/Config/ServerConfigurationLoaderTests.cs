@@ -99,6 +99,14 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     }
 
     [Fact]
+    public void Environment_settings_for_an_export_without_a_path_apply_to_the_image_of_the_command_line()
+    {
+        var environment = new Dictionary<string, string?> { ["NBDQCOW__EXPORTS__0__CACHE"] = "none" };
+        var settings = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" }, environment);
+        Assert.Equal(CacheMode.None, Assert.Single(settings.Exports).CacheMode);
+    }
+
+    [Fact]
     public void Image_on_the_command_line_is_added_to_the_config_exports_and_becomes_the_default()
     {
         var config = WriteConfig("""{ "Exports": [ { "Path": "a.img", "Cache": "none" } ] }""");
