@@ -43,12 +43,12 @@ internal static class Qcow2ImageVariants
         ["odd-virtual-size-2m-clusters"] = "qemu-img create -q -f qcow2 -o cluster_size=2M img.qcow2 5243392; pw img.qcow2 qcow2 5243392",
         ["compressed-zlib"] = """
             qemu-img create -q -f raw src.raw 8M; pw src.raw raw 8388608
-            head -c 1500000 /dev/urandom > rnd; dd if=rnd of=src.raw bs=1 seek=4000000 conv=notrunc status=none
+            head -c 1500000 /dev/urandom > rnd; dd if=rnd of=src.raw bs=64K seek=4000000 oflag=seek_bytes conv=notrunc status=none
             qemu-img convert -c -O qcow2 src.raw img.qcow2
             """,
         ["compressed-zstd"] = """
             qemu-img create -q -f raw src.raw 8M; pw src.raw raw 8388608
-            head -c 1500000 /dev/urandom > rnd; dd if=rnd of=src.raw bs=1 seek=4000000 conv=notrunc status=none
+            head -c 1500000 /dev/urandom > rnd; dd if=rnd of=src.raw bs=64K seek=4000000 oflag=seek_bytes conv=notrunc status=none
             qemu-img convert -c -O qcow2 -o compression_type=zstd src.raw img.qcow2
             """,
         ["compressed-4k-clusters-then-overwritten"] = """
