@@ -72,6 +72,41 @@ public sealed class RawNbdConnection : IDisposable
         return (error, error == 0 ? await ReceiveExactlyAsync((int)length) : []);
     }
 
+    /// <summary>
+    /// Waits for a simple reply header (returns its error and cookie) or for the server to close the connection
+    /// (returns null); fails the test if neither happens within <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<(uint Error, ulong Cookie)?> TryReadSimpleReplyOrCloseAsync(TimeSpan timeout)
+    {
+        var header = new byte[16];
+        var received = 0;
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            while (received < header.Length)
+            {
+                var n = await socket.ReceiveAsync(header.AsMemory(received), SocketFlags.None, deadline.Token);
+                if (n == 0)
+                {
+                    return null;
+                }
+
+                received += n;
+            }
+        }
+        catch (SocketException)
+        {
+            return null;
+        }
+        catch (OperationCanceledException)
+        {
+            Assert.Fail($"no reply and no disconnect within {timeout.TotalSeconds:F0} s ({received} bytes received)");
+        }
+
+        Assert.Equal(SimpleReplyMagic, BinaryPrimitives.ReadUInt32BigEndian(header));
+        return (BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(4)), BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(8)));
+    }
+
     public Task DisconnectAsync() => SendAsync(Request(CommandDisconnect, 0, 0, 0));
 
     public static byte[] Request(ushort type, ulong cookie, ulong offset, uint length, ushort flags = 0)
@@ -109,6 +144,11 @@ public sealed class RawNbdConnection : IDisposable
         }
         catch (SocketException)
         {
+            return false;
+        }
+        catch (OperationCanceledException)
+        {
+            // The server neither read nor closed; the caller's next bounded wait reports that clearly.
             return false;
         }
     }

@@ -88,6 +88,53 @@ public sealed class RawSocketClientTests
         await image.Server.StopAndAssertCleanExitAsync();
     }
 
+    [Fact]
+    public async Task ReadLongerThanThirtyTwoMebibytesGetsAnErrorAndTheConnectionLivesOn()
+    {
+        await using var image = await ServedImage.StartRawAsync(128L * Mib,
+            prepare: path => RawImageFile.Write(path, 0, TestPattern.Bytes(5, Mib)));
+        using var connection = await RawNbdConnection.ConnectAsync(image.Server.Port!.Value);
+        await connection.HandshakeWithExportNameAsync();
+        var (error, _) = await connection.ReadAsync(0, 64 * Mib, cookie: 1);
+        Assert.NotEqual(0u, error);
+        var (goodError, data) = await connection.ReadAsync(0, 4096, cookie: 2);
+        Assert.Equal(0u, goodError);
+        TestPattern.AssertEqual(TestPattern.Bytes(5, Mib).AsSpan(0, 4096), data, 0, "read after the refused one");
+        await connection.DisconnectAsync();
+        await image.Server.StopAndAssertCleanExitAsync();
+    }
+
+    [Fact]
+    public async Task WriteLongerThanThirtyTwoMebibytesIsRefusedAndWritesNothing()
+    {
+        await using var image = await ServedImage.StartRawAsync(128L * Mib);
+        using var connection = await RawNbdConnection.ConnectAsync(image.Server.Port!.Value);
+        await connection.HandshakeWithExportNameAsync();
+        // A 48 MiB WRITE: the server may answer at once and hang up, or skip the payload and answer; never write it.
+        var payload = new byte[48 * Mib];
+        payload.AsSpan().Fill(0xab);
+        await connection.SendAsync(RawNbdConnection.Request(1, 5, 0, (uint)payload.Length));
+        await connection.TrySendAsync(payload);
+        var answered = await connection.TryReadSimpleReplyOrCloseAsync(TimeSpan.FromSeconds(20));
+        Assert.True(answered is null || answered.Value.Error != 0,
+            $"oversized write accepted (reply {answered})\n{image.Server.Describe()}");
+        if (answered is not null)
+        {
+            // The connection stayed in sync: a read on it still works.
+            var (error, data) = await connection.ReadAsync(0, 4096, cookie: 6);
+            Assert.Equal(0u, error);
+            TestPattern.AssertEqual(new byte[4096], data, 0, "read after the refused write");
+        }
+
+        image.Server.AssertStillRunning();
+        await AssertGoodClientReadsZeroes(image);
+        await image.Server.StopAndAssertCleanExitAsync();
+    }
+
+    private static async Task AssertGoodClientReadsZeroes(ServedImage image) =>
+        (await ToolRunner.RunAsync("qemu-io", ["-f", "raw", "-c", "read -P 0 0 48M", image.Uri()]))
+        .EnsureSuccess(image.Server.Describe());
+
     private static async Task AssertGoodClientReads(ServedImage image)
     {
         var copy = image.Folder.File("check.raw");

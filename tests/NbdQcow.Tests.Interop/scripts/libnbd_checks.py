@@ -272,6 +272,22 @@ def check_structured_replies(uri, mode):
         assert h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION), "base:allocation not negotiated"
         extents = allocation_extents(h, MIB, MIB)
         assert not any(flags & nbd.STATE_HOLE for _, flags in extents), f"written data reported as hole: {extents}"
+        # REQ_ONE: exactly one extent, not past the request; the hole [0, 1 MiB) comes first.
+        seen = []
+        h.block_status(4 * MIB, 0, lambda ctx, off, entries, err: seen.append(list(entries)) or 0,
+                       flags=nbd.CMD_FLAG_REQ_ONE)
+        assert len(seen) == 1 and len(seen[0]) == 2, f"REQ_ONE returned {seen}"
+        length, flags = seen[0]
+        assert 0 < length <= MIB and flags & nbd.STATE_HOLE, f"REQ_ONE extent ({length}, {flags}) at 0"
+        # DF (don't fragment): one data chunk even across a hole and data (the spec's minimum is 64 KiB).
+        assert h.can_df(), "server does not advertise DF"
+        chunks = []
+        data = h.pread_structured(65536, MIB - 32768,
+                                  lambda buf, off, status, *rest: chunks.append((off, len(buf), status)) or 0,
+                                  flags=nbd.CMD_FLAG_DF)
+        assert_data(bytes(32768) + pattern(15, MIB)[:32768], data, MIB - 32768, "DF read across a hole and data")
+        content = [c for c in chunks if c[2] in (nbd.READ_DATA, nbd.READ_HOLE)]
+        assert len(content) == 1 and content[0][2] == nbd.READ_DATA, f"DF read came in chunks {chunks}"
     h.shutdown()
     print(f"ok: structured replies {mode}")
 

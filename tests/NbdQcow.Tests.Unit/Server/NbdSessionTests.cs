@@ -129,6 +129,17 @@ public class NbdSessionTests
 
     [Theory]
     [MemberData(nameof(Styles))]
+    public async Task Zero_length_read_and_write_succeed_without_payload(string style)
+    {
+        await using var server = InProcessServer.Start(new NbdExport("disk", new MemoryBlockDevice(Size)));
+        await using var client = await server.ConnectAsync(Options(style));
+        await client.ReadAsync(4096, Memory<byte>.Empty).WaitAsync(Timeout);
+        await client.WriteAsync(4096, ReadOnlyMemory<byte>.Empty).WaitAsync(Timeout);
+        await client.ReadAsync(0, new byte[16]).WaitAsync(Timeout);
+    }
+
+    [Theory]
+    [MemberData(nameof(Styles))]
     public async Task Read_beyond_the_end_gets_EINVAL_and_the_connection_lives_on(string style)
     {
         var device = new MemoryBlockDevice(Size);

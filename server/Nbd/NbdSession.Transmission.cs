@@ -1,0 +1,516 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Runtime.CompilerServices;
+using System.Text;
+using NbdQcow.Image;
+using NbdQcow.Protocol;
+using NbdQcow.Server.Exports;
+
+namespace NbdQcow.Server.Nbd;
+
+/// <summary>Transmission: the receive loop, request execution on the thread pool, and whole-reply writes.</summary>
+public sealed partial class NbdSession
+{
+    private async Task TransmitAsync(CancellationToken stopping)
+    {
+        using (stopping.Register(static state => ((PipeReader)state!).CancelPendingRead(), _input))
+        {
+            await ReceiveLoopAsync().ConfigureAwait(false);
+        }
+        // Answer everything already dispatched before the connection closes: take every slot back.
+        for (var i = 0; i < _options.MaxInFlight; i++)
+        {
+            await _slots.WaitAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task ReceiveLoopAsync()
+    {
+        var threshold = (ulong)_options.LargeRequestThreshold;
+        while (true)
+        {
+            var (status, request) = await ReadRequestAsync().ConfigureAwait(false);
+            if (status != NbdParseStatus.Complete)
+            {
+                if (status == NbdParseStatus.BadMagic)
+                {
+                    _log.Warn($"{_peer}: bad request magic; closing this connection");
+                }
+                return;
+            }
+            if (request.Command == NbdCommand.Disconnect)
+            {
+                _log.Debug($"{_peer}: disconnect requested");
+                return;
+            }
+
+            var large = request.Length > threshold && request.Command is NbdCommand.Read or NbdCommand.Write
+                && request.Length <= NbdLimits.MaxPayload;
+            if (large)
+            {
+                await _largeSlots.WaitAsync().ConfigureAwait(false);
+            }
+            byte[]? payload = null;
+            var oversized = false;
+            if (request.Command == NbdCommand.Write && request.Length > 0)
+            {
+                if (request.Length > NbdLimits.MaxPayload)
+                {
+                    // Answer EINVAL without holding the payload in memory: read past it.
+                    if (request.Length > MaxSkippablePayload)
+                    {
+                        _log.Warn($"{_peer}: WRITE of {request.Length} bytes; closing this connection");
+                        return;
+                    }
+                    if (!await SkipAsync(request.Length, CancellationToken.None).ConfigureAwait(false))
+                    {
+                        return;
+                    }
+                    oversized = true;
+                }
+                else
+                {
+                    payload = ArrayPool<byte>.Shared.Rent((int)request.Length);
+                    if (!await ReadIntoAsync(payload, (int)request.Length, CancellationToken.None).ConfigureAwait(false))
+                    {
+                        ArrayPool<byte>.Shared.Return(payload);
+                        if (large)
+                        {
+                            _largeSlots.Release();
+                        }
+                        return;
+                    }
+                }
+            }
+
+            await _slots.WaitAsync().ConfigureAwait(false);
+            if (!_workPool.TryDequeue(out var work))
+            {
+                work = new RequestWork(this);
+            }
+            work.Request = request;
+            work.Payload = payload;
+            work.Oversized = oversized;
+            work.HoldsLargeSlot = large;
+            ThreadPool.UnsafeQueueUserWorkItem(work, preferLocal: false);
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<(NbdParseStatus Status, NbdRequest Request)> ReadRequestAsync()
+    {
+        while (true)
+        {
+            var result = await _input.ReadAsync().ConfigureAwait(false);
+            if (result.IsCanceled)
+            {
+                return (NbdParseStatus.NeedMoreData, default);
+            }
+            var buffer = result.Buffer;
+            var status = NbdServerMessageParser.TryParseRequest(buffer, _extended, out var request, out var consumed);
+            if (status == NbdParseStatus.Complete)
+            {
+                _input.AdvanceTo(consumed);
+                return (status, request);
+            }
+            if (status == NbdParseStatus.BadMagic)
+            {
+                _input.AdvanceTo(buffer.Start);
+                return (status, default);
+            }
+            _input.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted)
+            {
+                if (!buffer.IsEmpty)
+                {
+                    _log.Debug($"{_peer}: client vanished mid-request");
+                }
+                return (NbdParseStatus.NeedMoreData, default);
+            }
+        }
+    }
+
+    /// <summary>Copies the next <paramref name="count"/> bytes into <paramref name="destination"/> as they arrive.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> ReadIntoAsync(byte[] destination, int count, CancellationToken cancellationToken)
+    {
+        var copied = 0;
+        while (copied < count)
+        {
+            var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            if (result.IsCanceled)
+            {
+                return false;
+            }
+            var buffer = result.Buffer;
+            var take = (int)Math.Min(buffer.Length, count - copied);
+            buffer.Slice(0, take).CopyTo(destination.AsSpan(copied, take));
+            copied += take;
+            _input.AdvanceTo(buffer.GetPosition(take));
+            if (copied < count && result.IsCompleted)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Discards the next <paramref name="count"/> bytes without buffering them.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> SkipAsync(ulong count, CancellationToken cancellationToken)
+    {
+        while (count > 0)
+        {
+            var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            if (result.IsCanceled)
+            {
+                return false;
+            }
+            var buffer = result.Buffer;
+            var take = (long)Math.Min((ulong)buffer.Length, count);
+            count -= (ulong)take;
+            _input.AdvanceTo(buffer.GetPosition(take));
+            if (count > 0 && result.IsCompleted)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Runs one request on the thread pool and answers it; never throws.</summary>
+    internal async Task ExecuteAsync(RequestWork work)
+    {
+        try
+        {
+            await ProcessAsync(work).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // Only reply-sending failures get here (the connection is gone); device errors were answered.
+            _log.Debug($"{_peer}: reply to {work.Request.Command} not sent: {ex.Message}");
+        }
+        finally
+        {
+            if (work.Payload is { } payload)
+            {
+                ArrayPool<byte>.Shared.Return(payload);
+            }
+            if (work.HoldsLargeSlot)
+            {
+                _largeSlots.Release();
+            }
+            work.Reset();
+            _workPool.Enqueue(work);
+            _slots.Release();
+        }
+    }
+
+    private async Task ProcessAsync(RequestWork work)
+    {
+        var request = work.Request;
+        var export = _export;
+        var device = export.Device;
+        var cookie = request.Cookie;
+        var offset = request.Offset;
+        var length = request.Length;
+        var errorAsChunk = request.Command is NbdCommand.Read or NbdCommand.BlockStatus;
+
+        if ((request.Flags & ~KnownCommandFlags) != 0)
+        {
+            await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "unknown command flags", errorAsChunk).ConfigureAwait(false);
+            return;
+        }
+        try
+        {
+            switch (request.Command)
+            {
+                case NbdCommand.Read:
+                    if (length > NbdLimits.MaxPayload)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "read larger than 32 MiB", true).ConfigureAwait(false);
+                        return;
+                    }
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "read beyond the end of the export", true).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length == 0)
+                    {
+                        break; // nothing to send: a plain success (a NONE chunk with extended headers)
+                    }
+                    await ReadAndReplyAsync(device, request).ConfigureAwait(false);
+                    return;
+
+                case NbdCommand.Write:
+                    if (work.Oversized)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "write larger than 32 MiB", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (export.ReadOnly)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.NoSpace, "write beyond the end of the export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length > 0)
+                    {
+                        await device.WriteAsync((long)offset, work.Payload.AsMemory(0, (int)length),
+                            (request.Flags & NbdCommandFlags.Fua) != 0).ConfigureAwait(false);
+                    }
+                    break;
+
+                case NbdCommand.Flush:
+                    await device.FlushAsync().ConfigureAwait(false);
+                    break;
+
+                case NbdCommand.Trim:
+                    if (export.ReadOnly)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "trim beyond the end of the export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length > 0 && (export.Features & BlockDeviceFeatures.Trim) != 0)
+                    {
+                        await device.TrimAsync((long)offset, (long)length, (request.Flags & NbdCommandFlags.Fua) != 0).ConfigureAwait(false);
+                    }
+                    break;
+
+                case NbdCommand.WriteZeroes:
+                    if (export.ReadOnly)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.NoSpace, "write zeroes beyond the end of the export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if ((request.Flags & NbdCommandFlags.FastZero) != 0 && (export.Features & BlockDeviceFeatures.FastZero) == 0)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.NotSupported, "no fast zero on this export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length > 0)
+                    {
+                        var flags = ZeroFlags.None;
+                        if ((request.Flags & NbdCommandFlags.Fua) != 0)
+                        {
+                            flags |= ZeroFlags.Fua;
+                        }
+                        if ((request.Flags & NbdCommandFlags.NoHole) != 0)
+                        {
+                            flags |= ZeroFlags.NoHole;
+                        }
+                        if ((request.Flags & NbdCommandFlags.FastZero) != 0)
+                        {
+                            flags |= ZeroFlags.FastZero;
+                        }
+                        await device.ZeroAsync((long)offset, (long)length, flags).ConfigureAwait(false);
+                    }
+                    break;
+
+                case NbdCommand.Cache:
+                    if (!InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "cache beyond the end of the export", false).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length > 0)
+                    {
+                        await device.CacheAsync((long)offset, (long)length).ConfigureAwait(false);
+                    }
+                    break;
+
+                case NbdCommand.BlockStatus:
+                    if (!_baseAllocation)
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "no meta context negotiated", true).ConfigureAwait(false);
+                        return;
+                    }
+                    if (length == 0 || !InRange(export, offset, length))
+                    {
+                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "block status range invalid or beyond the end", true).ConfigureAwait(false);
+                        return;
+                    }
+                    await BlockStatusAndReplyAsync(work).ConfigureAwait(false);
+                    return;
+
+                default:
+                    await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, $"unknown command {(ushort)request.Command}", false).ConfigureAwait(false);
+                    return;
+            }
+        }
+        catch (BlockDeviceException ex)
+        {
+            _log.Debug($"{_peer}: {request.Command} at {offset}+{length}: {ex.Error}: {ex.Message}");
+            await SendErrorAsync(cookie, offset, NbdErrnoMapping.ToErrno(ex.Error), ex.Message, errorAsChunk).ConfigureAwait(false);
+            return;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            _log.Warn($"{_peer}: {request.Command} at {offset}+{length} failed: {ex}");
+            await SendErrorAsync(cookie, offset, NbdErrno.Io, "internal error: " + ex.Message, errorAsChunk).ConfigureAwait(false);
+            return;
+        }
+        await SendSuccessAsync(cookie, offset).ConfigureAwait(false);
+    }
+
+    private static bool InRange(NbdExport export, ulong offset, ulong length)
+    {
+        var size = (ulong)export.Size;
+        return offset <= size && length <= size - offset;
+    }
+
+    private async Task ReadAndReplyAsync(IBlockDevice device, NbdRequest request)
+    {
+        var length = (int)request.Length;
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            try
+            {
+                await device.ReadAsync((long)request.Offset, buffer.AsMemory(0, length)).ConfigureAwait(false);
+            }
+            catch (BlockDeviceException ex)
+            {
+                _log.Debug($"{_peer}: READ at {request.Offset}+{length}: {ex.Error}: {ex.Message}");
+                await SendErrorAsync(request.Cookie, request.Offset, NbdErrnoMapping.ToErrno(ex.Error), ex.Message, true).ConfigureAwait(false);
+                return;
+            }
+            var data = buffer.AsMemory(0, length);
+            await _sendLock.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                if (_style == NbdReplyStyle.Simple)
+                {
+                    NbdServerMessageWriter.WriteSimpleReply(_output, NbdErrno.None, request.Cookie);
+                    _output.Write(data.Span);
+                }
+                else if (length >= HoleReplyThreshold && (request.Flags & NbdCommandFlags.DontFragment) == 0
+                    && data.Span.IndexOfAnyExcept((byte)0) < 0)
+                {
+                    NbdServerMessageWriter.WriteOffsetHole(_output, _style, NbdReplyFlags.Done, request.Cookie, request.Offset, request.Offset, (uint)length);
+                }
+                else
+                {
+                    NbdServerMessageWriter.WriteOffsetDataHeader(_output, _style, NbdReplyFlags.Done, request.Cookie, request.Offset, request.Offset, length);
+                    _output.Write(data.Span);
+                }
+                await _output.FlushAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                _sendLock.Release();
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private async Task BlockStatusAndReplyAsync(RequestWork work)
+    {
+        var request = work.Request;
+        var export = _export;
+        var extents = work.Extents;
+        if ((export.Features & BlockDeviceFeatures.BlockStatus) != 0)
+        {
+            await export.Device.GetBlockStatusAsync((long)request.Offset, (long)request.Length, extents).ConfigureAwait(false);
+        }
+        if (extents.Count == 0)
+        {
+            extents.Add(new BlockExtent((long)request.Length, BlockExtentFlags.Data));
+        }
+        var maxExtents = (request.Flags & NbdCommandFlags.ReqOne) != 0 ? 1 : MaxExtentsPerReply;
+        var count = CountDescriptors(extents, request.Length, maxExtents);
+
+        await _sendLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            NbdServerMessageWriter.WriteBlockStatusHeader(_output, _style, NbdReplyFlags.Done, request.Cookie, request.Offset,
+                NbdLimits.BaseAllocationContextId, count);
+            var remaining = request.Length;
+            var written = 0;
+            for (var i = 0; i < extents.Count && written < count; i++)
+            {
+                var extent = extents[i];
+                if (extent.Length <= 0)
+                {
+                    continue;
+                }
+                var take = Math.Min((ulong)extent.Length, remaining);
+                NbdServerMessageWriter.WriteBlockDescriptor(_output, _style, take, (uint)extent.Flags);
+                remaining -= take;
+                written++;
+            }
+            await _output.FlushAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    /// <summary>How many descriptors go out: non-empty extents, clipped to the request, at most <paramref name="max"/>.</summary>
+    private static int CountDescriptors(List<BlockExtent> extents, ulong requested, int max)
+    {
+        var remaining = requested;
+        var count = 0;
+        for (var i = 0; i < extents.Count && count < max && remaining > 0; i++)
+        {
+            var length = extents[i].Length;
+            if (length <= 0)
+            {
+                continue;
+            }
+            remaining -= Math.Min((ulong)length, remaining);
+            count++;
+        }
+        return count;
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask SendSuccessAsync(ulong cookie, ulong offset)
+    {
+        await _sendLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            NbdServerMessageWriter.WriteSuccess(_output, _style, cookie, offset);
+            await _output.FlushAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask SendErrorAsync(ulong cookie, ulong offset, NbdErrno error, string message, bool asChunk)
+    {
+        await _sendLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            NbdServerMessageWriter.WriteError(_output, _style, cookie, offset, error, message, asChunk);
+            await _output.FlushAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+}
