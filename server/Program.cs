@@ -18,7 +18,8 @@ public static class Program
         };
         var parseResult = root.Parse(args);
         var exitCode = parseResult.Invoke();
-        // Usage errors (unknown option, missing argument) exit 2, as invalid configuration does.
-        return parseResult.Errors.Count > 0 ? 2 : exitCode;
+        // serve: usage errors (unknown option, missing argument) exit 2, as invalid configuration does.
+        // Other commands keep their own codes (check follows qemu-img, where 2 means corruption).
+        return parseResult.Errors.Count > 0 && parseResult.CommandResult.Command.Name == "serve" ? 2 : exitCode;
     }
 }
