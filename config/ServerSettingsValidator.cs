@@ -128,6 +128,12 @@ public static class ServerSettingsValidator
         }
         var readOnly = ParseBool($"{key}:ReadOnly", o.ReadOnly, false, problems);
         var journal = ParseBool($"{key}:Journal", o.Journal, false, problems);
+        if (journal)
+        {
+            // Refused rather than ignored: a user who asks for the journal must not believe metadata is journalled.
+            problems.Add($"{key}:Journal: the metadata journal is not available in this version; allowed: false " +
+                         "(max dirty age and ordered flushing still bound what a crash can lose)");
+        }
         string? format = null;
         if (!string.IsNullOrWhiteSpace(o.Format))
         {

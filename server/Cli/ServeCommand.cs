@@ -10,7 +10,7 @@ internal static class ServeCommand
     {
         var image = new Argument<string?>("IMAGE")
         {
-            Description = "Image file to serve (raw or qcow2, probed). Optional when --config declares exports.",
+            Description = "Image file to serve (raw or qcow2, probed). Without IMAGE and --config: disk.qcow2 in the current folder, created (10G) when missing.",
             Arity = ArgumentArity.ZeroOrOne,
         };
         var listen = new Option<string?>("--listen")
@@ -58,9 +58,18 @@ internal static class ServeCommand
         };
         command.SetAction(parseResult =>
         {
+            var imagePath = parseResult.GetValue(image);
+            var createSize = parseResult.GetValue(create);
+            if (imagePath is null && parseResult.GetValue(config) is null && !EnvironmentDeclaresExports())
+            {
+                // Nothing named: serve (and on first use create) a default image, so one command gets a user going.
+                imagePath = DefaultImage;
+                createSize ??= DefaultImageSize;
+                Console.Error.WriteLine($"nbdqcow serve: no IMAGE given; serving {DefaultImage} (created with {createSize} when missing)");
+            }
             var overrides = new ServeOverrides
             {
-                ImagePath = parseResult.GetValue(image),
+                ImagePath = imagePath,
                 Listen = parseResult.GetValue(listen),
                 Socket = parseResult.GetValue(socket),
                 ExportName = parseResult.GetValue(export),
@@ -70,7 +79,7 @@ internal static class ServeCommand
                 ReadOnly = parseResult.GetValue(readOnly) ? true : null,
                 Snapshot = parseResult.GetValue(snapshot),
                 Format = parseResult.GetValue(format),
-                Create = parseResult.GetValue(create),
+                Create = createSize,
                 Description = parseResult.GetValue(description),
                 Verbose = parseResult.GetValue(verbose) ? true : null,
             };
@@ -87,5 +96,15 @@ internal static class ServeCommand
             return ServeRunner.RunAsync(settings).GetAwaiter().GetResult();
         });
         return command;
+    }
+
+    private const string DefaultImage = "disk.qcow2";
+    private const string DefaultImageSize = "10G";
+
+    private static bool EnvironmentDeclaresExports()
+    {
+        foreach (System.Collections.DictionaryEntry variable in Environment.GetEnvironmentVariables())
+            if (variable.Key is string name && name.StartsWith("NBDQCOW__EXPORTS__", StringComparison.OrdinalIgnoreCase)) return true;
+        return false;
     }
 }

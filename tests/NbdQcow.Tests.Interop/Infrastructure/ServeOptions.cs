@@ -20,6 +20,9 @@ public sealed record ServeOptions
     /// <summary>--create SIZE: make a sparse image first.</summary>
     public string? CreateSize { get; init; }
 
+    /// <summary>The server's working directory (null: the repository root).</summary>
+    public string? WorkingDirectory { get; init; }
+
     /// <summary>--config FILE.</summary>
     public string? ConfigFile { get; init; }
 

@@ -196,7 +196,7 @@ public sealed class ServerProcess : IAsyncDisposable
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
-            WorkingDirectory = RepositoryRoot.Path,
+            WorkingDirectory = options.WorkingDirectory ?? RepositoryRoot.Path,
         };
         start.ArgumentList.Add("serve");
         if (options.ImagePath is not null)

@@ -31,6 +31,22 @@ public sealed class ServerLifecycleTests
     }
 
     [Fact]
+    public async Task ServeWithoutAnImageCreatesAndServesDiskQcow2InTheWorkingFolder()
+    {
+        using var folder = new TempDirectory("default-image");
+        await using (var server = await ServerProcess.StartAsync(new ServeOptions { WorkingDirectory = folder.Path }))
+        {
+            var info = (await ToolRunner.RunAsync("nbdinfo", ["--json", server.Uri("disk")])).EnsureSuccess(server.Describe());
+            using var json = JsonDocument.Parse(info.Stdout);
+            Assert.Equal(10L << 30, json.RootElement.GetProperty("exports")[0].GetProperty("export-size").GetInt64());
+            await server.StopAndAssertCleanExitAsync();
+        }
+
+        var check = await ToolRunner.RunAsync("qemu-img", ["check", folder.File("disk.qcow2")]);
+        check.EnsureSuccess("qemu-img check of the default image");
+    }
+
+    [Fact]
     public async Task UnixSocketExportServesNbdinfoQemuIoAndLibnbd()
     {
         await using var image = await ServedImage.StartRawAsync(64L * Mib, new ServeOptions { UnixSocket = true });

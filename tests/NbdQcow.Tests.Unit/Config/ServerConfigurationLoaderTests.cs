@@ -43,13 +43,21 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
         var settings = ServerConfigurationLoader.Load(null, new ServeOverrides
         {
             ImagePath = "a.img", ExportName = "vm", Cache = "directsync", MaxDirtyAge = "off", ReadOnly = true,
-            Journal = true, Format = "raw", Create = "512M", Listen = "[::1]:0",
+            Format = "raw", Create = "512M", Listen = "[::1]:0",
         }, NoEnvironment);
 
         var export = Assert.Single(settings.Exports);
-        Assert.Equal(("vm", CacheMode.DirectSync, (TimeSpan?)null, true, true, "raw", (long?)(512L << 20)),
+        Assert.Equal(("vm", CacheMode.DirectSync, (TimeSpan?)null, true, false, "raw", (long?)(512L << 20)),
             (export.Name, export.CacheMode, export.MaxDirtyAge, export.ReadOnly, export.Journal, export.Format, export.CreateSize));
         Assert.Equal([new IPEndPoint(IPAddress.IPv6Loopback, 0)], settings.TcpEndPoints);
+    }
+
+    [Fact]
+    public void Journal_is_refused_naming_the_key_until_the_journal_exists()
+    {
+        var refusal = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Journal = true }, NoEnvironment));
+        Assert.Contains("Exports:0:Journal", refusal.Message);
+        Assert.Contains("not available", refusal.Message);
     }
 
     [Fact]
@@ -71,7 +79,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
 
         Assert.Equal(["system", "iso", "scratch"], settings.Exports.Select(e => e.Name));
         Assert.Equal("system", settings.DefaultExport);
-        Assert.True(settings.Exports[0].Journal);
+        Assert.False(settings.Exports[0].Journal);
         Assert.Equal((CacheMode.None, true, "raw"), (settings.Exports[1].CacheMode, settings.Exports[1].ReadOnly, settings.Exports[1].Format));
         Assert.Equal((20L << 30, (TimeSpan?)null, CacheMode.Unsafe), (settings.Exports[2].CreateSize!.Value, settings.Exports[2].MaxDirtyAge, settings.Exports[2].CacheMode));
         Assert.Equal("/run/nbdqcow/nbd.sock", settings.SocketPath);
