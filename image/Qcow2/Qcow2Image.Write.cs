@@ -286,7 +286,9 @@ public sealed partial class Qcow2Image
     /// first (the host writes back the page cache in any order): an L2 entry without its refcount or past the end
     /// of the file. So only the tables whose prerequisites are already durable are written now, and the max-dirty-
     /// age policy runs its ordered flush (with barriers) at once in the background for the rest, which reach the
-    /// OS and the disk milliseconds later — the client's flush still waits for no fdatasync.
+    /// OS and the disk milliseconds later — the client's flush still waits for no fdatasync. The price: a process
+    /// kill within those milliseconds loses the mappings still waiting (the image stays consistent); closing the
+    /// gap entirely would need the fdatasync on the client's flush, which is what writeback mode is for.
     /// </summary>
     private async ValueTask UnsafeFlushToOsAsync(CancellationToken cancellationToken)
     {
