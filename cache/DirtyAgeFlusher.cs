@@ -20,6 +20,8 @@ public sealed class DirtyAgeFlusher : IAsyncDisposable
     private long _dirtySince = long.MaxValue;
     private Task _running = Task.CompletedTask;
     private int _flushing;
+    // Set by RequestFlush: the next timer tick flushes whatever the age, and a running flush runs once more.
+    private bool _flushRequested;
     private bool _disposed;
 
     public DirtyAgeFlusher(TimeSpan maxAge, Func<ValueTask> flush, TimeProvider? timeProvider = null, Action<Exception>? onError = null)
@@ -83,19 +85,39 @@ public sealed class DirtyAgeFlusher : IAsyncDisposable
         return age >= MaxAge ? TimeSpan.Zero : MaxAge - age;
     }
 
+    /// <summary>
+    /// Asks for the owner's durable flush now, in the background (on the timer, not on the caller's thread), whatever
+    /// the age: for changes that could not be written to the OS without an ordered flush first (unsafe mode).
+    /// </summary>
+    public void RequestFlush()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _flushRequested = true;
+            // A running flush may have taken its tables already: it re-arms the timer when it ends.
+            if (Volatile.Read(ref _flushing) == 0) _timer.Change(TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+        }
+    }
+
     private void OnTimer()
     {
         lock (_gate)
         {
-            if (_disposed || _dirtySince == long.MaxValue) return;
-            var remaining = Remaining();
-            if (remaining > TimeSpan.Zero)
+            if (_disposed) return;
+            if (!_flushRequested)
             {
-                _timer.Change(remaining, Timeout.InfiniteTimeSpan);
-                return;
+                if (_dirtySince == long.MaxValue) return;
+                var remaining = Remaining();
+                if (remaining > TimeSpan.Zero)
+                {
+                    _timer.Change(remaining, Timeout.InfiniteTimeSpan);
+                    return;
+                }
             }
             // One background flush at a time; the running one re-arms the timer when it ends.
             if (Interlocked.Exchange(ref _flushing, 1) == 1) return;
+            _flushRequested = false;
             BackgroundFlushes++;
         }
         // Outside the lock: the flush itself calls BeginFlush/EndFlush, and must not block writers.
@@ -124,7 +146,13 @@ public sealed class DirtyAgeFlusher : IAsyncDisposable
         }
         lock (_gate)
         {
-            if (_disposed || _dirtySince == long.MaxValue) return;
+            if (_disposed) return;
+            if (_flushRequested && !failed)
+            {
+                _timer.Change(TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+                return;
+            }
+            if (_dirtySince == long.MaxValue) return;
             // After a failure try again one window later rather than spinning on a failing disk;
             // otherwise changes that arrived during the flush may already be due.
             _timer.Change(failed ? MaxAge : Remaining(), Timeout.InfiniteTimeSpan);

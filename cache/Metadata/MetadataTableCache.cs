@@ -242,6 +242,31 @@ public sealed class MetadataTableCache : IDisposable
         }
     }
 
+    /// <summary>
+    /// Flush to the OS of what is already safe: writes only the dirty tables whose prerequisites (earlier writes
+    /// required by <see cref="MarkDirtyAfterEarlierWrites"/>, tables given by <see cref="AddDependency"/>) are
+    /// durable, and never issues a barrier. Under the crash model (writes after the last fdatasync may each land
+    /// or not) any subset of these writes leaves a consistent image, so this is safe against a host crash, unlike
+    /// <see cref="FlushToOs"/>. Returns the number of dirty tables left because they must wait for a barrier.
+    /// </summary>
+    public int FlushSafeToOs()
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_dirty.Count == 0) return 0;
+            // One pass suffices: a table whose prerequisite is written now still waits for that write's barrier.
+            var ready = new List<MetadataTable>();
+            foreach (var table in _dirty)
+            {
+                PruneDependencies(table);
+                if (!HasDirtyDependency(table) && !NeedsBarrier(table)) ready.Add(table);
+            }
+            if (ready.Count > 0) WriteCoalescedLocked(ready);
+            return _dirty.Count;
+        }
+    }
+
     /// <summary>Writes one table (and, first, what it depends on) with ordering barriers; no final sync.</summary>
     public void WriteBack(MetadataTable table)
     {

@@ -227,10 +227,7 @@ public sealed partial class Qcow2Image
                 case CacheMode.DirectSync:
                     return; // every change is durable before it completes
                 case CacheMode.Unsafe:
-                    // Acknowledged at once: tables go to the OS (survives a process crash), never synced on request.
-                    await MetadataLock.WaitAsync(cancellationToken).ConfigureAwait(false);
-                    try { MetadataCache.FlushToOs(); }
-                    finally { MetadataLock.Release(); }
+                    await UnsafeFlushToOsAsync(cancellationToken).ConfigureAwait(false);
                     return;
                 default:
                     await DurableFlushAsync().ConfigureAwait(false);
@@ -277,12 +274,40 @@ public sealed partial class Qcow2Image
             return;
         }
         if (fua && Options.CacheMode == CacheMode.Unsafe)
-        {
-            await MetadataLock.WaitAsync(cancellationToken).ConfigureAwait(false);
-            try { MetadataCache.FlushToOs(); }
-            finally { MetadataLock.Release(); }
-        }
+            await UnsafeFlushToOsAsync(cancellationToken).ConfigureAwait(false);
         _dirtyAge?.NoteChangeCompleted();
+    }
+
+    /// <summary>
+    /// A client FLUSH or FUA in unsafe mode: acknowledged at once, never synced on request. Tables go to the OS so
+    /// the image survives a crash of this process. With max dirty age off nothing is promised for a host crash, so
+    /// every dirty table is written (in dependency order, no barriers). With it on, the image must stay consistent
+    /// after a host crash, and a table written to the OS before what it depends on is durable may reach the disk
+    /// first (the host writes back the page cache in any order): an L2 entry without its refcount or past the end
+    /// of the file. So only the tables whose prerequisites are already durable are written now, and the max-dirty-
+    /// age policy runs its ordered flush (with barriers) at once in the background for the rest, which reach the
+    /// OS and the disk milliseconds later — the client's flush still waits for no fdatasync. The price: a process
+    /// kill within those milliseconds loses the mappings still waiting (the image stays consistent); closing the
+    /// gap entirely would need the fdatasync on the client's flush, which is what writeback mode is for.
+    /// </summary>
+    private async ValueTask UnsafeFlushToOsAsync(CancellationToken cancellationToken)
+    {
+        int waiting;
+        await MetadataLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_dirtyAge is null)
+            {
+                MetadataCache.FlushToOs();
+                return;
+            }
+            waiting = MetadataCache.FlushSafeToOs();
+        }
+        finally
+        {
+            MetadataLock.Release();
+        }
+        if (waiting > 0) _dirtyAge.RequestFlush();
     }
 
     /// <summary>Once per open, before the first change: refuse corrupt images, clear unknown autoclear bits.</summary>

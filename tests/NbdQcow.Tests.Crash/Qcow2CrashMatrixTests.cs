@@ -16,12 +16,6 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
     private static readonly CrashStateBudget Budget = new(CrashPoints: 6, RandomTicks: 2, Prefixes: 4, RandomSubsets: 3, TornWrites: 2);
     private const long DeviceSize = 2 << 20;
 
-    public const string UnsafeKnownBroken =
-        "Known qcow2 engine bug found by this test (qcow2write): in unsafe mode with max dirty age on, a power loss can leave " +
-        "an L2 entry durable without its refcount (qemu-img check: refcount=0 reference=1, references past the end of file) and " +
-        "a freed cluster reused before the L2 change that freed it was durable (another cluster's data at a zeroed offset): " +
-        "a client FLUSH writes tables to the OS with no ordering. Remove this Skip when fixed.";
-
     /// <summary>Modes with a power-loss promise that the engine keeps today.</summary>
     public static TheoryData<string> PromisingModes()
     {
@@ -93,7 +87,7 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
         AssertKeptThePromise(await RunAsync(ClusterSizeCases(), config));
     }
 
-    [Fact(Skip = UnsafeKnownBroken)]
+    [Fact]
     public async Task Qcow2_unsafe_with_max_dirty_age_stays_consistent_and_keeps_aged_writes_after_power_loss()
     {
         var config = CrashModeConfig.All.Single(c => c.Mode == CacheMode.Unsafe && c.MaxDirtyAge is not null);

@@ -57,6 +57,20 @@ public sealed class DirtyAgeFlusherTests
     }
 
     [Fact]
+    public void A_requested_flush_runs_in_the_background_at_once_whatever_the_age()
+    {
+        var (owner, flusher, time) = Create();
+        flusher.NoteChangeCompleted();
+        time.Advance(TimeSpan.FromMilliseconds(10));
+        flusher.RequestFlush();
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Equal(1, owner.Flushes);
+        Assert.False(flusher.IsDirty);
+        time.Advance(TimeSpan.FromSeconds(5));
+        Assert.Equal(1, owner.Flushes);
+    }
+
+    [Fact]
     public void A_client_flush_clears_the_dirty_state_and_cancels_the_background_flush()
     {
         var (owner, flusher, time) = Create();

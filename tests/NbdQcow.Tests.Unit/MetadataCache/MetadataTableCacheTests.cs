@@ -119,6 +119,50 @@ public sealed class MetadataTableCacheTests
     }
 
     [Fact]
+    public void FlushSafeToOs_writes_only_tables_whose_prerequisites_are_durable_and_never_syncs()
+    {
+        var file = new RecordingMemoryHostFile();
+        using var cache = new MetadataTableCache(file, Size);
+        using (var refblock = cache.Get(Size * 5))
+        using (var l2WithDirtyDependency = cache.Get(Size * 6))
+        using (var l2AfterData = cache.Get(Size * 7))
+        using (var writtenNotDurable = cache.Get(Size * 11))
+        using (var l2WithUnsyncedDependency = cache.Get(Size * 12))
+        using (var independent = cache.Get(Size * 20))
+        {
+            // A dependency written to the OS but not yet covered by a barrier.
+            Fill(writtenNotDurable, 4); cache.MarkDirty(writtenNotDurable.Table);
+            cache.FlushToOs();
+            cache.AddDependency(writtenNotDurable.Table, l2WithUnsyncedDependency.Table);
+            Fill(l2WithUnsyncedDependency, 5); cache.MarkDirty(l2WithUnsyncedDependency.Table);
+
+            cache.AddDependency(refblock.Table, l2WithDirtyDependency.Table);
+            Fill(refblock, 1); cache.MarkDirty(refblock.Table);
+            Fill(l2WithDirtyDependency, 2); cache.MarkDirty(l2WithDirtyDependency.Table);
+            file.Write(Size * 30, new byte[Size]); // a data cluster the next table maps
+            Fill(l2AfterData, 3); cache.MarkDirtyAfterEarlierWrites(l2AfterData.Table);
+            Fill(independent, 6); cache.MarkDirty(independent.Table);
+        }
+        file.ClearLog();
+
+        var waiting = cache.FlushSafeToOs();
+
+        // Only tables with nothing to wait for: the refcount block and the independent table, no barrier.
+        Assert.Equal([$"W {Size * 5} {Size}", $"W {Size * 20} {Size}"], file.Log);
+        Assert.Equal(3, waiting);
+        Assert.Equal(3, cache.DirtyCount);
+        // The refcount block just written is not durable: its L2 table must still wait for a barrier.
+        file.ClearLog();
+        Assert.Equal(3, cache.FlushSafeToOs());
+        Assert.Empty(file.Log);
+        // After a barrier every prerequisite is durable and the rest may go to the OS.
+        cache.Barrier();
+        file.ClearLog();
+        Assert.Equal(0, cache.FlushSafeToOs());
+        Assert.Equal([$"W {Size * 6} {Size * 2}", $"W {Size * 12} {Size}"], file.Log);
+    }
+
+    [Fact]
     public void Evicting_a_dirty_table_first_makes_its_dependency_durable()
     {
         var file = new RecordingMemoryHostFile();
