@@ -45,10 +45,8 @@ public sealed class InfoCommandTests
     public void Info_text_of_a_raw_image_and_error_for_an_encrypted_one()
     {
         using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
-            qemu-img create -q -f raw disk.raw 3M
-            qemu-img create -q --object secret,id=s,data=pw -f qcow2 -o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10 enc.qcow2 1M
-            """);
+        QemuTools.Bash(folder.FolderPath, "qemu-img create -q -f raw disk.raw 3M");
+        QemuTools.CreateLuksImage(folder.FolderPath, "enc.qcow2", "1M");
         string text = Nbdqcow(folder.FolderPath, "info", "disk.raw");
         Assert.Contains("format: raw", text);
         Assert.Contains("virtual size: 3 MiB (3145728 bytes)", text);
