@@ -447,7 +447,7 @@ public sealed partial class Qcow2Image
         long expectedHost = -1;
         while (position < end && index < g.L2Entries)
         {
-            var entry = DecodeForWrite(table, index, position);
+            var entry = DecodeL2Entry(table, index, position);
             if (!entry.IsCopied || entry.IsCompressed || !entry.HasHostCluster(UsesExternalDataFile)) break;
             if (_inflight.ContainsKey(position >> g.ClusterBits)) break;
             int inCluster = g.OffsetInCluster(position);
@@ -848,18 +848,7 @@ public sealed partial class Qcow2Image
         var l1 = new L1Entry(L1Table[l1Index]);
         if (!l1.IsAllocated) return default;
         using var lease = MetadataCache.Get(l1.L2TableOffset);
-        return DecodeForWrite(lease.Data, g.L2Index(offset), offset);
-    }
-
-    private L2Entry DecodeForWrite(ReadOnlySpan<byte> table, int index, long guestOffset)
-    {
-        L2Entry entry = Geometry.ExtendedL2
-            ? new L2Entry(BigEndianTable.Get(table, index * 2), BigEndianTable.Get(table, index * 2 + 1))
-            : new L2Entry(BigEndianTable.Get(table, index));
-        string? problem = entry.Problem(Geometry, UsesExternalDataFile);
-        if (problem is not null)
-            throw Corrupt(guestOffset, entry, problem);
-        return entry;
+        return DecodeL2Entry(lease.Data, g.L2Index(offset), offset);
     }
 
     private void WriteL2Entry(Span<byte> table, int index, L2Entry entry)
@@ -899,7 +888,7 @@ public sealed partial class Qcow2Image
                     shared.Data.CopyTo(lease.Data);
                 for (int i = 0; i < g.L2Entries; i++)
                 {
-                    var entry = DecodeForWrite(lease.Data, i, 0);
+                    var entry = DecodeL2Entry(lease.Data, i, 0);
                     if (entry.IsCopied)
                         WriteL2Entry(lease.Data, i, new L2Entry(entry.Raw & ~L2Entry.CopiedFlag, entry.Bitmap));
                 }
