@@ -21,5 +21,14 @@ public sealed class NbdQcowOptions
 
     public string? Verbose { get; set; }
 
+    /// <summary>"off", "on" (offered) or "require" (forced before any other option), as nbdkit's --tls.</summary>
+    public string? Tls { get; set; }
+
+    /// <summary>Folder with ca-cert.pem, server-cert.pem and server-key.pem.</summary>
+    public string? TlsCertificates { get; set; }
+
+    /// <summary>Require client certificates signed by ca-cert.pem.</summary>
+    public string? TlsVerifyPeer { get; set; }
+
     public List<ExportOptions> Exports { get; set; } = [];
 }

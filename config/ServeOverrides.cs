@@ -19,4 +19,7 @@ public sealed record ServeOverrides
     public string? Create { get; init; }
     public string? Description { get; init; }
     public bool? Verbose { get; init; }
+    public string? Tls { get; init; }
+    public string? TlsCertificates { get; init; }
+    public bool? TlsVerifyPeer { get; init; }
 }

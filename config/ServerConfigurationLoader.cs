@@ -36,6 +36,12 @@ public static class ServerConfigurationLoader
         {
             cli["Verbose"] = "true";
         }
+        Put(cli, "Tls", overrides.Tls);
+        Put(cli, "TlsCertificates", overrides.TlsCertificates);
+        if (overrides.TlsVerifyPeer == true)
+        {
+            cli["TlsVerifyPeer"] = "true";
+        }
         if (overrides.ImagePath is not null)
         {
             var prefix = $"Exports:{exportCount}:";
@@ -133,7 +139,7 @@ public static class ServerConfigurationLoader
         }
     }
 
-    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "Verbose", "Exports"];
+    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Exports"];
 
     private static readonly string[] ExportKeys =
         ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create"];

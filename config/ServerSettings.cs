@@ -11,4 +11,7 @@ public sealed record ServerSettings
     public required string DefaultExport { get; init; }
     public int MaxInFlight { get; init; } = 64;
     public bool Verbose { get; init; }
+
+    /// <summary>Null when TLS is off.</summary>
+    public TlsSettings? Tls { get; init; }
 }

@@ -44,6 +44,7 @@ public static class ServerSettingsValidator
             maxInFlight = 64;
         }
         var verbose = ParseBool("Verbose", options.Verbose, false, problems);
+        var tls = ValidateTls(options, problems);
 
         var exports = new List<ExportSettings>();
         var names = new HashSet<string>(StringComparer.Ordinal);
@@ -89,7 +90,50 @@ public static class ServerSettingsValidator
             DefaultExport = defaultExport,
             MaxInFlight = maxInFlight,
             Verbose = verbose,
+            Tls = tls,
         };
+    }
+
+    public static readonly string[] TlsModes = ["off", "on", "require"];
+
+    private static TlsSettings? ValidateTls(NbdQcowOptions options, List<string> problems)
+    {
+        var mode = TlsMode.Off;
+        if (options.Tls is { } text)
+        {
+            switch (text.Trim().ToLowerInvariant())
+            {
+                case "off" or "false" or "no" or "0":
+                    mode = TlsMode.Off;
+                    break;
+                case "on" or "true" or "yes" or "1":
+                    mode = TlsMode.On;
+                    break;
+                case "require":
+                    mode = TlsMode.Require;
+                    break;
+                default:
+                    problems.Add($"Tls: '{text}' is not allowed; allowed: {string.Join(", ", TlsModes)}");
+                    return null;
+            }
+        }
+        var verifyPeer = ParseBool("TlsVerifyPeer", options.TlsVerifyPeer, false, problems);
+        var directory = string.IsNullOrWhiteSpace(options.TlsCertificates) ? null : options.TlsCertificates;
+        if (mode == TlsMode.Off)
+        {
+            if (verifyPeer)
+            {
+                problems.Add("TlsVerifyPeer: needs TLS; allowed: false while Tls is off, or set Tls to on or require");
+            }
+            return null;
+        }
+        if (directory is null)
+        {
+            problems.Add($"TlsCertificates: missing; required when Tls is {mode.ToString().ToLowerInvariant()}: a folder with " +
+                         $"{TlsCertificateLoader.ServerCertificateFile}, {TlsCertificateLoader.ServerKeyFile} and {TlsCertificateLoader.CaCertificateFile}");
+            return null;
+        }
+        return TlsCertificateLoader.Load(mode, directory, verifyPeer, DateTime.Now, problems);
     }
 
     private static ExportSettings? ValidateExport(string key, ExportOptions o, List<string> problems)

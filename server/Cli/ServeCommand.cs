@@ -51,10 +51,26 @@ internal static class ServeCommand
         var description = new Option<string?>("--description") {
             HelpName = "TEXT", Description = "Export description shown by `nbdinfo --list`." };
         var verbose = new Option<bool>("--verbose") { Description = "Log connections and request errors on stderr." };
+        var tls = new Option<string?>("--tls")
+        {
+            HelpName = "off|on|require",
+            Description = "TLS (NBD_OPT_STARTTLS, X.509 via .NET SslStream, TLS 1.2/1.3): off (default); on = offered, clients may " +
+                          "continue in plain text; require = every option but STARTTLS/ABORT refused with NBD_REP_ERR_TLS_REQD until TLS. " +
+                          "PSK (qemu tls-creds-psk, nbdkit --tls-psk) is not available: SslStream has no TLS-PSK.",
+        };
+        var tlsCertificates = new Option<string?>("--tls-certificates")
+        {
+            HelpName = "DIR",
+            Description = "Folder with server-cert.pem, server-key.pem (unencrypted) and ca-cert.pem, the layout of qemu's " +
+                          "tls-creds-x509 and nbdkit; needed with --tls on|require.",
+        };
+        var tlsVerifyPeer = new Option<bool>("--tls-verify-peer") {
+            Description = "Require a client certificate signed by ca-cert.pem (clients without one are refused)." };
 
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
             image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
+            tls, tlsCertificates, tlsVerifyPeer,
         };
         command.SetAction(parseResult =>
         {
@@ -82,6 +98,9 @@ internal static class ServeCommand
                 Create = createSize,
                 Description = parseResult.GetValue(description),
                 Verbose = parseResult.GetValue(verbose) ? true : null,
+                Tls = parseResult.GetValue(tls),
+                TlsCertificates = parseResult.GetValue(tlsCertificates),
+                TlsVerifyPeer = parseResult.GetValue(tlsVerifyPeer) ? true : null,
             };
             ServerSettings settings;
             try

@@ -41,7 +41,8 @@ internal static class ServeRunner
                 registry.Add(new NbdExport(export.Name, device, export.ReadOnly, export.Description), export.Name == settings.DefaultExport);
             }
 
-            server = new NbdServer(registry, new NbdSessionOptions { MaxInFlight = settings.MaxInFlight }, log);
+            var tls = settings.Tls is { } tlsSettings ? new TlsUpgrade(tlsSettings) : null;
+            server = new NbdServer(registry, new NbdSessionOptions { MaxInFlight = settings.MaxInFlight, Tls = tls }, log);
             var where = new List<string>();
             foreach (var endPoint in settings.TcpEndPoints)
             {
@@ -57,7 +58,8 @@ internal static class ServeRunner
             {
                 exportNames.Add(export.Name == registry.DefaultExportName ? $"'{export.Name}' (default)" : $"'{export.Name}'");
             }
-            Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}");
+            var tlsNote = tls is null ? "" : $"; TLS {(tls.Mode == TlsMode.Require ? "required" : "offered")} ({tls.Settings.ServerCertificate.Subject})";
+            Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}{tlsNote}");
             Console.Out.Flush();
 
             await stop.Task.ConfigureAwait(false);

@@ -51,6 +51,17 @@ public sealed partial class NbdSession
             {
                 return null;
             }
+            if (IsRefusedBeforeTls(option))
+            {
+                if (option == NbdOption.ExportName)
+                {
+                    // EXPORT_NAME cannot be answered with an error: the spec says terminate.
+                    _log.Debug($"{_peer}: NBD_OPT_EXPORT_NAME before STARTTLS while TLS is required; closing");
+                    return null;
+                }
+                await OptionErrorAsync(option, NbdOptionReplyType.ErrTlsRequired, "TLS is required: send NBD_OPT_STARTTLS first", cancellationToken).ConfigureAwait(false);
+                continue;
+            }
             switch (option)
             {
                 case NbdOption.ExportName:
@@ -136,7 +147,10 @@ public sealed partial class NbdSession
                     await AnswerMetaContextAsync(option, payload, cancellationToken).ConfigureAwait(false);
                     break;
                 case NbdOption.StartTls:
-                    await OptionErrorAsync(option, NbdOptionReplyType.ErrUnsupported, "TLS is not supported by this server", cancellationToken).ConfigureAwait(false);
+                    if (!await AnswerStartTlsAsync(payload, cancellationToken).ConfigureAwait(false))
+                    {
+                        return null;
+                    }
                     break;
                 default:
                     await OptionErrorAsync(option, NbdOptionReplyType.ErrUnsupported, $"option {(uint)option} is not supported", cancellationToken).ConfigureAwait(false);

@@ -28,8 +28,9 @@ public sealed partial class NbdSession
     /// <summary>Beyond this an oversized WRITE payload is not worth skipping: the connection is closed instead.</summary>
     private const ulong MaxSkippablePayload = uint.MaxValue;
 
-    private readonly PipeReader _input;
-    private readonly PipeWriter _output;
+    // Not readonly: NBD_OPT_STARTTLS swaps them for pipes over TLS (NbdSession.Tls.cs).
+    private PipeReader _input;
+    private PipeWriter _output;
     private readonly ExportRegistry _registry;
     private readonly NbdSessionOptions _options;
     private readonly ServerLog _log;
@@ -87,6 +88,7 @@ public sealed partial class NbdSession
             // Output first: the transport may tear the connection down once its input side is complete.
             await _output.CompleteAsync().ConfigureAwait(false);
             await _input.CompleteAsync().ConfigureAwait(false);
+            await CloseTlsAsync().ConfigureAwait(false);
         }
     }
 }

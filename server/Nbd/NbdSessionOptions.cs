@@ -10,4 +10,7 @@ public sealed record NbdSessionOptions
     public int MaxLargeInFlight { get; init; } = 8;
 
     public int LargeRequestThreshold { get; init; } = 1024 * 1024;
+
+    /// <summary>TLS credentials and mode; null serves plain text only (STARTTLS answered NBD_REP_ERR_UNSUP).</summary>
+    public TlsUpgrade? Tls { get; init; }
 }
