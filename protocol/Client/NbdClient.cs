@@ -14,9 +14,10 @@ namespace NbdQcow.Protocol.Client;
 /// </summary>
 public sealed class NbdClient : IAsyncDisposable
 {
-    private readonly Stream _stream;
-    private readonly PipeReader _reader;
-    private readonly PipeWriter _writer;
+    // Not readonly: NBD_OPT_STARTTLS replaces them with an SslStream and pipes over it.
+    private Stream _stream;
+    private PipeReader _reader;
+    private PipeWriter _writer;
     private readonly SemaphoreSlim _sendLock = new(1, 1);
     private readonly ConcurrentDictionary<ulong, PendingRequest> _pending = new();
     private Task? _receiveLoop;
@@ -27,9 +28,15 @@ public sealed class NbdClient : IAsyncDisposable
     private NbdClient(Stream stream)
     {
         _stream = stream;
-        _reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 256 * 1024, minimumReadSize: 64 * 1024, leaveOpen: true));
-        _writer = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 * 1024, leaveOpen: true));
+        (_reader, _writer) = CreatePipes(stream);
     }
+
+    private static (PipeReader Reader, PipeWriter Writer) CreatePipes(Stream stream) =>
+        (PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 256 * 1024, minimumReadSize: 64 * 1024, leaveOpen: true)),
+         PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 * 1024, leaveOpen: true)));
+
+    /// <summary>The TLS protocol in use ("Tls13"), or null for a plain connection.</summary>
+    public System.Security.Authentication.SslProtocols? TlsProtocol => (_stream as System.Net.Security.SslStream)?.SslProtocol;
 
     public NbdExportInfo Export { get; private set; } = new();
 
@@ -391,6 +398,10 @@ public sealed class NbdClient : IAsyncDisposable
     private async Task NegotiateAsync(NbdClientOptions options, CancellationToken cancellationToken)
     {
         var noZeroes = await GreetAsync(cancellationToken).ConfigureAwait(false);
+        if (options.Tls is { } tls)
+        {
+            await StartTlsAsync(tls, cancellationToken).ConfigureAwait(false);
+        }
         if (options.UseExportNameOption)
         {
             NbdClientMessageWriter.WriteExportNameOption(_writer, options.ExportName);
@@ -496,6 +507,25 @@ public sealed class NbdClient : IAsyncDisposable
         NbdClientMessageWriter.WriteClientFlags(_writer, clientFlags);
         await _writer.FlushAsync(cancellationToken).ConfigureAwait(false);
         return noZeroes;
+    }
+
+    /// <summary>NBD_OPT_STARTTLS, then the TLS handshake; later options and requests go over TLS.</summary>
+    private async Task StartTlsAsync(System.Net.Security.SslClientAuthenticationOptions tls, CancellationToken cancellationToken)
+    {
+        NbdClientMessageWriter.WriteOption(_writer, NbdOption.StartTls, default);
+        await _writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+        var (header, payload) = await ReadOptionReplyAsync(NbdOption.StartTls, cancellationToken).ConfigureAwait(false);
+        if (header.Type != NbdOptionReplyType.Ack)
+        {
+            throw new NbdNegotiationException($"server refused NBD_OPT_STARTTLS: {header.Type} {Encoding.UTF8.GetString(payload)}", header.Type);
+        }
+        // The server sends nothing after its ACK until our ClientHello, so the plain pipes hold no TLS bytes.
+        await _reader.CompleteAsync().ConfigureAwait(false);
+        await _writer.CompleteAsync().ConfigureAwait(false);
+        var ssl = new System.Net.Security.SslStream(_stream, leaveInnerStreamOpen: false);
+        _stream = ssl;
+        (_reader, _writer) = CreatePipes(ssl);
+        await ssl.AuthenticateAsClientAsync(tls, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<bool> TrySimpleOptionAsync(NbdOption option, CancellationToken cancellationToken)

@@ -15,4 +15,7 @@ public sealed record NbdClientOptions
 
     /// <summary>Select base:allocation with SET_META_CONTEXT so BLOCK_STATUS can be used.</summary>
     public bool BaseAllocation { get; init; } = true;
+
+    /// <summary>When set, send NBD_OPT_STARTTLS first and negotiate everything else over TLS with these options.</summary>
+    public System.Net.Security.SslClientAuthenticationOptions? Tls { get; init; }
 }

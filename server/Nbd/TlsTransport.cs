@@ -61,12 +61,19 @@ public sealed class TlsTransport : IDuplexPipe, IAsyncDisposable
             // close_notify, so the client sees a clean TLS end rather than a truncation.
             await _ssl.ShutdownAsync().WaitAsync(ShutdownTimeout).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is IOException or InvalidOperationException or ObjectDisposedException or TimeoutException
-            or System.Security.Authentication.AuthenticationException or OperationCanceledException)
+        catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException or InvalidOperationException
+            or ObjectDisposedException or TimeoutException or System.Security.Authentication.AuthenticationException or OperationCanceledException)
         {
             // The peer is gone or the session never got going; nothing more to say to it.
         }
-        await _ssl.DisposeAsync().ConfigureAwait(false);
+        try
+        {
+            // Disposing flushes the plain stream, which fails when the peer already hung up.
+            await _ssl.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
+        {
+        }
         await _plainOutput.CompleteAsync().ConfigureAwait(false);
         await _plainInput.CompleteAsync().ConfigureAwait(false);
     }

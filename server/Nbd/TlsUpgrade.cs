@@ -66,10 +66,17 @@ public sealed class TlsUpgrade
             await ssl.AuthenticateAsServerAsync(options, timeout.Token).ConfigureAwait(false);
             return new TlsTransport(ssl, plainInput, plainOutput);
         }
-        catch (Exception ex) when (ex is AuthenticationException or IOException or CryptographicException
-            or OperationCanceledException or InvalidOperationException)
+        catch (Exception ex) when (ex is AuthenticationException or IOException or System.Net.Sockets.SocketException
+            or CryptographicException or OperationCanceledException or InvalidOperationException)
         {
-            await ssl.DisposeAsync().ConfigureAwait(false);
+            try
+            {
+                await ssl.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception disposeError) when (disposeError is IOException or System.Net.Sockets.SocketException or ObjectDisposedException)
+            {
+                // The peer is gone; the handshake's own error is the one worth reporting.
+            }
             if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
             {
                 throw;
