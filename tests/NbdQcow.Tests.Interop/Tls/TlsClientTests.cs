@@ -105,6 +105,23 @@ public sealed class TlsClientTests : IDisposable
     }
 
     [Fact]
+    public async Task Nbd_client_lists_exports_over_TLS_and_without_TLS_is_told_TLS_is_required()
+    {
+        await using var image = await ServedImage.StartRawAsync(ImageSize, Tls("require"));
+        var port = image.Server.Port!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+        var secure = (await ToolRunner.RunAsync("nbd-client", ["-cacertfile", Path.Combine(ClientFolder, "ca-cert.pem"),
+                "-certfile", Path.Combine(ClientFolder, "client-cert.pem"), "-keyfile", Path.Combine(ClientFolder, "client-key.pem"),
+                "-tlshostname", "localhost", "-enable-tls", "127.0.0.1", port, "-l"], TimeSpan.FromSeconds(60)))
+            .EnsureSuccess(image.Server.Describe());
+        Assert.Contains("disk", secure.Stdout);
+
+        var plain = await ToolRunner.RunAsync("nbd-client", ["127.0.0.1", port, "-l"], TimeSpan.FromSeconds(60));
+        Assert.Contains("TLS is required", plain.Stdout + plain.Stderr);
+        await image.Server.StopAndAssertCleanExitAsync();
+    }
+
+    [Fact]
     public async Task Nbdcopy_over_TLS_copies_in_and_out_byte_for_byte()
     {
         await using var image = await ServedImage.StartRawAsync(ImageSize, Tls("require"));
