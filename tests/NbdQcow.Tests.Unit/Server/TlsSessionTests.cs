@@ -309,6 +309,19 @@ public sealed class TlsSessionTests : IDisposable
         Assert.DoesNotContain("session ended with an error", Log);
     }
 
+    [Fact]
+    public async Task Stopping_the_server_ends_an_idle_TLS_connection_promptly_after_answering_its_requests()
+    {
+        var server = Start(TlsMode.Require);
+        await using var client = await NbdClient.ConnectTcpAsync("127.0.0.1", server.Port, new NbdClientOptions { ExportName = "disk", Tls = ClientTls() });
+        await client.WriteAsync(0, new byte[65536]);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await server.DisposeAsync();
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"stopping took {clock.Elapsed.TotalSeconds:F1} s with an idle TLS client");
+        Assert.DoesNotContain("still busy", Log);
+    }
+
     private async Task WaitForLogAsync(string text)
     {
         var deadline = DateTime.UtcNow + Timeout;
