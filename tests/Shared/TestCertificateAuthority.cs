@@ -8,15 +8,17 @@ namespace NbdQcow.Tests.Tls;
 /// A throwaway certificate authority for TLS tests, made with .NET's CertificateRequest (nothing committed):
 /// writes folders in the layout qemu, nbdkit and libnbd read (ca-cert.pem, server-cert.pem, server-key.pem,
 /// client-cert.pem, client-key.pem). Shared by the unit and interop test projects (linked source file).
+/// The CA and client keys are ECDSA P-256 (generated in microseconds); server keys are RSA 2048 unless asked
+/// for ECDSA, so both key types the server loads are exercised.
 /// </summary>
 public sealed class TestCertificateAuthority : IDisposable
 {
     private const string ServerAuthenticationOid = "1.3.6.1.5.5.7.3.1";
     private const string ClientAuthenticationOid = "1.3.6.1.5.5.7.3.2";
 
-    private readonly RSA _key;
+    private readonly ECDsa _key;
 
-    private TestCertificateAuthority(RSA key, X509Certificate2 certificate)
+    private TestCertificateAuthority(ECDsa key, X509Certificate2 certificate)
     {
         _key = key;
         Certificate = certificate;
@@ -27,8 +29,8 @@ public sealed class TestCertificateAuthority : IDisposable
 
     public static TestCertificateAuthority Create(string commonName = "NbdQcow test CA")
     {
-        var key = RSA.Create(2048);
-        var request = new CertificateRequest($"CN={commonName}", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest($"CN={commonName}", key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
@@ -38,25 +40,27 @@ public sealed class TestCertificateAuthority : IDisposable
     }
 
     /// <summary>A server certificate for localhost, 127.0.0.1 and ::1, with its key.</summary>
-    public (X509Certificate2 Certificate, RSA Key) IssueServer(DateTimeOffset? notBefore = null, DateTimeOffset? notAfter = null)
+    public (X509Certificate2 Certificate, AsymmetricAlgorithm Key) IssueServer(DateTimeOffset? notBefore = null, DateTimeOffset? notAfter = null,
+        bool ecdsa = false)
     {
         var san = new SubjectAlternativeNameBuilder();
         san.AddDnsName("localhost");
         san.AddIpAddress(IPAddress.Loopback);
         san.AddIpAddress(IPAddress.IPv6Loopback);
-        return Issue("CN=localhost", ServerAuthenticationOid, san.Build(), notBefore, notAfter);
+        return Issue("CN=localhost", ServerAuthenticationOid, san.Build(), notBefore, notAfter, ecdsa);
     }
 
     /// <summary>A client certificate (client authentication), with its key.</summary>
-    public (X509Certificate2 Certificate, RSA Key) IssueClient(string commonName = "nbd test client") =>
-        Issue($"CN={commonName}", ClientAuthenticationOid, null, null, null);
+    public (X509Certificate2 Certificate, AsymmetricAlgorithm Key) IssueClient(string commonName = "nbd test client") =>
+        Issue($"CN={commonName}", ClientAuthenticationOid, null, null, null, ecdsa: true);
 
     /// <summary>ca-cert.pem, server-cert.pem and server-key.pem: what `nbdqcow serve --tls-certificates` reads.</summary>
-    public string WriteServerDirectory(string directory, DateTimeOffset? notBefore = null, DateTimeOffset? notAfter = null)
+    public string WriteServerDirectory(string directory, DateTimeOffset? notBefore = null, DateTimeOffset? notAfter = null,
+        bool ecdsa = false)
     {
         Directory.CreateDirectory(directory);
         WriteCertificate(Path.Combine(directory, "ca-cert.pem"), Certificate);
-        var (certificate, key) = IssueServer(notBefore, notAfter);
+        var (certificate, key) = IssueServer(notBefore, notAfter, ecdsa);
         using (key)
         {
             WriteCertificate(Path.Combine(directory, "server-cert.pem"), certificate);
@@ -90,14 +94,16 @@ public sealed class TestCertificateAuthority : IDisposable
 
     public void Dispose() => _key.Dispose();
 
-    private (X509Certificate2 Certificate, RSA Key) Issue(string subject, string usageOid, X509Extension? san,
-        DateTimeOffset? notBefore, DateTimeOffset? notAfter)
+    private (X509Certificate2 Certificate, AsymmetricAlgorithm Key) Issue(string subject, string usageOid, X509Extension? san,
+        DateTimeOffset? notBefore, DateTimeOffset? notAfter, bool ecdsa)
     {
-        var key = RSA.Create(2048);
-        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        AsymmetricAlgorithm key = ecdsa ? ECDsa.Create(ECCurve.NamedCurves.nistP256) : RSA.Create(2048);
+        var request = key is RSA rsa
+            ? new CertificateRequest(subject, rsa, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1)
+            : new CertificateRequest(subject, (ECDsa)key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
         request.CertificateExtensions.Add(new X509KeyUsageExtension(
-            X509KeyUsageFlags.DigitalSignature | X509KeyUsageFlags.KeyEncipherment, true));
+            X509KeyUsageFlags.DigitalSignature | (ecdsa ? 0 : X509KeyUsageFlags.KeyEncipherment), true));
         request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(usageOid)], false));
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
         request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(Certificate, true, false));
@@ -110,8 +116,16 @@ public sealed class TestCertificateAuthority : IDisposable
         var to = notAfter ?? now.AddDays(30);
         var serial = RandomNumberGenerator.GetBytes(16);
         serial[0] &= 0x7f;
-        var signer = X509SignatureGenerator.CreateForRSA(_key, RSASignaturePadding.Pkcs1);
+        var signer = X509SignatureGenerator.CreateForECDsa(_key);
         var certificate = request.Create(Certificate.SubjectName, signer, from, to, serial);
         return (certificate, key);
     }
+
+    /// <summary>The certificate joined with its private key, as a client presents it.</summary>
+    public static X509Certificate2 WithKey(X509Certificate2 certificate, AsymmetricAlgorithm key) => key switch
+    {
+        RSA rsa => certificate.CopyWithPrivateKey(rsa),
+        ECDsa ecdsa => certificate.CopyWithPrivateKey(ecdsa),
+        _ => throw new ArgumentException("RSA or ECDSA keys only", nameof(key)),
+    };
 }

@@ -1,3 +1,4 @@
+using System.Security.Cryptography.X509Certificates;
 using NbdQcow.Config;
 using NbdQcow.Tests.Tls;
 
@@ -54,6 +55,23 @@ public sealed class TlsConfigurationTests : IDisposable
     }
 
     [Fact]
+    public void Ecdsa_server_key_loads_as_well_as_RSA()
+    {
+        var folder = _ca.WriteServerDirectory(Folder("ecdsa"), ecdsa: true);
+        var settings = ServerConfigurationLoader.Load(null, Cli("on", folder), NoEnvironment);
+        Assert.NotNull(settings.Tls!.ServerCertificate.GetECDsaPrivateKey());
+    }
+
+    [Fact]
+    public void Ecdsa_key_for_an_RSA_certificate_is_refused_as_not_matching()
+    {
+        var folder = _ca.WriteServerDirectory(Folder("kinds"));
+        using var ecdsa = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        File.WriteAllText(Path.Combine(folder, "server-key.pem"), ecdsa.ExportPkcs8PrivateKeyPem());
+        Assert.Contains("does not match server-cert.pem: the certificate needs an RSA key", Refusal(Cli("on", folder)));
+    }
+
+    [Fact]
     public void Environment_variables_set_tls_the_same_way()
     {
         var folder = _ca.WriteServerDirectory(Folder("env"));
@@ -78,6 +96,26 @@ public sealed class TlsConfigurationTests : IDisposable
 
         Assert.Equal(TlsMode.On, ServerConfigurationLoader.Load(config, Cli(null, null), NoEnvironment).Tls!.Mode);
         Assert.Equal(TlsMode.Require, ServerConfigurationLoader.Load(config, Cli("require", null), NoEnvironment).Tls!.Mode);
+    }
+
+    [Fact]
+    public void Example_tls_config_is_valid_once_its_certificate_folder_exists()
+    {
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "NbdQcow.sln")))
+        {
+            root = root.Parent;
+        }
+        Assert.NotNull(root);
+        var example = Path.Combine(root.FullName, "config", "examples", "tls.json");
+        // The example points at /etc/pki/nbdqcow; the environment layer moves it to this test's folder.
+        var folder = _ca.WriteServerDirectory(Folder("example"));
+        var settings = ServerConfigurationLoader.Load(example, new ServeOverrides(),
+            new Dictionary<string, string?> { ["NBDQCOW__TLSCERTIFICATES"] = folder });
+
+        Assert.Equal(TlsMode.Require, settings.Tls!.Mode);
+        Assert.True(settings.Tls.VerifyPeer);
+        Assert.Equal("system", Assert.Single(settings.Exports).Name);
     }
 
     [Fact]
@@ -142,7 +180,7 @@ public sealed class TlsConfigurationTests : IDisposable
         var (_, otherKey) = _ca.IssueServer();
         using (otherKey)
         {
-            File.WriteAllText(Path.Combine(folder, "server-key.pem"), otherKey.ExportPkcs8PrivateKeyPem());
+            File.WriteAllText(Path.Combine(folder, "server-key.pem"), ((System.Security.Cryptography.RSA)otherKey).ExportPkcs8PrivateKeyPem());
         }
         Assert.Contains("does not match server-cert.pem", Refusal(Cli("on", folder)));
     }

@@ -85,7 +85,7 @@ public sealed class TlsSessionTests : IDisposable
             var (certificate, key) = _ca.IssueClient();
             using (key)
             {
-                options.ClientCertificates = [certificate.CopyWithPrivateKey(key)];
+                options.ClientCertificates = [TestCertificateAuthority.WithKey(certificate, key)];
             }
         }
         return options;
