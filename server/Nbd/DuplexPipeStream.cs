@@ -75,10 +75,13 @@ internal sealed class DuplexPipeStream(PipeReader reader, PipeWriter writer) : S
     public override void Write(byte[] buffer, int offset, int count) =>
         WriteAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
 
-    public override async Task FlushAsync(CancellationToken cancellationToken) =>
-        await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+    // Every WriteAsync already flushed the pipe. Nothing to do here, so completing or disposing the TLS layers after
+    // the peer hung up (both flush) cannot fail in the session's cleanup.
+    public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public override void Flush() => FlushAsync(CancellationToken.None).GetAwaiter().GetResult();
+    public override void Flush()
+    {
+    }
 
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
 

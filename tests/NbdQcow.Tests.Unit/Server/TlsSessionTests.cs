@@ -322,6 +322,31 @@ public sealed class TlsSessionTests : IDisposable
         Assert.DoesNotContain("still busy", Log);
     }
 
+    [Fact]
+    public async Task TLS_clients_that_vanish_mid_transmission_end_only_their_own_connection_without_errors()
+    {
+        await using var server = Start(TlsMode.Require);
+        for (var i = 0; i < 3; i++)
+        {
+            var client = await NbdClient.ConnectTcpAsync("127.0.0.1", server.Port, new NbdClientOptions { ExportName = "disk", Tls = ClientTls() });
+            var pending = client.ReadAsync(0, new byte[4 << 20]);
+            // Hang up with the reply possibly still being sent: no DISC, no TLS close_notify.
+            await client.DisposeAsync();
+            try
+            {
+                await pending;
+            }
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException or EndOfStreamException)
+            {
+                // expected when the hang-up beat the reply
+            }
+        }
+        await using var survivor = await NbdClient.ConnectTcpAsync("127.0.0.1", server.Port, new NbdClientOptions { ExportName = "disk", Tls = ClientTls() });
+        await survivor.ReadAsync(0, new byte[4096]);
+        await Task.Delay(200);
+        Assert.DoesNotContain("session ended with an error", Log);
+    }
+
     private async Task WaitForLogAsync(string text)
     {
         var deadline = DateTime.UtcNow + Timeout;
