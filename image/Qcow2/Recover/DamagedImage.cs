@@ -113,17 +113,21 @@ internal sealed class DamagedImage
         }
         MarkMetadata(offset, bytes);
         var table = BigEndianTable.Read(File, offset, (int)(bytes / 8));
+        int bad = 0;
+        string? first = null;
         for (int i = 0; i < table.Length; i++)
         {
             long block = (long)(table[i] & L1Entry.OffsetMask);
             if (table[i] == 0) continue;
             if ((table[i] & ~(ulong)L1Entry.OffsetMask) != 0 || !IsPlausibleTable(block, Geometry.ClusterSize))
             {
-                Report.Damage("refcount", $"refcount table entry {i} = 0x{table[i]:x16}: unaligned, reserved bits or outside the file; skipped");
+                if (bad++ == 0) first = $"entry {i} = 0x{table[i]:x16}";
                 continue;
             }
             MarkMetadata(block, Geometry.ClusterSize);
         }
+        if (bad > 0)
+            Report.Damage("refcount", $"{bad} refcount table entries are unaligned, have reserved bits or point outside the file (first: {first}); skipped, refcounts are not needed to recover");
     }
 
     private void MarkSnapshotTable()

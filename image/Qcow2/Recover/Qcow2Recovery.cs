@@ -64,12 +64,12 @@ public static class Qcow2Recovery
         options.Progress?.Report(new RecoveryProgress("reading tables", 0, 1));
         ViewReferenceMarker.Mark(image, active, referenced, activeData, null);
         foreach (var s in snapshots) ViewReferenceMarker.Mark(image, s.View, referenced, null, snapshotGuestByHost, sharedWith: active);
-        ReportSlotsOnlySnapshotsMap(image, active, snapshots);
 
         var scan = OrphanClusterScan.Run(image, referenced, options.Progress);
         long guestClusters = (long)((header.Size + (ulong)geometry.ClusterSize - 1) >> geometry.ClusterBits);
         var placement = OrphanL2Placer.Place(image, active, scan.L2Candidates, activeData, snapshotGuestByHost, guestClusters);
         if (options.Snapshot is not null) MovePlacementsToLostAndFound(report, placement);
+        ReportSlotsOnlySnapshotsMap(image, active, snapshots, placement);
         foreach (var (slot, table) in placement.PlacedBySlot)
             report.Damage("mapping", $"active L1 slot {slot} had no L2 table; orphan L2 table 0x{table:x} placed there");
 
@@ -231,11 +231,11 @@ public static class Qcow2Recovery
     }
 
     /// <summary>qemu's active L1 always maps every slot a snapshot maps (they share tables until copy-on-write), so a slot only snapshots map means a lost L1 entry.</summary>
-    private static void ReportSlotsOnlySnapshotsMap(DamagedImage image, L1View active, List<SnapshotView> snapshots)
+    private static void ReportSlotsOnlySnapshotsMap(DamagedImage image, L1View active, List<SnapshotView> snapshots, OrphanL2Placement placement)
     {
         for (long slot = 0; slot < active.Slots; slot++)
         {
-            if (active.L2Offsets[slot] != 0) continue;
+            if (active.L2Offsets[slot] != 0 || placement.PlacedBySlot.ContainsKey(slot)) continue;
             var mapping = snapshots.FirstOrDefault(s => s.View.L2At(slot) != 0);
             if (mapping is not null)
                 image.Report.Damage("mapping", $"active L1 slot {slot} is empty but snapshot \"{mapping.Snapshot.Name}\" maps it: the active L1 entry was probably lost" +

@@ -70,7 +70,7 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
             if (!g.ExtendedL2)
             {
                 if (entry.HasZeroFlag) { await ZeroAsync(guest, length); zero++; }
-                else if (entry.HostOffset != 0) { ReadHostCluster(image, source, entry.HostOffset, guest); await WriteAsync(guest, _cluster.AsMemory(0, length)); data++; bytes += length; }
+                else if (entry.HostOffset != 0) { ReadHostCluster(image, source, entry.HostOffset, guest, length); await WriteAsync(guest, _cluster.AsMemory(0, length)); data++; bytes += length; }
                 continue;
             }
             bool readDone = false;
@@ -83,7 +83,7 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
                 switch (entry.Classify(s, extendedL2: true, externalDataFile: false))
                 {
                     case Qcow2ClusterKind.Normal:
-                        if (!readDone) { ReadHostCluster(image, source, entry.HostOffset, guest); readDone = true; }
+                        if (!readDone) { ReadHostCluster(image, source, entry.HostOffset, guest, NeededBytes(entry, g, length)); readDone = true; }
                         await WriteAsync(sub, _cluster.AsMemory(s << g.SubclusterBits, subLength));
                         wroteData = true;
                         bytes += subLength;
@@ -101,10 +101,19 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
         return new TableCounts(data, compressed, zero, bytes);
     }
 
-    private void ReadHostCluster(DamagedImage image, string source, long host, long guest)
+    /// <summary>Bytes of the host cluster that hold data: up to the end of its last allocated subcluster (qemu writes no more).</summary>
+    private static int NeededBytes(L2Entry entry, Qcow2Geometry g, int length)
+    {
+        uint allocated = entry.AllocatedSubclusters & ~entry.ZeroSubclusters;
+        int last = 31 - System.Numerics.BitOperations.LeadingZeroCount(allocated);
+        return Math.Min(length, (last + 1) << g.SubclusterBits);
+    }
+
+    /// <param name="needed">Bytes that must come from the file; a file that ends before them is damage.</param>
+    private void ReadHostCluster(DamagedImage image, string source, long host, long guest, int needed)
     {
         image.File.Read(host, _cluster); // bytes past the end of the file read as zero
-        long missing = host + _cluster.Length - image.FileLength;
+        long missing = host + needed - image.FileLength;
         if (missing > 0)
             image.Report.Damage("data", $"{source}: data cluster 0x{host:x} for guest 0x{guest:x} is cut short by the end of the file; its last {missing} bytes read as zero");
     }
