@@ -1,0 +1,64 @@
+using NbdQcow.Image.Qcow2.Recover;
+using NbdQcow.Tests.Unit.HostIo;
+using NbdQcow.Tests.Unit.Qcow2;
+
+namespace NbdQcow.Tests.Unit.Recover;
+
+/// <summary>Recovering an undamaged image of every kind qemu-img makes gives the same disk, clean, with exit code 0.</summary>
+public sealed class RecoverUndamagedImageTests
+{
+    private const string Writes = "qemu-io -f qcow2 img.qcow2 -c 'write -P 0x11 0 100k' -c 'write -P 0x22 5M 3M' -c 'write -z 9M 1M' -c 'write -P 0x33 20M 17k' >/dev/null";
+
+    [Theory]
+    [InlineData("qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=64k img.qcow2 24M", Writes)]
+    [InlineData("qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 24M", Writes)]
+    [InlineData("qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 24M", Writes)]
+    [InlineData("qemu-img create -q -f qcow2 -o cluster_size=2M img.qcow2 24M", Writes)]
+    [InlineData("qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=128k img.qcow2 24M", Writes)]
+    [InlineData("qemu-img create -q -f qcow2 -o compression_type=zstd img.qcow2 24M", Writes)]
+    [InlineData("qemu-img create -q -f raw src.raw 24M; qemu-io -f raw src.raw -c 'write -P 0x44 0 2M' -c 'write -P 0x45 7M 1M' >/dev/null", "qemu-img convert -c -O qcow2 src.raw img.qcow2")]
+    [InlineData("qemu-img create -q -f raw src.raw 24M; qemu-io -f raw src.raw -c 'write -P 0x44 0 2M' >/dev/null", "qemu-img convert -c -O qcow2 -o compression_type=zstd src.raw img.qcow2")]
+    [InlineData("qemu-img create -q -f qcow2 -o cluster_size=64k img.qcow2 24M", Writes + "; qemu-img snapshot -c one img.qcow2; qemu-io -f qcow2 img.qcow2 -c 'write -P 0x77 5M 64k' >/dev/null")]
+    public async Task Recovered_image_reads_exactly_as_the_undamaged_original_and_is_check_clean(string create, string fill)
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, $"{create}\n{fill}");
+        var report = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("out.qcow2"));
+        Assert.True(report.ExitCode == 0, RecoveryReportFormatter.ToText(report));
+        Assert.True(RecoverFixture.Identical(folder.File("img.qcow2"), folder.File("out.qcow2")));
+        RecoverFixture.AssertCheckClean(folder.File("out.qcow2"));
+        Assert.Null(report.LostAndFoundPath);
+        Assert.False(Directory.Exists(folder.File("out.qcow2.lost")));
+    }
+
+    [Fact]
+    public async Task Raw_output_of_an_undamaged_image_reads_as_the_original()
+    {
+        using var folder = new DiskBackedTempFolder();
+        // A virtual size that is not a multiple of the cluster size: the last cluster is cut at the end of the disk.
+        QemuTools.Bash(folder.FolderPath, "qemu-img create -q -f qcow2 -o cluster_size=64k img.qcow2 24577k\n" + Writes + "\nqemu-io -f qcow2 img.qcow2 -c 'write -P 0x5a 24M 1k' >/dev/null");
+        var report = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("out.raw"),
+            new RecoveryOptions { OutputPath = "", Format = RecoveryOutputFormat.Raw });
+        Assert.Equal(0, report.ExitCode);
+        Assert.True(RecoverFixture.Identical(folder.File("img.qcow2"), folder.File("out.raw"), "raw"));
+    }
+
+    [Fact]
+    public async Task Snapshot_view_is_recovered_as_the_snapshot_reads()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 8M
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x55 1M 64k' >/dev/null
+            qemu-img snapshot -c before img.qcow2
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x99 1M 8k' -c 'write -P 0x98 6M 4k' >/dev/null
+            qemu-img convert -l snapshot.name=before -O raw img.qcow2 before.raw
+            """);
+        var report = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("out.qcow2"),
+            new RecoveryOptions { OutputPath = "", Snapshot = "before" });
+        Assert.Equal(0, report.ExitCode);
+        Assert.Contains("before", report.View);
+        Assert.True(RecoverFixture.Identical(folder.File("out.qcow2"), folder.File("before.raw"), "raw"));
+        RecoverFixture.AssertCheckClean(folder.File("out.qcow2"));
+    }
+}
