@@ -218,7 +218,9 @@ public static class Qcow2Recovery
         foreach (var s in image.Snapshots.OrderByDescending(s => s.Date))
         {
             ulong size = Math.Min(s.VirtualSize ?? image.Header.Size, Qcow2HeaderValidator.MaxVirtualSize);
-            long slots = Math.Min(image.Geometry.RequiredL1EntriesFor((long)size), Qcow2HeaderValidator.MaxL1Entries);
+            // Slots past the disk hold the VM state of `savevm` snapshots: read them too, so their tables and data
+            // count as referenced (never as orphans); the disk view ignores them (they lie past the virtual size).
+            long slots = Math.Min(Math.Max(image.Geometry.RequiredL1EntriesFor((long)size), s.L1Size), Qcow2HeaderValidator.MaxL1Entries);
             if (slots > budget)
             {
                 image.Report.Damage("snapshot", $"snapshot \"{s.Name}\" and older ones skipped: more L1 entries in total than {MaxSnapshotL1Entries}");
@@ -302,6 +304,7 @@ public static class Qcow2Recovery
         var g = image.Geometry;
         var report = image.Report;
         using var lost = new LostAndFoundWriter(folder, imagePath, g.ClusterSize);
+        var refcounts = new RefcountLookup(image);
         var table = new byte[g.ClusterSize];
         var cluster = new byte[g.ClusterSize];
         var compressed = new byte[g.ClusterSize * 2 + 512];
@@ -309,7 +312,8 @@ public static class Qcow2Recovery
         {
             image.ReadTable(decision.HostOffset, table);
             var slotStarts = decision.CandidateSlots.Select(s => s * g.L2Coverage).ToList();
-            lost.Add(table, decision.HostOffset, "l2-table", slotStarts, decision.CandidateSlotCount, decision.Reason, candidateSlots: decision.CandidateSlots);
+            lost.Add(table, decision.HostOffset, "l2-table", slotStarts, decision.CandidateSlotCount,
+                $"{decision.Reason}; {refcounts.Describe(image.ClusterOf(decision.HostOffset))}", candidateSlots: decision.CandidateSlots);
             for (int j = 0; j < g.L2Entries; j++)
             {
                 var entry = image.GetL2Entry(table, j);
@@ -344,7 +348,7 @@ public static class Qcow2Recovery
             if (placement.Claimed.Get(image.ClusterOf(host))) continue;
             report.OrphanDataClusters++;
             image.File.Read(host, cluster);
-            lost.Add(cluster, host, "orphan-data", [], 0, "no table maps this cluster; its guest offset is unknown");
+            lost.Add(cluster, host, "orphan-data", [], 0, $"no table maps this cluster, its guest offset is unknown; {refcounts.Describe(image.ClusterOf(host))}");
         }
         lost.Complete();
         report.LostClusters = lost.Clusters;

@@ -61,4 +61,22 @@ public sealed class RecoverUndamagedImageTests
         Assert.True(RecoverFixture.Identical(folder.File("out.qcow2"), folder.File("before.raw"), "raw"));
         RecoverFixture.AssertCheckClean(folder.File("out.qcow2"));
     }
+
+    [Fact]
+    public async Task Savevm_snapshot_vm_state_past_the_disk_is_not_taken_for_orphan_tables_or_data()
+    {
+        using var folder = new DiskBackedTempFolder();
+        // The VM state of `savevm` lives in L1 slots past the virtual size; its tables must count as referenced.
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 16M
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 7 0 64k' >/dev/null
+            printf 'savevm s1\nquit\n' | timeout 90 qemu-system-x86_64 -M pc -accel tcg -nodefaults -display none -S -m 16 \
+                -drive file=img.qcow2,if=ide,format=qcow2 -monitor stdio >/dev/null 2>&1
+            qemu-img snapshot -l img.qcow2 | grep -q s1
+            """);
+        var report = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("out.qcow2"));
+        Assert.True(report.ExitCode == 0, RecoveryReportFormatter.ToText(report));
+        Assert.Equal(0, report.OrphanL2Tables);
+        Assert.True(RecoverFixture.Identical(folder.File("img.qcow2"), folder.File("out.qcow2")));
+    }
 }
