@@ -15,7 +15,8 @@ internal static class OrphanL2Placer
 {
     private const int MaxListedSlots = 64;
 
-    private sealed record Candidate(long Offset, List<(int Index, long HostCluster)> Targets, int MaxIndex);
+    /// <summary>A data target: compressed clusters may legitimately share a host cluster (several are packed into one).</summary>
+    private sealed record Candidate(long Offset, List<(int Index, long HostCluster, bool Compressed)> Targets, int MaxIndex);
 
     public static OrphanL2Placement Place(DamagedImage image, L1View view, IReadOnlyList<long> tableOffsets,
         HostClusterBitmap viewData, Dictionary<long, long> snapshotGuestByHost, long guestClusters)
@@ -29,7 +30,7 @@ internal static class OrphanL2Placer
         foreach (long offset in tableOffsets)
         {
             image.ReadTable(offset, table);
-            var targets = new List<(int, long)>();
+            var targets = new List<(int, long, bool)>();
             int maxIndex = -1;
             bool pointsAtCandidate = false;
             for (int j = 0; j < g.L2Entries; j++)
@@ -38,10 +39,15 @@ internal static class OrphanL2Placer
                 if (entry.Raw == 0 && entry.Bitmap == 0) continue;
                 maxIndex = j;
                 if (entry.IsCompressed)
-                    targets.Add((j, image.ClusterOf(entry.Compressed(g.ClusterBits).HostOffset)));
+                {
+                    var d = entry.Compressed(g.ClusterBits);
+                    long end = Math.Min(d.HostOffset + d.CompressedLength, image.FileLength) - 1;
+                    for (long hc = image.ClusterOf(d.HostOffset); hc <= image.ClusterOf(end); hc++)
+                        targets.Add((j, hc, true));
+                }
                 else if (entry.HostOffset != 0)
                 {
-                    targets.Add((j, image.ClusterOf(entry.HostOffset)));
+                    targets.Add((j, image.ClusterOf(entry.HostOffset), false));
                     if (candidateSet.Contains(entry.HostOffset)) pointsAtCandidate = true;
                 }
             }
@@ -64,8 +70,8 @@ internal static class OrphanL2Placer
 
         var claimedTwice = new HostClusterBitmap(image.FileClusters);
         foreach (var c in candidates)
-            foreach (var (_, host) in c.Targets)
-                if (result.Claimed.Set(host)) claimedTwice.Set(host);
+            foreach (var (_, host, compressed) in c.Targets)
+                if (result.Claimed.Set(host) && !compressed) claimedTwice.Set(host);
 
         var historyEvidence = new Dictionary<long, (long Slot, long Sequence, string Source)>();
         foreach (var (slot, l2, sequence, source) in image.Overlay.L1Values(view.L1Offset, view.Slots))
@@ -82,8 +88,9 @@ internal static class OrphanL2Placer
             var open = OpenSlotsFor(c, openSlots, g, guestClusters);
             long openCount = open.Count;
             int inUse = 0, shared = 0;
-            foreach (var (_, host) in c.Targets)
+            foreach (var (_, host, compressed) in c.Targets)
             {
+                if (compressed) continue;
                 if (viewData.Get(host)) inUse++;
                 if (claimedTwice.Get(host)) shared++;
             }
@@ -147,9 +154,9 @@ internal static class OrphanL2Placer
     {
         long slot = -1;
         int shared = 0;
-        foreach (var (index, host) in c.Targets)
+        foreach (var (index, host, compressed) in c.Targets)
         {
-            if (!snapshotGuestByHost.TryGetValue(host, out long guestCluster)) continue;
+            if (compressed || !snapshotGuestByHost.TryGetValue(host, out long guestCluster)) continue;
             long s = guestCluster >> g.L2Bits;
             if ((guestCluster & (g.L2Entries - 1)) != index || (slot >= 0 && s != slot)) return null;
             slot = s;

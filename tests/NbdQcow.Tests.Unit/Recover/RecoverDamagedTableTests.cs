@@ -47,7 +47,9 @@ public sealed class RecoverDamagedTableTests
         QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x11 0 4k' -c 'read -P 0 4k 4k' -c 'read -P 0x11 8k 56k' -c 'read -P 0x22 5M 64k' | grep -c '^read' | grep -q 4");
         // The data cluster the garbled entry used to map is saved as orphan data.
         Assert.Equal(1, report.OrphanDataClusters);
-        Assert.True(File.Exists(folder.File("out.qcow2.lost/index.json")));
+        var index = File.ReadAllText(folder.File("out.qcow2.lost/index.json"));
+        Assert.Contains("\"orphan-data\"", index);
+        Assert.Contains("refcount 1 on disk (allocated", index);
     }
 
     [Fact]
@@ -122,5 +124,23 @@ public sealed class RecoverDamagedTableTests
         Assert.True(RecoverFixture.Identical(folder.File("out.qcow2"), folder.File("original.qcow2")), RecoveryReportFormatter.ToText(report));
         Assert.Equal(2, report.OrphanL2TablesPlaced);
         Assert.All(report.OrphanDecisions, d => Assert.Contains("old L1 table copy", d.Reason));
+    }
+
+    [Fact]
+    public async Task Entries_onto_metadata_and_a_data_cluster_mapped_twice_are_reported_and_not_trusted()
+    {
+        var (folder, image) = Build();
+        using var _ = folder;
+        long table0 = L2Of(image, 0), table2 = L2Of(image, 2);
+        ulong secondData = RecoverFixture.ReadU64(image, table0 + 8);
+        RecoverFixture.WriteU64(image, table0 + 2 * 8, (1UL << 63) | (ulong)RecoverFixture.L1TableOffset(image)); // guest 8k -> the L1 table
+        RecoverFixture.WriteU64(image, table2 + 40 * 8, secondData);                                                // guest 4M + 40 * 4k: a second use of guest 4k's cluster
+
+        var report = await RecoverBounded(image, folder.File("out.qcow2"));
+
+        Assert.Contains(report.Findings, f => f.Kind == "l2-entry" && f.Message.Contains("is metadata"));
+        Assert.Contains(report.Findings, f => f.Kind == "mapping" && f.Message.Contains("mapped twice"));
+        // The entry onto metadata reads as zero; the cluster mapped twice gives its data to both places.
+        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 8k 4k' -c 'read -P 0x11 4k 4k' -c 'read -P 0x11 4256k 4k' | grep -c '^read' | grep -q 3");
     }
 }

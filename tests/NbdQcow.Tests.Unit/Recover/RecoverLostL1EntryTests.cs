@@ -12,12 +12,15 @@ namespace NbdQcow.Tests.Unit.Recover;
 /// </summary>
 public sealed class RecoverLostL1EntryTests
 {
-    [Fact]
-    public async Task Seed_scenario_2M_clusters_lost_L1_entry_data_comes_back_in_the_only_slot()
+    [Theory]
+    [InlineData("qemu-img create -q -f qcow2 -o cluster_size=2M img.qcow2 10G", 3)]
+    [InlineData("qemu-img create -q -f qcow2 -o cluster_size=2M,extended_l2=on img.qcow2 10G", 3)]
+    [InlineData("qemu-img create -q -f qcow2 -o cluster_size=2M,compat=0.10 img.qcow2 10G", 3)]
+    public async Task Seed_scenario_2M_clusters_lost_L1_entry_data_comes_back_in_the_only_slot(string create, int dataClusters)
     {
         using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
-            qemu-img create -q -f qcow2 -o cluster_size=2M img.qcow2 10G
+        QemuTools.Bash(folder.FolderPath, $"""
+            {create}
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x33 0 4M' -c 'write -P 0x44 5G 2M' >/dev/null
             cp img.qcow2 original.qcow2
             """);
@@ -26,14 +29,32 @@ public sealed class RecoverLostL1EntryTests
 
         var report = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("out.qcow2"));
 
-        Assert.True(RecoverFixture.Identical(folder.File("out.qcow2"), folder.File("original.qcow2")));
+        Assert.True(RecoverFixture.Identical(folder.File("out.qcow2"), folder.File("original.qcow2")), RecoveryReportFormatter.ToText(report));
         RecoverFixture.AssertCheckClean(folder.File("out.qcow2"));
         var decision = Assert.Single(report.OrphanDecisions);
         Assert.Equal(0, decision.PlacedSlot);
         Assert.Contains("only L1 slot", decision.Reason);
-        Assert.Equal(3, report.ClustersFromOrphanTables);
+        Assert.Equal(dataClusters, report.ClustersFromOrphanTables);
         Assert.Equal(1, report.ExitCode); // the lost L1 entry is damage, even though everything was placed
         Assert.Equal(0, report.LostClusters);
+    }
+
+    [Fact]
+    public async Task Lost_L1_entry_over_compressed_clusters_brings_them_back_decompressed()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f raw src.raw 64M
+            qemu-io -f raw src.raw -c 'write -P 0x44 0 1M' -c 'write -P 0x45 40M 1M' >/dev/null
+            qemu-img convert -c -O qcow2 -o cluster_size=64k src.raw img.qcow2
+            """);
+        RecoverFixture.ZeroL1Entry(folder.File("img.qcow2"), 0); // 64k clusters: one L1 slot covers 512 MiB
+
+        var report = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("out.qcow2"));
+
+        Assert.True(RecoverFixture.Identical(folder.File("out.qcow2"), folder.File("src.raw"), "raw"), RecoveryReportFormatter.ToText(report));
+        Assert.Equal(32, report.CompressedClustersRecovered);
+        Assert.Equal(0, Assert.Single(report.OrphanDecisions).PlacedSlot);
     }
 
     [Fact]
