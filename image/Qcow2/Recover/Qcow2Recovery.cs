@@ -64,6 +64,7 @@ public static class Qcow2Recovery
         options.Progress?.Report(new RecoveryProgress("reading tables", 0, 1));
         ViewReferenceMarker.Mark(image, active, referenced, activeData, null);
         foreach (var s in snapshots) ViewReferenceMarker.Mark(image, s.View, referenced, null, snapshotGuestByHost, sharedWith: active);
+        options.Progress?.Report(new RecoveryProgress("reading tables", 1, 1));
 
         var scan = OrphanClusterScan.Run(image, referenced, options.Progress);
         long guestClusters = (long)((header.Size + (ulong)geometry.ClusterSize - 1) >> geometry.ClusterBits);
