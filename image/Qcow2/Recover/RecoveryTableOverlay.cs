@@ -1,8 +1,9 @@
 namespace NbdQcow.Image.Qcow2.Recover;
 
 /// <summary>
-/// The history sources' table writes, applied in sequence order over table bytes read from the damaged file, so a
-/// table is seen as the newest history says it was. Also answers which L2 offsets an L1 slot ever held.
+/// The history sources' table writes: those not yet in place are applied in sequence order over table bytes read from
+/// the damaged file, so a table is seen as the newest history says it is; all of them answer which L2 tables an L1
+/// slot ever held.
 /// </summary>
 internal sealed class RecoveryTableOverlay
 {
@@ -23,19 +24,20 @@ internal sealed class RecoveryTableOverlay
                 _writes.Add((write, source.Name));
                 count++;
             }
-            report.Notes.Add($"history source {source.Name}: {count} table writes applied in sequence order");
+            report.Notes.Add($"history source {source.Name}: {count} table writes (those not yet in place laid over the file in sequence order; all used as placement evidence)");
         }
         _writes.Sort((a, b) => a.Write.Sequence.CompareTo(b.Write.Sequence));
     }
 
     public bool IsEmpty => _writes.Count == 0;
 
-    /// <summary>Applies every write overlapping [offset, offset + bytes.Length), oldest first.</summary>
+    /// <summary>Applies every write overlapping [offset, offset + bytes.Length) that is not yet in place, oldest first.</summary>
     public void Apply(long offset, Span<byte> bytes)
     {
         long end = offset + bytes.Length;
         foreach (var (write, _) in _writes)
         {
+            if (write.InPlace) continue;
             long wStart = write.HostOffset, wEnd = write.HostOffset + write.Bytes.Length;
             long from = Math.Max(offset, wStart), to = Math.Min(end, wEnd);
             if (from >= to) continue;

@@ -195,4 +195,32 @@ public sealed class RecoverLostL1EntryTests
         Assert.Contains("history test history (sequence 7)", decision.Reason);
         Assert.Equal(0, report.LostClusters);
     }
+
+    [Fact]
+    public async Task History_writes_already_in_place_are_evidence_only_and_still_place_both_tables()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 64M
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x66 10M 8k' -c 'write -P 0x77 20M 4k' >/dev/null
+            cp img.qcow2 original.qcow2
+            """);
+        string image = folder.File("img.qcow2");
+        long l1 = RecoverFixture.L1TableOffset(image);
+        long entry5 = RecoverFixture.L1Entry(image, 5), entry10 = RecoverFixture.L1Entry(image, 10);
+        RecoverFixture.ZeroL1Entry(image, 5);
+        RecoverFixture.ZeroL1Entry(image, 10);
+        static byte[] Be(long v) => BitConverter.GetBytes(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(v));
+        // Both writes were checkpointed (in place) according to the source: not laid over the file, only evidence.
+        var history = new InMemoryHistory([
+            new RecoveryTableWrite(3, l1 + 5 * 8, Be(entry5), InPlace: true),
+            new RecoveryTableWrite(4, l1 + 10 * 8, Be(entry10), InPlace: true),
+        ]);
+
+        var report = await RecoverFixture.RecoverAsync(image, folder.File("out.qcow2"), new RecoveryOptions { OutputPath = "", History = [history] });
+
+        Assert.True(RecoverFixture.Identical(folder.File("out.qcow2"), folder.File("original.qcow2")), RecoveryReportFormatter.ToText(report));
+        Assert.Equal(2, report.OrphanL2TablesPlaced);
+        Assert.All(report.OrphanDecisions, d => Assert.Contains("history test history", d.Reason));
+    }
 }
