@@ -23,6 +23,8 @@ internal static class RecoverCommand
              only empty slot it fits in. Otherwise it goes, with its data and orphan data, to FILE.lost/
              (clusters.raw + index.json with host offsets, kinds and candidate guest offsets).
         Refcounts are not needed and not trusted. The backing file is not followed unless --keep-backing.
+        A damaged header (magic, version, cluster_bits, ...) stops with the field named: without it the geometry
+        and table locations are unknown, and a scan under a guessed geometry would be a guess.
         A report goes to stdout (--json for one JSON object); progress to stderr when it is a terminal.
         Exit codes: 0 all mapped data recovered, no damage; 1 damage found or clusters in lost+found (the output
         holds all that could be placed); 2 bad usage or unreadable input (nothing written).
@@ -31,7 +33,7 @@ internal static class RecoverCommand
     public static Command Create()
     {
         var image = new Argument<string>("IMAGE") { Description = "The damaged qcow2 image (opened read-only, never written)." };
-        var output = new Option<string>("--output") { Description = "The recovered image to write (must not exist unless --force).", Required = true };
+        var output = new Option<string>("--output") { HelpName = "FILE", Description = "The recovered image to write (must not exist unless --force).", Required = true };
         var format = new Option<string>("--format") { Description = "Output format: qcow2 (default; clean for qemu-img check) or raw.", DefaultValueFactory = _ => "qcow2" };
         format.AcceptOnlyFromAmong("qcow2", "raw");
         var force = new Option<bool>("--force") { Description = "Replace an existing output file and its FILE.lost folder." };

@@ -85,7 +85,8 @@ public sealed class RecoverCommandTests
         Assert.Contains("cluster_bits = 40", header.Stderr);
 
         var missing = Nbdqcow(folder.FolderPath, "recover", "img.qcow2");
-        Assert.NotEqual(0, missing.Exit); // --output is required
+        Assert.Equal(2, missing.Exit); // --output is required: bad usage
+        Assert.Contains("--output", missing.Stderr);
 
         Assert.False(File.Exists(folder.File("out.qcow2")));
         Assert.Empty(Directory.GetFiles(folder.FolderPath, "*.partial-*"));
