@@ -79,4 +79,27 @@ public sealed class RecoverUndamagedImageTests
         Assert.Equal(0, report.OrphanL2Tables);
         Assert.True(RecoverFixture.Identical(folder.File("img.qcow2"), folder.File("out.qcow2")));
     }
+
+    [Fact]
+    public async Task Backing_file_is_not_followed_unless_keep_backing_and_then_the_chain_reads_as_before()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f raw base.raw 8M
+            qemu-io -f raw base.raw -c 'write -P 0xbb 0 8M' >/dev/null
+            qemu-img create -q -f qcow2 -b base.raw -F raw -o cluster_size=64k img.qcow2
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x11 1M 64k' -c 'write -z 2M 64k' -c 'write -P 0 3M 64k' >/dev/null
+            """);
+        var plain = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("plain.qcow2"));
+        Assert.Contains(plain.Notes, n => n.Contains("NOT followed"));
+        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 plain.qcow2 -c 'read -P 0 0 1M' -c 'read -P 0x11 1M 64k' | grep -c '^read' | grep -q 2");
+
+        var kept = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("kept.qcow2"),
+            new RecoveryOptions { OutputPath = "", KeepBacking = true });
+        Assert.Equal(0, kept.ExitCode);
+        Assert.True(RecoverFixture.Identical(folder.File("img.qcow2"), folder.File("kept.qcow2"))); // zero and zero-data clusters still hide the backing file
+        RecoverFixture.AssertCheckClean(folder.File("kept.qcow2"));
+        await Assert.ThrowsAsync<RecoveryInputException>(() => RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("kept.raw"),
+            new RecoveryOptions { OutputPath = "", KeepBacking = true, Format = RecoveryOutputFormat.Raw }));
+    }
 }
