@@ -40,6 +40,35 @@ public sealed class RecoverLostL1EntryTests
     }
 
     [Fact]
+    public async Task Seed_report_exactly_qemu_img_check_finds_nothing_and_reads_zeroes_yet_recover_brings_the_data_back()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f qcow2 -o cluster_size=2M img.qcow2 400G
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x5e 0 6M' -c 'write -P 0x5f 300G 1M' >/dev/null
+            cp img.qcow2 original.qcow2
+            """);
+        string image = folder.File("img.qcow2");
+        const int clusterBits = 21;
+        long table = RecoverFixture.L1Entry(image, 0) & 0x00ff_ffff_ffff_fe00L;
+        RecoverFixture.ZeroL1Entry(image, 0);
+        // Neither the L1 entry nor the refcounts of the new table and data reached the disk: 16-bit refcounts of
+        // every cluster from the L2 table to the end of the file read 0.
+        long block = (long)RecoverFixture.ReadU64(image, (long)RecoverFixture.ReadU64(image, 48));
+        long end = new FileInfo(image).Length >> clusterBits;
+        for (long c = table >> clusterBits; c < end; c++)
+            RecoverFixture.WriteBytes(image, block + c * 2, [0, 0]);
+        RecoverFixture.AssertCheckClean(image); // qemu-img check finds nothing wrong
+        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 img.qcow2 -c 'read -P 0 0 6M' | grep -q 'read 6291456'"); // and reads zeroes
+
+        var report = await RecoverFixture.RecoverAsync(image, folder.File("out.qcow2"));
+
+        Assert.True(RecoverFixture.Identical(folder.File("out.qcow2"), folder.File("original.qcow2")), RecoveryReportFormatter.ToText(report));
+        RecoverFixture.AssertCheckClean(folder.File("out.qcow2"));
+        Assert.Equal(0, Assert.Single(report.OrphanDecisions).PlacedSlot);
+    }
+
+    [Fact]
     public async Task Lost_L1_entry_over_compressed_clusters_brings_them_back_decompressed()
     {
         using var folder = new DiskBackedTempFolder();
