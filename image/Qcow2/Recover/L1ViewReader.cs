@@ -21,7 +21,7 @@ internal static class L1ViewReader
             l1Size = (ulong)slots; // entries past the virtual size map nothing
         }
         long entries = (long)l1Size;
-        if (entries < slots && entries > 0)
+        if (entries < slots)
             image.Report.Damage("l1-entry", $"{name} L1 table has {entries} entries, the virtual size needs {slots}; the rest read as unmapped");
         if (entries == 0)
             return new L1View(name, offset, l2, damaged, date);
