@@ -230,6 +230,37 @@ public sealed class MetadataTableCache : IDisposable
     }
 
     /// <summary>
+    /// First half of a flush to disk that does not hold the cache's lock across the final fdatasync: writes every
+    /// dirty table in dependency order (with the barriers the order needs) and returns the epoch that the final
+    /// sync must cover. Pass it to <see cref="SyncEpoch"/>. Lookups (every in-place data write) then proceed while
+    /// the file syncs; tables dirtied meanwhile belong to the next epoch and stay dirty.
+    /// </summary>
+    public long WriteTablesForDisk()
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_dirty.Count > 0) FlushTablesLocked([.. _dirty], withBarriers: true);
+            long epoch = _epoch;
+            _epoch++;
+            // Callers' data writes may not have been noted: the sync always happens; later writes set this again.
+            _unsyncedWrites = false;
+            return epoch;
+        }
+    }
+
+    /// <summary>Second half: fdatasync (without the lock), then every write of <paramref name="epoch"/> and before is durable.</summary>
+    public void SyncEpoch(long epoch)
+    {
+        _file.Flush();
+        lock (_lock)
+        {
+            Statistics.Barriers++;
+            if (epoch > _durableEpoch) _durableEpoch = epoch;
+        }
+    }
+
+    /// <summary>
     /// Flush to the OS: writes every dirty table (in dependency order) without any barrier. The image then
     /// survives a crash of this process (the page cache keeps the writes), not a crash of the host.
     /// </summary>

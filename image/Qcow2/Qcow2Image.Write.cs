@@ -21,6 +21,10 @@ public sealed partial class Qcow2Image
     private readonly Qcow2DataAccessGuard _dataGuard = new();
     /// <summary>Guest clusters whose mapping is being changed (allocation in progress), by guest cluster index.</summary>
     private readonly Dictionary<long, TaskCompletionSource> _inflight = new();
+    /// <summary>One durable flush at a time; see <see cref="DurableFlushAsync"/>.</summary>
+    private readonly SemaphoreSlim _flushGate = new(1, 1);
+    /// <summary>Guest changes (write, zero, trim) completed so far, and how many of them the last flush covered.</summary>
+    private long _completedChanges, _flushedChanges;
     private bool _writeReady;
     private static byte[]? s_zeroCluster;
 
@@ -246,27 +250,53 @@ public sealed partial class Qcow2Image
     /// </summary>
     internal async ValueTask DurableFlushAsync()
     {
-        var ticket = _dirtyAge?.BeginFlush();
-        await MetadataLock.WaitAsync().ConfigureAwait(false);
+        // Flushes coalesce: one that waited for another to finish is done if that one already covered every
+        // change completed before it was asked for (a burst of client FLUSHes costs one fdatasync, not one each).
+        long target = Interlocked.Read(ref _completedChanges);
+        await _flushGate.WaitAsync().ConfigureAwait(false);
         try
         {
-            MetadataCache.FlushToDisk();
+            if (Interlocked.Read(ref _flushedChanges) >= target && MetadataCache.DirtyCount == 0) return;
+            long covers = Interlocked.Read(ref _completedChanges);
+            var ticket = _dirtyAge?.BeginFlush();
+            long epoch;
+            await MetadataLock.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                epoch = MetadataCache.WriteTablesForDisk();
+            }
+            finally
+            {
+                MetadataLock.Release();
+            }
+            // The final fdatasync runs without the metadata lock: in-place writes and lookups go on meanwhile.
+            MetadataCache.SyncEpoch(epoch);
             if (_refcounts is { PendingFreeCount: > 0 } refcounts)
             {
-                _dataGuard.WaitForEarlier();
-                // The refcount drops are written at the next flush; a crash before that only leaks.
-                refcounts.ApplyDurableFrees();
+                await MetadataLock.WaitAsync().ConfigureAwait(false);
+                try
+                {
+                    _dataGuard.WaitForEarlier();
+                    // The refcount drops are written at the next flush; a crash before that only leaks.
+                    refcounts.ApplyDurableFrees();
+                }
+                finally
+                {
+                    MetadataLock.Release();
+                }
             }
+            Interlocked.Exchange(ref _flushedChanges, covers);
+            if (ticket is { } t) _dirtyAge!.EndFlush(t);
         }
         finally
         {
-            MetadataLock.Release();
+            _flushGate.Release();
         }
-        if (ticket is { } t) _dirtyAge!.EndFlush(t);
     }
 
     private async ValueTask AfterChangeAsync(long offset, long length, bool fua, CancellationToken cancellationToken)
     {
+        Interlocked.Increment(ref _completedChanges);
         OnGuestWrite(offset, length);
         if (Options.CacheMode.IsWriteThrough() || (fua && Options.CacheMode.HonoursFlush()))
         {
