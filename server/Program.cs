@@ -26,8 +26,8 @@ public static class Program
         };
         var parseResult = root.Parse(args);
         var exitCode = parseResult.Invoke();
-        // serve: usage errors (unknown option, missing argument) exit 2, as invalid configuration does.
+        // serve and recover: usage errors (unknown option, missing argument) exit 2, as invalid configuration/input does.
         // Other commands keep their own codes (check follows qemu-img, where 2 means corruption).
-        return parseResult.Errors.Count > 0 && parseResult.CommandResult.Command.Name == "serve" ? 2 : exitCode;
+        return parseResult.Errors.Count > 0 && parseResult.CommandResult.Command.Name is "serve" or "recover" ? 2 : exitCode;
     }
 }

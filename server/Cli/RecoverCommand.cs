@@ -1,28 +1,113 @@
 using System.CommandLine;
+using NbdQcow.Image.Qcow2.Recover;
+using Spectre.Console;
 
 namespace NbdQcow.Server.Cli;
 
 /// <summary>
-/// `nbdqcow recover IMAGE --output FILE`: the spelling is part of the CLI contract; the recovery itself
-/// (finding lost L2 tables, journal history) is not built yet, so the command says so and points at `check`.
+/// `nbdqcow recover IMAGE --output FILE [--format qcow2|raw] [--force] [--snapshot NAME] [--fill-from-snapshots]
+/// [--keep-backing] [--json]`. Never writes IMAGE. Exit codes: 0 everything mapped was recovered and nothing was
+/// damaged, 1 damage was found or something went to lost+found (what could be placed was written), 2 bad usage or
+/// unreadable input (nothing written).
 /// </summary>
 internal static class RecoverCommand
 {
+    private const string Explanation = """
+        Reads IMAGE read-only and writes everything that can be found of the guest disk to a new image FILE:
+          1. the active L1/L2 tables, every entry checked (reserved bits, alignment, inside the file, not on metadata);
+          2. a scan of the whole file for clusters no table references: orphan L2 tables (qemu writes a new L2 table
+             before the L1 entry, so after a lost L1 update table and data are intact), stale refcount blocks and
+             table copies, and orphan data;
+          3. an orphan L2 table is placed only when its L1 slot is known without guessing: a journal/history or an
+             old L1 copy names it, a snapshot maps the same clusters at the same positions of one slot, or it is the
+             only empty slot it fits in. Otherwise it goes, with its data and orphan data, to FILE.lost/
+             (clusters.raw + index.json with host offsets, kinds and candidate guest offsets).
+        Refcounts are not needed and not trusted. The backing file is not followed unless --keep-backing.
+        A damaged header (magic, version, cluster_bits, ...) stops with the field named: without it the geometry
+        and table locations are unknown, and a scan under a guessed geometry would be a guess.
+        A report goes to stdout (--json for one JSON object); progress to stderr when it is a terminal.
+        Exit codes: 0 all mapped data recovered, no damage; 1 damage found or clusters in lost+found (the output
+        holds all that could be placed); 2 bad usage or unreadable input (nothing written).
+        """;
+
     public static Command Create()
     {
-        var image = new Argument<string>("IMAGE") { Description = "The damaged qcow2 image (never written)." };
-        var output = new Option<string>("--output") { Description = "Where the recovered image would be written.", Required = true };
-        var command = new Command("recover", "Recover the data of a damaged qcow2 image into a new file (not available yet; see `nbdqcow check`).")
+        var image = new Argument<string>("IMAGE") { Description = "The damaged qcow2 image (opened read-only, never written)." };
+        var output = new Option<string>("--output") { HelpName = "FILE", Description = "The recovered image to write (must not exist unless --force).", Required = true };
+        var format = new Option<string>("--format") { Description = "Output format: qcow2 (default; clean for qemu-img check) or raw.", DefaultValueFactory = _ => "qcow2" };
+        format.AcceptOnlyFromAmong("qcow2", "raw");
+        var force = new Option<bool>("--force") { Description = "Replace an existing output file and its FILE.lost folder." };
+        var snapshot = new Option<string?>("--snapshot") { Description = "Recover this internal snapshot's view (name or id) instead of the active one; orphan tables then all go to lost+found." };
+        var fill = new Option<bool>("--fill-from-snapshots")
         {
-            image, output,
+            Description = "For L1 slots the recovered view has no L2 table for, take the newest snapshot's table. The data is as old as that snapshot (mixing it with newer data can confuse a file system); entries inside an intact L2 table are never filled.",
         };
-        command.SetAction(_ =>
+        var keepBacking = new Option<bool>("--keep-backing") { Description = "qcow2 output: refer to IMAGE's backing file, so unmapped clusters read from it as before." };
+        var json = new Option<bool>("--json") { Description = "Print the report as one JSON object." };
+        var command = new Command("recover", "Recover the data of a damaged qcow2 image into a new image, with a report of what was found, placed and not placed.\n" + Explanation)
         {
-            Console.Error.WriteLine(
-                "nbdqcow recover: not available in this version. Nothing was written. " +
-                "Use `nbdqcow check IMAGE` to see what is wrong and `nbdqcow check IMAGE --repair leaks|all` to repair refcounts.");
-            return 2;
+            image, output, format, force, snapshot, fill, keepBacking, json,
+        };
+        command.SetAction(async (parseResult, cancellationToken) =>
+        {
+            string path = parseResult.GetValue(image)!;
+            var options = new RecoveryOptions
+            {
+                OutputPath = parseResult.GetValue(output)!,
+                Format = parseResult.GetValue(format) == "raw" ? RecoveryOutputFormat.Raw : RecoveryOutputFormat.Qcow2,
+                Force = parseResult.GetValue(force),
+                Snapshot = parseResult.GetValue(snapshot),
+                FillFromSnapshots = parseResult.GetValue(fill),
+                KeepBacking = parseResult.GetValue(keepBacking),
+            };
+            try
+            {
+                var report = Console.IsErrorRedirected
+                    ? await Qcow2Recovery.RunAsync(path, options)
+                    : await RunWithProgressAsync(path, options);
+                Console.Out.Write(parseResult.GetValue(json) ? RecoveryReportFormatter.ToJson(report) : RecoveryReportFormatter.ToText(report));
+                return report.ExitCode;
+            }
+            catch (RecoveryInputException e)
+            {
+                Console.Error.WriteLine($"nbdqcow recover: {e.Message}");
+                return 2;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"nbdqcow recover: {path}: {e.Message}");
+                return 2;
+            }
         });
         return command;
+    }
+
+    private static async Task<RecoveryReport> RunWithProgressAsync(string path, RecoveryOptions options)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        RecoveryReport? report = null;
+        await console.Progress().AutoClear(true).StartAsync(async context =>
+        {
+            var bar = new ProgressBar(context);
+            report = await Qcow2Recovery.RunAsync(path, options with { Progress = bar });
+        });
+        return report!;
+    }
+
+    /// <summary>Shows each phase as its own task; Spectre's tasks are safe to update from the recovery's thread.</summary>
+    private sealed class ProgressBar(ProgressContext context) : IProgress<RecoveryProgress>
+    {
+        private readonly Dictionary<string, ProgressTask> _tasks = new();
+
+        public void Report(RecoveryProgress value)
+        {
+            lock (_tasks)
+            {
+                if (!_tasks.TryGetValue(value.Phase, out var task))
+                    _tasks[value.Phase] = task = context.AddTask(value.Phase, maxValue: Math.Max(1, value.Total));
+                task.MaxValue = Math.Max(1, value.Total);
+                task.Value = value.Done;
+            }
+        }
     }
 }

@@ -86,9 +86,13 @@ public sealed partial class NbdSession
 
             // A lone READ or WRITE (nothing else in flight, no further request already received: the client waits
             // for this reply, as at queue depth 1) runs right here: handing it to another thread would only add a
-            // wake-up to its latency. Anything else goes to the thread pool so requests overlap.
+            // wake-up to its latency. Anything else goes to the thread pool so requests overlap, and so does a
+            // write that ends in an fdatasync (FUA, or a mode without a volatile cache): this thread also serves
+            // other connections' socket events.
             var runInline = !_inputHasMore && _slots.CurrentCount == _options.MaxInFlight
-                && request.Command is NbdCommand.Read or NbdCommand.Write;
+                && (request.Command == NbdCommand.Read
+                    || (request.Command == NbdCommand.Write && (request.Flags & NbdCommandFlags.Fua) == 0
+                        && (_export.Features & BlockDeviceFeatures.Flush) != 0));
             await _slots.WaitAsync().ConfigureAwait(false);
             if (!_workPool.TryDequeue(out var work))
             {

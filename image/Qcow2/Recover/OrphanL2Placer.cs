@@ -1,0 +1,167 @@
+using NbdQcow.Image.Qcow2.Format;
+
+namespace NbdQcow.Image.Qcow2.Recover;
+
+/// <summary>
+/// Decides, without guessing, the L1 slot of each orphan L2 table. qemu writes a new L2 table (and its data) before
+/// the L1 entry that points at it, so after a lost L1 update the table is intact and only its slot is unknown.
+/// Evidence, strongest first: a history source (journal) whose L1 once held the table; an old copy of the L1 table
+/// still in the file; a snapshot mapping the same host clusters at the same positions of one slot (the table is
+/// that slot's copy-on-write copy); and, failing those, the slot being the only empty one the table fits in.
+/// A table is never placed when it maps a cluster the recovered view already uses or another orphan table also maps,
+/// when its evidence points at a slot that already has a table, or when two tables want the same slot.
+/// </summary>
+internal static class OrphanL2Placer
+{
+    private const int MaxListedSlots = 64;
+
+    /// <summary>A data target: compressed clusters may legitimately share a host cluster (several are packed into one).</summary>
+    private sealed record Candidate(long Offset, List<(int Index, long HostCluster, bool Compressed)> Targets, int MaxIndex);
+
+    public static OrphanL2Placement Place(DamagedImage image, L1View view, IReadOnlyList<long> tableOffsets,
+        HostClusterBitmap viewData, Dictionary<long, long> snapshotGuestByHost, long guestClusters)
+    {
+        var g = image.Geometry;
+        var result = new OrphanL2Placement(image.FileClusters);
+        var table = new byte[g.ClusterSize];
+        var candidateSet = new HashSet<long>(tableOffsets);
+        var candidates = new List<Candidate>();
+        var staleCopyEvidence = new Dictionary<long, (long Slot, long CopyOffset)>();
+        foreach (long offset in tableOffsets)
+        {
+            image.ReadTable(offset, table);
+            var targets = new List<(int, long, bool)>();
+            int maxIndex = -1;
+            bool pointsAtCandidate = false;
+            for (int j = 0; j < g.L2Entries; j++)
+            {
+                var entry = image.GetL2Entry(table, j);
+                if (entry.Raw == 0 && entry.Bitmap == 0) continue;
+                maxIndex = j;
+                if (entry.IsCompressed)
+                {
+                    var d = entry.Compressed(g.ClusterBits);
+                    long end = Math.Min(d.HostOffset + d.CompressedLength, image.FileLength) - 1;
+                    for (long hc = image.ClusterOf(d.HostOffset); hc <= image.ClusterOf(end); hc++)
+                        targets.Add((j, hc, true));
+                }
+                else if (entry.HostOffset != 0)
+                {
+                    targets.Add((j, image.ClusterOf(entry.HostOffset), false));
+                    if (candidateSet.Contains(entry.HostOffset)) pointsAtCandidate = true;
+                }
+            }
+            if (pointsAtCandidate)
+            {
+                // An L1 table copy whose L2 tables are now orphans: evidence, not a table of data.
+                image.Report.StaleMetadataTables++;
+                image.Report.OrphanL2Tables--;
+                for (int j = 0; j < g.ClusterSize / 8 && j < view.Slots; j++)
+                {
+                    var entry = new L1Entry(BigEndianTable.Get(table, j));
+                    if (entry.IsAllocated && candidateSet.Contains(entry.L2TableOffset))
+                        staleCopyEvidence.TryAdd(entry.L2TableOffset, (j, offset));
+                }
+                continue;
+            }
+            candidates.Add(new Candidate(offset, targets, maxIndex));
+        }
+        image.Report.OrphanL2Tables += tableOffsets.Count;
+
+        var claimedTwice = new HostClusterBitmap(image.FileClusters);
+        foreach (var c in candidates)
+            foreach (var (_, host, compressed) in c.Targets)
+                if (result.Claimed.Set(host) && !compressed) claimedTwice.Set(host);
+
+        var historyEvidence = new Dictionary<long, (long Slot, long Sequence, string Source)>();
+        foreach (var (slot, l2, sequence, source) in image.Overlay.L1Values(view.L1Offset, view.Slots))
+            if (!historyEvidence.TryGetValue(l2, out var known) || known.Sequence < sequence)
+                historyEvidence[l2] = (slot, sequence, source);
+
+        var openSlots = new List<long>();
+        for (long s = 0; s < view.Slots; s++)
+            if (view.L2Offsets[s] == 0) openSlots.Add(s);
+
+        var proposals = new List<(Candidate Candidate, long Slot, string Reason)>();
+        foreach (var c in candidates)
+        {
+            var open = OpenSlotsFor(c, openSlots, g, guestClusters);
+            long openCount = open.Count;
+            int inUse = 0, shared = 0;
+            foreach (var (_, host, compressed) in c.Targets)
+            {
+                if (compressed) continue;
+                if (viewData.Get(host)) inUse++;
+                if (claimedTwice.Get(host)) shared++;
+            }
+            string? refusal = inUse > 0 ? $"{inUse} of its clusters are mapped by the {view.Name} view already (a stale copy?)"
+                : shared > 0 ? $"{shared} of its clusters are also mapped by another orphan L2 table" : null;
+
+            (long Slot, string Reason)? evidence = null;
+            if (historyEvidence.TryGetValue(c.Offset, out var h))
+                evidence = (h.Slot, $"history {h.Source} (sequence {h.Sequence}) has L1 slot {h.Slot} pointing at it");
+            else if (staleCopyEvidence.TryGetValue(c.Offset, out var copy))
+                evidence = (copy.Slot, $"an old L1 table copy at 0x{copy.CopyOffset:x} has slot {copy.Slot} pointing at it");
+            else if (SnapshotSlot(c, snapshotGuestByHost, g) is { } snap)
+                evidence = (snap.Slot, $"{snap.Shared} of its clusters are mapped at the same positions of slot {snap.Slot} by a snapshot (it is that slot's copy-on-write copy)");
+            else if (openCount == 1)
+                evidence = (open[0], $"slot {open[0]} is the only L1 slot without an L2 table that it fits in");
+
+            if (refusal is null && evidence is { } e && view.L2Offsets[e.Slot] != 0)
+                refusal = $"{e.Reason}, but that slot already has an L2 table (0x{view.L2Offsets[e.Slot]:x})";
+            if (refusal is null && evidence is { } e2 && !open.Contains(e2.Slot))
+                refusal = $"{e2.Reason}, but its entries reach past the virtual size there";
+            if (refusal is null && evidence is { } placed)
+            {
+                proposals.Add((c, placed.Slot, placed.Reason));
+                continue;
+            }
+            var listed = evidence is { } ev ? new List<long> { ev.Slot } : open.Take(MaxListedSlots).ToList();
+            result.Unplaced.Add(new OrphanL2Decision(c.Offset, c.Targets.Count, null, listed, evidence is null ? openCount : 1,
+                refusal ?? (openCount == 0 ? "no L1 slot is free for it" : $"{openCount} free L1 slots could hold it; nothing tells which")));
+        }
+
+        foreach (var group in proposals.GroupBy(p => p.Slot))
+        {
+            var list = group.ToList();
+            if (list.Count == 1)
+            {
+                var (c, slot, reason) = list[0];
+                result.PlacedBySlot[slot] = c.Offset;
+                image.Report.OrphanDecisions.Add(new OrphanL2Decision(c.Offset, c.Targets.Count, slot, [slot], 1, reason));
+                image.Report.OrphanL2TablesPlaced++;
+                continue;
+            }
+            foreach (var (c, slot, reason) in list)
+                result.Unplaced.Add(new OrphanL2Decision(c.Offset, c.Targets.Count, null, [slot], 1,
+                    $"{reason}, but {list.Count - 1} other orphan table(s) claim slot {slot} too"));
+        }
+        image.Report.OrphanDecisions.AddRange(result.Unplaced);
+        return result;
+    }
+
+    /// <summary>Empty slots where every entry of the table maps a guest cluster inside the virtual size.</summary>
+    private static List<long> OpenSlotsFor(Candidate c, List<long> openSlots, Qcow2Geometry g, long guestClusters)
+    {
+        if (openSlots.Count == 0) return openSlots;
+        long last = openSlots[^1];
+        bool lastFits = (last << g.L2Bits) + c.MaxIndex < guestClusters;
+        return lastFits ? openSlots : openSlots.GetRange(0, openSlots.Count - 1);
+    }
+
+    /// <summary>The one slot at whose positions a snapshot maps this table's host clusters, when all such clusters agree.</summary>
+    private static (long Slot, int Shared)? SnapshotSlot(Candidate c, Dictionary<long, long> snapshotGuestByHost, Qcow2Geometry g)
+    {
+        long slot = -1;
+        int shared = 0;
+        foreach (var (index, host, compressed) in c.Targets)
+        {
+            if (compressed || !snapshotGuestByHost.TryGetValue(host, out long guestCluster)) continue;
+            long s = guestCluster >> g.L2Bits;
+            if ((guestCluster & (g.L2Entries - 1)) != index || (slot >= 0 && s != slot)) return null;
+            slot = s;
+            shared++;
+        }
+        return shared > 0 ? (slot, shared) : null;
+    }
+}

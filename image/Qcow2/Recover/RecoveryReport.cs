@@ -1,0 +1,54 @@
+namespace NbdQcow.Image.Qcow2.Recover;
+
+/// <summary>Everything a recovery run found, placed and could not place. Message lists are capped; counts are exact.</summary>
+public sealed class RecoveryReport
+{
+    public const int MaxMessages = 1000;
+
+    public required string ImagePath { get; init; }
+    public required string OutputPath { get; init; }
+    public required RecoveryOutputFormat OutputFormat { get; init; }
+    /// <summary>"active" or the snapshot recovered ("snapshot NAME").</summary>
+    public string View { get; internal set; } = "active";
+    public long VirtualSize { get; internal set; }
+    public int ClusterSize { get; internal set; }
+    public long HostFileLength { get; internal set; }
+    /// <summary>Summary of the project's consistency check on the damaged image (read-only).</summary>
+    public string? CheckSummary { get; internal set; }
+
+    public long DataClustersRecovered { get; internal set; }
+    public long CompressedClustersRecovered { get; internal set; }
+    public long ZeroClustersRecovered { get; internal set; }
+    /// <summary>Guest clusters written from orphan L2 tables that recovery placed.</summary>
+    public long ClustersFromOrphanTables { get; internal set; }
+    /// <summary>Guest clusters written from snapshots into slots the recovered view lacks (--fill-from-snapshots).</summary>
+    public long ClustersFilledFromSnapshots { get; internal set; }
+    public long SlotsFilledFromSnapshots { get; internal set; }
+    /// <summary>Bytes of recovered guest data written to the output (excluding zero clusters).</summary>
+    public long BytesWritten { get; internal set; }
+
+    public long ClustersScanned { get; internal set; }
+    public long StaleRefcountBlocks { get; internal set; }
+    public long StaleMetadataTables { get; internal set; }
+    public long OrphanL2Tables { get; internal set; }
+    public long OrphanL2TablesPlaced { get; internal set; }
+    public long OrphanDataClusters { get; internal set; }
+    /// <summary>Clusters written to lost+found (unplaced L2 tables, their data, orphan data).</summary>
+    public long LostClusters { get; internal set; }
+    public string? LostAndFoundPath { get; internal set; }
+
+    public List<OrphanL2Decision> OrphanDecisions { get; } = new();
+    public long FindingCount { get; private set; }
+    public List<RecoveryFinding> Findings { get; } = new();
+    /// <summary>Things the operator should know that are not damage (backing file not followed, snapshots filled).</summary>
+    public List<string> Notes { get; } = new();
+
+    /// <summary>0: everything mapped was recovered and nothing was damaged; 1: damage was found or something could not be placed.</summary>
+    public int ExitCode => FindingCount > 0 || LostClusters > 0 ? 1 : 0;
+
+    internal void Damage(string kind, string message)
+    {
+        FindingCount++;
+        if (Findings.Count < MaxMessages) Findings.Add(new RecoveryFinding(kind, message));
+    }
+}

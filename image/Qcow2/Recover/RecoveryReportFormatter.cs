@@ -1,0 +1,104 @@
+using System.Text;
+using System.Text.Json;
+
+namespace NbdQcow.Image.Qcow2.Recover;
+
+/// <summary>The recovery report as text for people (stdout summary) and as one JSON object for machines.</summary>
+public static class RecoveryReportFormatter
+{
+    public static string ToText(RecoveryReport r)
+    {
+        var t = new StringBuilder();
+        t.AppendLine($"Recovered {r.View} view of {r.ImagePath} into {r.OutputPath} ({r.OutputFormat.ToString().ToLowerInvariant()}, virtual size {r.VirtualSize} bytes, {r.ClusterSize}-byte clusters).");
+        t.AppendLine($"  data clusters:        {r.DataClustersRecovered} ({r.CompressedClustersRecovered} more were compressed), {r.ZeroClustersRecovered} zero clusters, {r.BytesWritten} bytes of data written");
+        t.AppendLine($"  from orphan L2 tables: {r.ClustersFromOrphanTables} clusters ({r.OrphanL2TablesPlaced} of {r.OrphanL2Tables} orphan tables placed)");
+        if (r.SlotsFilledFromSnapshots > 0)
+            t.AppendLine($"  filled from snapshots: {r.ClustersFilledFromSnapshots} clusters in {r.SlotsFilledFromSnapshots} L1 slots (older data)");
+        t.AppendLine($"  host file scan:        {r.ClustersScanned} unreferenced non-hole clusters read: {r.OrphanL2Tables} orphan L2 tables, {r.OrphanDataClusters} orphan data, {r.StaleRefcountBlocks} stale refcount blocks, {r.StaleMetadataTables} stale table copies");
+        if (r.CheckSummary is not null) t.AppendLine($"  check of the damaged image (read-only): {r.CheckSummary}");
+        foreach (var d in r.OrphanDecisions)
+            t.AppendLine(d.PlacedSlot is { } slot
+                ? $"PLACED orphan L2 table 0x{d.HostOffset:x} ({d.DataClusters} data clusters) at L1 slot {slot}: {d.Reason}"
+                : $"NOT PLACED orphan L2 table 0x{d.HostOffset:x} ({d.DataClusters} data clusters), candidate slots [{string.Join(", ", d.CandidateSlots)}{(d.CandidateSlotCount > d.CandidateSlots.Count ? ", ..." : "")}]: {d.Reason}");
+        foreach (var f in r.Findings) t.AppendLine($"DAMAGE {f.Kind}: {f.Message}");
+        if (r.FindingCount > r.Findings.Count) t.AppendLine($"... and {r.FindingCount - r.Findings.Count} more damage messages");
+        foreach (var n in r.Notes) t.AppendLine($"NOTE {n}");
+        if (r.LostAndFoundPath is not null)
+            t.AppendLine($"LOST+FOUND: {r.LostClusters} clusters nothing could place were saved to {r.LostAndFoundPath}/ (index.json names each one's origin and candidate guest offsets)");
+        t.AppendLine(r.ExitCode == 0
+            ? "Result: everything the image maps was recovered; no damage found."
+            : $"Result: {r.FindingCount} damage findings, {r.LostClusters} clusters in lost+found; everything that could be placed was written.");
+        return t.ToString();
+    }
+
+    public static string ToJson(RecoveryReport r)
+    {
+        var stream = new MemoryStream();
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteString("image", Path.GetFullPath(r.ImagePath));
+            w.WriteString("output", Path.GetFullPath(r.OutputPath));
+            w.WriteString("output-format", r.OutputFormat.ToString().ToLowerInvariant());
+            w.WriteString("view", r.View);
+            w.WriteNumber("virtual-size", r.VirtualSize);
+            w.WriteNumber("cluster-size", r.ClusterSize);
+            w.WriteNumber("host-file-length", r.HostFileLength);
+            w.WriteNumber("exit-code", r.ExitCode);
+            if (r.CheckSummary is not null) w.WriteString("check", r.CheckSummary);
+            w.WriteStartObject("recovered");
+            w.WriteNumber("data-clusters", r.DataClustersRecovered);
+            w.WriteNumber("compressed-clusters", r.CompressedClustersRecovered);
+            w.WriteNumber("zero-clusters", r.ZeroClustersRecovered);
+            w.WriteNumber("bytes-written", r.BytesWritten);
+            w.WriteNumber("clusters-from-orphan-tables", r.ClustersFromOrphanTables);
+            w.WriteNumber("clusters-filled-from-snapshots", r.ClustersFilledFromSnapshots);
+            w.WriteNumber("slots-filled-from-snapshots", r.SlotsFilledFromSnapshots);
+            w.WriteEndObject();
+            w.WriteStartObject("scan");
+            w.WriteNumber("clusters-read", r.ClustersScanned);
+            w.WriteNumber("orphan-l2-tables", r.OrphanL2Tables);
+            w.WriteNumber("orphan-l2-tables-placed", r.OrphanL2TablesPlaced);
+            w.WriteNumber("orphan-data-clusters", r.OrphanDataClusters);
+            w.WriteNumber("stale-refcount-blocks", r.StaleRefcountBlocks);
+            w.WriteNumber("stale-table-copies", r.StaleMetadataTables);
+            w.WriteEndObject();
+            w.WriteStartArray("orphan-l2-tables");
+            foreach (var d in r.OrphanDecisions)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("host-offset", d.HostOffset);
+                w.WriteNumber("data-clusters", d.DataClusters);
+                if (d.PlacedSlot is { } slot) w.WriteNumber("placed-slot", slot);
+                else w.WriteNull("placed-slot");
+                w.WriteStartArray("candidate-slots");
+                foreach (long s in d.CandidateSlots) w.WriteNumberValue(s);
+                w.WriteEndArray();
+                w.WriteNumber("candidate-slot-count", d.CandidateSlotCount);
+                w.WriteString("reason", d.Reason);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteStartObject("lost-and-found");
+            if (r.LostAndFoundPath is not null) w.WriteString("path", Path.GetFullPath(r.LostAndFoundPath));
+            else w.WriteNull("path");
+            w.WriteNumber("clusters", r.LostClusters);
+            w.WriteEndObject();
+            w.WriteNumber("damage-count", r.FindingCount);
+            w.WriteStartArray("damage");
+            foreach (var f in r.Findings)
+            {
+                w.WriteStartObject();
+                w.WriteString("kind", f.Kind);
+                w.WriteString("message", f.Message);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteStartArray("notes");
+            foreach (var n in r.Notes) w.WriteStringValue(n);
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(stream.ToArray()) + "\n";
+    }
+}

@@ -1,0 +1,51 @@
+namespace NbdQcow.Image.Qcow2.Recover;
+
+/// <summary>
+/// Walks the L2 tables of one view and marks every host cluster a valid entry references, so the scan that follows
+/// knows which clusters are unreferenced. Damaged entries are reported here, once per view.
+/// </summary>
+internal static class ViewReferenceMarker
+{
+    /// <param name="viewData">When given, a data cluster referenced twice within the view is reported.</param>
+    /// <param name="sharedWith">Tables this view shares with that one at the same slot are skipped (already walked).</param>
+    /// <param name="guestClusterByHost">When given, records which guest cluster first mapped each host data cluster.</param>
+    public static void Mark(DamagedImage image, L1View view, HostClusterBitmap referenced, HostClusterBitmap? viewData,
+        Dictionary<long, long>? guestClusterByHost, L1View? sharedWith = null)
+    {
+        var g = image.Geometry;
+        var table = new byte[g.ClusterSize];
+        for (long slot = 0; slot < view.Slots; slot++)
+        {
+            long l2 = view.L2Offsets[slot];
+            if (l2 == 0 || (sharedWith is not null && sharedWith.L2At(slot) == l2)) continue; // a table shared with the active view is walked once
+            image.ReadTable(l2, table);
+            for (int j = 0; j < g.L2Entries; j++)
+            {
+                var entry = image.GetL2Entry(table, j);
+                if (entry.Raw == 0 && entry.Bitmap == 0) continue;
+                long guestCluster = (slot << g.L2Bits) + j;
+                string? problem = image.L2EntryProblem(entry);
+                if (problem is not null)
+                {
+                    image.Report.Damage("l2-entry", $"{view.Name} L2 table 0x{l2:x} entry {j} (guest 0x{guestCluster << g.ClusterBits:x}) = 0x{entry.Raw:x16}: {problem}; skipped");
+                    continue;
+                }
+                if (entry.IsCompressed)
+                {
+                    var d = entry.Compressed(g.ClusterBits);
+                    long end = Math.Min(d.HostOffset + d.CompressedLength, image.FileLength);
+                    for (long c = image.ClusterOf(d.HostOffset); c <= image.ClusterOf(end - 1); c++)
+                        referenced.Set(c);
+                    continue;
+                }
+                if (entry.HostOffset == 0) continue;
+                long host = image.ClusterOf(entry.HostOffset);
+                referenced.Set(host);
+                if (viewData is not null && viewData.Set(host))
+                    image.Report.Damage("mapping", $"{view.Name}: host cluster 0x{entry.HostOffset:x} is mapped twice (again at guest 0x{guestCluster << g.ClusterBits:x}); both guest clusters get its content");
+                if (guestClusterByHost is not null)
+                    guestClusterByHost.TryAdd(host, guestCluster);
+            }
+        }
+    }
+}
