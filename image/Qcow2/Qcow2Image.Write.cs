@@ -84,6 +84,7 @@ public sealed partial class Qcow2Image
         cache.EvictionUsesBarriers = !unsafeWithoutBound;
         _refcounts = new Qcow2Refcounts(File, cache, Header, map);
         _metadataMap = map;
+        if (Options.Journal) StartJournal(cache);
         if (Options.CacheMode.HasVolatileCache() && Options.MaxDirtyAge is { } maxAge)
             _dirtyAge = new DirtyAgeFlusher(maxAge, DurableFlushAsync, Options.TimeProvider, Options.BackgroundError);
     }
@@ -115,13 +116,15 @@ public sealed partial class Qcow2Image
         await MetadataLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            if (MetadataCache.DirtyCount > 0) MetadataCache.FlushToDisk(); // the refcount drops just applied
+            // The refcount drops just applied; with a journal, the checkpoint that leaves it empty and the bit clear.
+            if (MetadataCache.DirtyCount > 0 || MetadataCache.HasUncheckpointedTables) MetadataCache.FlushToDisk();
         }
         finally
         {
             MetadataLock.Release();
         }
         _metadataCache?.Dispose();
+        _journal?.Dispose();
     }
 
     // ---- Writes -------------------------------------------------------------------------------------------
@@ -250,12 +253,14 @@ public sealed partial class Qcow2Image
         await MetadataLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            MetadataCache.FlushToDisk();
+            MetadataCache.FlushDurable(); // ordered chain in place, or one journal commit
             if (_refcounts is { PendingFreeCount: > 0 } refcounts)
             {
                 _dataGuard.WaitForEarlier();
                 // The refcount drops are written at the next flush; a crash before that only leaks.
                 refcounts.ApplyDurableFrees();
+                // A freed table cluster with a live journal image: replay would overwrite its next use. Checkpoint first.
+                if (MetadataCache.NeedsCheckpointBeforeReuse) MetadataCache.FlushToDisk();
             }
         }
         finally
