@@ -68,7 +68,7 @@ public sealed class MetadataJournal : IDisposable
     /// <summary>True when a committed, not yet checkpointed transaction holds an image of the table at <paramref name="offset"/>.</summary>
     public bool IsLive(long offset) => _liveOffsets.Contains(offset);
 
-    /// <summary>Starts a new, empty generation: header written, old records cut off, durable (file and folder).</summary>
+    /// <summary>Starts a new, empty generation: header written (older records become stale), durable (file and folder).</summary>
     public void Start()
     {
         _generation++;
@@ -130,7 +130,9 @@ public sealed class MetadataJournal : IDisposable
         var block = new byte[JournalFormat.BlockSize];
         JournalFormat.WriteFileHeader(block, _tableSize, _generation, _nextSequence, _time.GetUtcNow().ToUnixTimeMilliseconds());
         _file.Write(0, block);
-        _file.SetLength(JournalFormat.BlockSize);
+        // The file is not cut back: later appends then overwrite blocks the file system has already allocated,
+        // so their fdatasync need not log a size change. Records left from older generations are rejected by
+        // their generation number.
         _file.Flush();
         _appendOffset = JournalFormat.BlockSize;
     }
