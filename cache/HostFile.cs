@@ -241,6 +241,15 @@ public sealed unsafe class HostFile : IHostFile
             || TryPunchHole(offset, length);
     }
 
+    public bool TryAllocateZeroed(long offset, long length)
+    {
+        ThrowIfReadOnly("fallocate(ZERO_RANGE)");
+        if (length == 0) return true;
+        // Without KEEP_SIZE both calls grow the file to cover the range (tmpfs has no ZERO_RANGE, but punches).
+        return FAllocate("fallocate(ZERO_RANGE)", LinuxFileCalls.FALLOC_FL_ZERO_RANGE, offset, length)
+            || (TryPunchHole(offset, length) && FAllocate("fallocate", 0, offset, length));
+    }
+
     public long SeekData(long offset)
     {
         var length = Length;

@@ -34,6 +34,13 @@ public interface IHostFile : IDisposable
     /// <summary>Makes the range read as zero efficiently (FALLOC_FL_ZERO_RANGE or punch). Returns false when only a slow path exists.</summary>
     bool TryZeroRange(long offset, long length);
 
+    /// <summary>
+    /// Makes the range read as zero and lie inside the file (the length grows to cover it, never shrinks) without
+    /// writing data: FALLOC_FL_ZERO_RANGE, or a punched hole plus a plain fallocate. Returns false when only the
+    /// slow path (writing zeroes) exists. Used to allocate a qcow2 cluster whose copy-on-write parts are zero.
+    /// </summary>
+    bool TryAllocateZeroed(long offset, long length);
+
     /// <summary>Next offset at or after <paramref name="offset"/> holding data (SEEK_DATA), or Length when none.</summary>
     long SeekData(long offset);
 

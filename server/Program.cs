@@ -5,8 +5,16 @@ namespace NbdQcow.Server;
 
 public static class Program
 {
+    /// <summary>Read once by the runtime's socket engine, at its first use: it must be set before any socket exists.</summary>
+    private const string InlineSocketCompletions = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
+
     public static int Main(string[] args)
     {
+        // Socket completions run on the epoll thread instead of being handed to the thread pool: the receive loop
+        // only decodes and dispatches, and the hand-off was the largest cost of a queue-depth-1 request
+        // (perf/FINDINGS.md). A user can still set the variable to 0.
+        if (Environment.GetEnvironmentVariable(InlineSocketCompletions) is null)
+            Environment.SetEnvironmentVariable(InlineSocketCompletions, "1");
         var root = new RootCommand("nbdqcow: an NBD server for qcow2 and raw images, with verifiable durability")
         {
             ServeCommand.Create(),

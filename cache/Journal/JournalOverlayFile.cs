@@ -59,6 +59,7 @@ public sealed class JournalOverlayFile : IHostFile
     public void SetLength(long length) => throw ReadOnly();
     public bool TryPunchHole(long offset, long length) => throw ReadOnly();
     public bool TryZeroRange(long offset, long length) => throw ReadOnly();
+    public bool TryAllocateZeroed(long offset, long length) => throw ReadOnly();
     public long SeekData(long offset) => offset < _length ? offset : _length;
     public long SeekHole(long offset) => _length;
     public void Dispose() => _inner.Dispose();

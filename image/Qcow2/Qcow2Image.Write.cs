@@ -528,6 +528,14 @@ public sealed partial class Qcow2Image
                 CheckDataWrite(host + writeStart, data.Length);
                 DataFile.Write(host + writeStart, data.Span);
             }
+            else if (ReadsZeroOutside(old, writeStart, inCluster, inCluster + data.Length, writeEnd)
+                && ZeroForAllocation(host + writeStart, writeEnd - writeStart))
+            {
+                // The copy-on-write parts are zero: the file system zeroes them (no 64 KiB of zeroes copied and
+                // written back for a 4 KiB write), and only the guest's bytes are written. Both land before the
+                // L2 barrier like a whole-cluster write would.
+                DataFile.Write(host + inCluster, data.Span);
+            }
             else
             {
                 int length = writeEnd - writeStart;
@@ -588,6 +596,38 @@ public sealed partial class Qcow2Image
             }
             mine.SetResult();
         }
+    }
+
+    /// <summary>
+    /// True when the guest reads zero in [from, dataStart) and [dataEnd, to) of the cluster according to
+    /// <paramref name="old"/>: zero-flagged, or unallocated without a backing file.
+    /// </summary>
+    private bool ReadsZeroOutside(L2Entry old, int from, int dataStart, int dataEnd, int to)
+    {
+        if (old.IsCompressed) return false;
+        var g = Geometry;
+        if (!g.ExtendedL2) return IsZeroKind(old.Classify(0, false, UsesExternalDataFile));
+        for (int sub = from >> g.SubclusterBits; sub < (to + g.SubclusterSize - 1) >> g.SubclusterBits; sub++)
+        {
+            int subStart = sub << g.SubclusterBits, subEnd = subStart + g.SubclusterSize;
+            bool cow = subStart < dataStart || subEnd > dataEnd;
+            if (cow && !IsZeroKind(old.Classify(sub, true, UsesExternalDataFile))) return false;
+        }
+        return true;
+    }
+
+    private bool IsZeroKind(Qcow2ClusterKind kind) => kind switch
+    {
+        Qcow2ClusterKind.Zero or Qcow2ClusterKind.ZeroWithHostCluster => true,
+        Qcow2ClusterKind.Unallocated or Qcow2ClusterKind.UnallocatedWithHostCluster => Backing is null,
+        _ => false,
+    };
+
+    /// <summary>Zeroes a cluster range about to be allocated without writing data; false when only writing zeroes would do.</summary>
+    private bool ZeroForAllocation(long host, int length)
+    {
+        CheckDataWrite(host, length);
+        return DataFile.TryAllocateZeroed(host, length);
     }
 
     /// <summary>Drops the reference the old entry held when the cluster moved elsewhere (once the L2 change is durable).</summary>

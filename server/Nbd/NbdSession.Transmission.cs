@@ -84,6 +84,11 @@ public sealed partial class NbdSession
                 }
             }
 
+            // A lone READ or WRITE (nothing else in flight, no further request already received: the client waits
+            // for this reply, as at queue depth 1) runs right here: handing it to another thread would only add a
+            // wake-up to its latency. Anything else goes to the thread pool so requests overlap.
+            var runInline = !_inputHasMore && _slots.CurrentCount == _options.MaxInFlight
+                && request.Command is NbdCommand.Read or NbdCommand.Write;
             await _slots.WaitAsync().ConfigureAwait(false);
             if (!_workPool.TryDequeue(out var work))
             {
@@ -93,7 +98,14 @@ public sealed partial class NbdSession
             work.Payload = payload;
             work.Oversized = oversized;
             work.HoldsLargeSlot = large;
-            ThreadPool.UnsafeQueueUserWorkItem(work, preferLocal: false);
+            if (runInline)
+            {
+                await ExecuteAsync(work).ConfigureAwait(false);
+            }
+            else
+            {
+                ThreadPool.UnsafeQueueUserWorkItem(work, preferLocal: false);
+            }
         }
     }
 
@@ -111,6 +123,7 @@ public sealed partial class NbdSession
             var status = NbdServerMessageParser.TryParseRequest(buffer, _extended, out var request, out var consumed);
             if (status == NbdParseStatus.Complete)
             {
+                _inputHasMore = !buffer.End.Equals(consumed);
                 _input.AdvanceTo(consumed);
                 return (status, request);
             }
@@ -147,6 +160,7 @@ public sealed partial class NbdSession
             var take = (int)Math.Min(buffer.Length, count - copied);
             buffer.Slice(0, take).CopyTo(destination.AsSpan(copied, take));
             copied += take;
+            _inputHasMore = buffer.Length > take;
             _input.AdvanceTo(buffer.GetPosition(take));
             if (copied < count && result.IsCompleted)
             {

@@ -46,6 +46,9 @@ public sealed partial class NbdSession
     private NbdExport _export = null!;
     private bool _baseAllocation;
 
+    /// <summary>The receive buffer held more bytes after the last request (or payload) taken from it.</summary>
+    private bool _inputHasMore;
+
     public NbdSession(IDuplexPipe transport, ExportRegistry registry, NbdSessionOptions options, ServerLog log, string peer)
     {
         _input = transport.Input;

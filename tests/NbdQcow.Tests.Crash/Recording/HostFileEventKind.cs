@@ -9,4 +9,6 @@ public enum HostFileEventKind
     SetLength,
     PunchHole,
     ZeroRange,
+    /// <summary>Zero range that also grows the file to cover it (fallocate without KEEP_SIZE).</summary>
+    AllocateZeroed,
 }

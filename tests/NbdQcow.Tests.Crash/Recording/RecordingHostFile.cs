@@ -56,6 +56,14 @@ public sealed class RecordingHostFile(IHostFile inner, HostFileLog log, int file
         finally { log.Complete(e, ok); }
     }
 
+    public bool TryAllocateZeroed(long offset, long length)
+    {
+        var e = log.Issue(HostFileEventKind.AllocateZeroed, fileId, offset, length);
+        var ok = false;
+        try { return ok = inner.TryAllocateZeroed(offset, length); }
+        finally { log.Complete(e, ok); }
+    }
+
     public long SeekData(long offset) => inner.SeekData(offset);
     public long SeekHole(long offset) => inner.SeekHole(offset);
     public void AdviseWillNeed(long offset, long length) => inner.AdviseWillNeed(offset, length);

@@ -64,6 +64,18 @@ public sealed class FileContent
                 var stop = Math.Min(Length, e.Offset + e.Length);
                 if (stop > e.Offset) _bytes.AsSpan((int)e.Offset, (int)(stop - e.Offset)).Clear();
                 break;
+            case HostFileEventKind.AllocateZeroed:
+                Exists = true;
+                EnsureCapacity(e.Offset + e.Length);
+                var zeroEnd = Math.Min(Length, e.Offset + e.Length);
+                if (zeroEnd > e.Offset) _bytes.AsSpan((int)e.Offset, (int)(zeroEnd - e.Offset)).Clear();
+                if (e.Offset + e.Length > Length)
+                {
+                    // Bytes between the old end and the range (never written) read as zero.
+                    _bytes.AsSpan((int)Length, (int)(e.Offset + e.Length - Length)).Clear();
+                    Length = e.Offset + e.Length;
+                }
+                break;
         }
     }
 

@@ -119,6 +119,26 @@ public sealed class HostFileTests : IDisposable
         Assert.Equal(size, file.Length);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Allocate_zeroed_zeroes_old_bytes_and_grows_the_file_to_cover_the_range(bool direct)
+    {
+        const int size = 1 << 20;
+        var path = NewFile(size);
+        using var file = HostFile.Open(path, new HostFileOptions(false, Direct: direct));
+        var data = Pattern(size, 5);
+        file.Write(0, data);
+        Assert.True(file.TryAllocateZeroed(size - 65536, 3 * 65536));
+        Assert.Equal(size + 2 * 65536, file.Length);
+        var read = new byte[size + 2 * 65536];
+        file.Read(0, read);
+        Assert.True(read.AsSpan(0, size - 65536).SequenceEqual(data.AsSpan(0, size - 65536)));
+        Assert.Equal(-1, read.AsSpan(size - 65536).IndexOfAnyExcept((byte)0));
+        Assert.True(file.TryAllocateZeroed(0, 65536));
+        Assert.Equal(size + 2 * 65536, file.Length); // never shrinks
+    }
+
     [Fact]
     public void Sparse_file_is_all_hole_and_seek_data_reports_the_end()
     {

@@ -26,6 +26,12 @@ public sealed class OrderLoggingHostFile(IHostFile inner, string name, List<stri
     public void SetLength(long length) => inner.SetLength(length);
     public bool TryPunchHole(long offset, long length) => inner.TryPunchHole(offset, length);
     public bool TryZeroRange(long offset, long length) => inner.TryZeroRange(offset, length);
+
+    public bool TryAllocateZeroed(long offset, long length)
+    {
+        lock (log) log.Add($"{name} Z {length}");
+        return inner.TryAllocateZeroed(offset, length);
+    }
     public long SeekData(long offset) => inner.SeekData(offset);
     public long SeekHole(long offset) => inner.SeekHole(offset);
     public void Dispose() => inner.Dispose();

@@ -93,8 +93,12 @@ public sealed class RecordingMemoryHostFile : IHostFile
         }
     }
 
+    /// <summary>False emulates a file system without hole punching: freed clusters keep their old bytes.</summary>
+    public bool PunchHoleSupported { get; set; } = true;
+
     public bool TryPunchHole(long offset, long length)
     {
+        if (!PunchHoleSupported) return false;
         lock (_lock)
         {
             var end = Math.Min(offset + length, _length);
@@ -104,6 +108,18 @@ public sealed class RecordingMemoryHostFile : IHostFile
     }
 
     public bool TryZeroRange(long offset, long length) => TryPunchHole(offset, length);
+
+    public bool TryAllocateZeroed(long offset, long length)
+    {
+        lock (_lock)
+        {
+            Log.Add($"Z {offset} {length}");
+            if (offset + length > _data.Length) Array.Resize(ref _data, (int)Math.Max(offset + length, _data.Length * 2L));
+            _data.AsSpan((int)offset, (int)length).Clear();
+            _length = Math.Max(_length, offset + length);
+            return true;
+        }
+    }
     public long SeekData(long offset) => offset < Length ? offset : Length;
     public long SeekHole(long offset) => Length;
     public void Dispose() { }

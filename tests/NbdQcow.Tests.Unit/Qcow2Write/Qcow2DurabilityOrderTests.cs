@@ -105,6 +105,55 @@ public sealed class Qcow2DurabilityOrderTests
         QemuImgTool.AssertClean(h.DurableState("reuse.qcow2"));
     }
 
+    [Fact]
+    public async Task Partial_write_to_an_empty_cluster_zeroes_it_in_the_file_system_and_writes_only_the_guest_bytes()
+    {
+        await using var h = Harness.Create(64 << 20, 65536, Writeback);
+        var data = Enumerable.Range(0, 4096).Select(i => (byte)(i | 1)).ToArray();
+        h.File.ClearLog();
+        await h.Image.WriteAsync(3 * 65536 + 8192, data, fua: false);
+        await h.Image.FlushAsync();
+        long host = h.HostOf(3 * 65536);
+        var log = h.File.Log;
+        int zero = log.IndexOf($"Z {host} 65536");
+        int write = log.IndexOf($"W {host + 8192} 4096");
+        Assert.True(zero >= 0 && write > zero, string.Join(", ", log));
+        Assert.DoesNotContain($"W {host} 65536", log);
+        Assert.True(write < log.IndexOf("F"), $"data before the first barrier: {string.Join(", ", log)}");
+        var cluster = new byte[65536];
+        await h.Image.ReadAsync(3 * 65536, cluster);
+        Assert.Equal(data, cluster[8192..12288]);
+        Assert.Equal(-1, cluster.AsSpan(0, 8192).IndexOfAnyExcept((byte)0));
+        Assert.Equal(-1, cluster.AsSpan(12288).IndexOfAnyExcept((byte)0));
+        QemuImgTool.AssertClean(h.DurableState("partial.qcow2"));
+    }
+
+    [Fact]
+    public async Task Partial_write_into_a_reused_cluster_reads_zero_around_the_guest_bytes()
+    {
+        await using var h = Harness.Create(64 << 20, 65536, Writeback);
+        h.File.PunchHoleSupported = false; // the freed cluster keeps its old bytes on disk
+        var old = new byte[65536];
+        Array.Fill(old, (byte)0xee);
+        await h.Image.WriteAsync(0, old, fua: false);
+        await h.Image.FlushAsync();
+        long freed = h.HostOf(0);
+        await h.Image.TrimAsync(0, 65536, fua: false);
+        await h.Image.FlushAsync();
+        await h.Image.FlushAsync(); // the free is applied and durable: the cluster is free for reuse
+        var data = new byte[512];
+        Array.Fill(data, (byte)0x11);
+        await h.Image.WriteAsync(9 * 65536 + 1024, data, fua: false);
+        await h.Image.FlushAsync();
+        Assert.Equal(freed, h.HostOf(9 * 65536));
+        var cluster = new byte[65536];
+        await h.Image.ReadAsync(9 * 65536, cluster);
+        Assert.Equal(data, cluster[1024..1536]);
+        Assert.Equal(-1, cluster.AsSpan(0, 1024).IndexOfAnyExcept((byte)0));
+        Assert.Equal(-1, cluster.AsSpan(1536).IndexOfAnyExcept((byte)0));
+        QemuImgTool.AssertClean(h.DurableState("reused.qcow2"));
+    }
+
     [Theory]
     [InlineData(CacheMode.Writethrough, false)]
     [InlineData(CacheMode.Writeback, true)]

@@ -19,6 +19,7 @@ internal sealed class CountingHostFile(IHostFile inner) : IHostFile
     public void SetLength(long length) => inner.SetLength(length);
     public bool TryPunchHole(long offset, long length) { Interlocked.Increment(ref Punches); return inner.TryPunchHole(offset, length); }
     public bool TryZeroRange(long offset, long length) => inner.TryZeroRange(offset, length);
+    public bool TryAllocateZeroed(long offset, long length) => inner.TryAllocateZeroed(offset, length);
     public long SeekData(long offset) => inner.SeekData(offset);
     public long SeekHole(long offset) => inner.SeekHole(offset);
     public void Dispose() => inner.Dispose();
