@@ -172,11 +172,11 @@ public static class ServerSettingsValidator
         }
         var readOnly = ParseBool($"{key}:ReadOnly", o.ReadOnly, false, problems);
         var journal = ParseBool($"{key}:Journal", o.Journal, false, problems);
-        if (journal)
+        if (journal && cache == CacheMode.Unsafe)
         {
-            // Refused rather than ignored: a user who asks for the journal must not believe metadata is journalled.
-            problems.Add($"{key}:Journal: the metadata journal is not available in this version; allowed: false " +
-                         "(max dirty age and ordered flushing still bound what a crash can lose)");
+            // unsafe never syncs on request: the journal would only add writes, and the promise it makes would be empty.
+            problems.Add($"{key}:Journal: true is not allowed with {key}:Cache unsafe; allowed: false, or another cache mode " +
+                         "(writeback, none, writethrough, directsync)");
         }
         string? format = null;
         if (!string.IsNullOrWhiteSpace(o.Format))

@@ -9,7 +9,10 @@ public sealed record ImageOpenOptions
     public bool ReadOnly { get; init; }
     /// <summary>Max age of an unflushed change before the server flushes on its own; null = off.</summary>
     public TimeSpan? MaxDirtyAge { get; init; } = TimeSpan.FromMilliseconds(1000);
+    /// <summary>qcow2 metadata journal (IMAGE.journal): durable flushes commit dirty tables there; refused for raw images and unsafe mode.</summary>
     public bool Journal { get; init; }
+    /// <summary>Journal bytes that trigger a checkpoint; null = default (32 MiB). Tests use small values.</summary>
+    public long? JournalCheckpointBytes { get; init; }
     /// <summary>Internal snapshot to serve read-only (qcow2), or null.</summary>
     public string? Snapshot { get; init; }
     /// <summary>Force a format ("raw", "qcow2"); null probes.</summary>

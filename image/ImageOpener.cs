@@ -15,6 +15,8 @@ public static class ImageOpener
         var format = options.Format ?? ProbeFormat(path);
         return format switch
         {
+            "raw" when options.Journal && !options.ReadOnly => throw new ArgumentException(
+                $"{path}: --journal is for qcow2 images only: a raw image has no metadata to journal (every write goes straight to its place)", nameof(options)),
             "raw" => RawImage.Open(path, options),
             "qcow2" => OpenQcow2(path, options),
             _ => throw new ArgumentException($"unknown image format '{format}' (allowed: raw, qcow2)", nameof(options)),

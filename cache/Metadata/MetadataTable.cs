@@ -41,5 +41,8 @@ public sealed class MetadataTable
 
     internal long DirtySinceTimestamp;
 
+    /// <summary>Journal mode: a committed image of this table is durable in the journal but not yet written in place.</summary>
+    internal bool NotInPlace;
+
     internal LinkedListNode<MetadataTable>? LruNode;
 }

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using NbdQcow.Cache.Journal;
 
 namespace NbdQcow.Cache.Metadata;
 
@@ -17,6 +18,13 @@ namespace NbdQcow.Cache.Metadata;
 /// (<see cref="FlushToOs"/>) writes every dirty table without any barrier: it survives a crash of the process, not
 /// of the host. Thread-safe: every method takes an internal lock; table contents are changed by callers under
 /// their own (image) metadata lock while the table is pinned.
+/// <para>Journal mode (<see cref="AttachJournal"/>): a durable flush (<see cref="FlushDurable"/>) is one fdatasync of
+/// the host file (data written before it), then one journal append of every dirty table image and one fdatasync
+/// of the journal, instead of the ordered chain: the commit makes all tables durable at once, so dependencies and
+/// barriers between tables no longer matter. A table is written in place only with content a durable commit
+/// already holds (evictions, checkpoints), so replaying the journal after a crash is idempotent.
+/// <see cref="FlushToDisk"/> becomes a checkpoint: commit, write every committed table in place, fdatasync, then
+/// reset the journal.</para>
 /// </summary>
 public sealed class MetadataTableCache : IDisposable
 {
@@ -41,6 +49,12 @@ public sealed class MetadataTableCache : IDisposable
     private bool _unsyncedWrites;
     private bool _disposed;
 
+    private MetadataJournal? _journal;
+    /// <summary>Journal mode: tables whose committed image is not yet in place (written at the next checkpoint).</summary>
+    private readonly HashSet<MetadataTable> _notInPlace = new();
+    /// <summary>Journal mode: a table with a live journal image was discarded (its cluster freed).</summary>
+    private bool _discardedLive;
+
     public MetadataTableCache(IHostFile file, int tableSize, long capacityBytes = DefaultCapacityBytes)
     {
         ArgumentNullException.ThrowIfNull(file);
@@ -63,6 +77,30 @@ public sealed class MetadataTableCache : IDisposable
     public bool EvictionUsesBarriers { get; set; } = true;
 
     public MetadataFlushStatistics Statistics { get; } = new();
+
+    /// <summary>The journal tables are committed to, or null (ordered flushing in place).</summary>
+    public MetadataJournal? Journal => _journal;
+
+    /// <summary>Switches to journal mode. Call before any table is dirty.</summary>
+    public void AttachJournal(MetadataJournal journal)
+    {
+        ArgumentNullException.ThrowIfNull(journal);
+        lock (_lock)
+        {
+            if (_dirty.Count > 0) throw new InvalidOperationException("attach the journal before tables are changed");
+            _journal = journal;
+        }
+    }
+
+    /// <summary>
+    /// Journal mode: true when a freed table cluster still has an image in a live journal transaction. Replay
+    /// would write that image over whatever reuses the cluster, so the owner must checkpoint (<see cref="FlushToDisk"/>)
+    /// before the cluster can be allocated again.
+    /// </summary>
+    public bool NeedsCheckpointBeforeReuse { get { lock (_lock) return _discardedLive; } }
+
+    /// <summary>Journal mode: true while committed tables wait to be written in place (or the journal holds commits).</summary>
+    public bool HasUncheckpointedTables { get { lock (_lock) return _notInPlace.Count > 0 || _journal?.HasLiveRecords == true; } }
 
     public int CachedCount { get { lock (_lock) return _tables.Count; } }
 
@@ -185,6 +223,8 @@ public sealed class MetadataTableCache : IDisposable
         if (ReferenceEquals(before, after)) return;
         lock (_lock)
         {
+            // A journal commit makes every dirty table durable at once: no order between tables to keep.
+            if (_journal is not null) return;
             if (DependsOnLocked(before, after, new HashSet<MetadataTable>()))
             {
                 // Break the cycle: make "before" (and "after", which it waits for) durable now.
@@ -199,7 +239,8 @@ public sealed class MetadataTableCache : IDisposable
     /// <summary>True when the table's content is on disk: not dirty and its last write covered by a barrier.</summary>
     public bool IsDurable(MetadataTable table)
     {
-        lock (_lock) return !table.IsDirty && table.WrittenEpoch <= _durableEpoch;
+        // Journal mode: a table that is not dirty is in a durable commit (or in place, unchanged since one).
+        lock (_lock) return !table.IsDirty && (_journal is not null || table.WrittenEpoch <= _durableEpoch);
     }
 
     /// <summary>Records that the caller wrote to the host file (data), so the next barrier must really sync.</summary>
@@ -223,6 +264,11 @@ public sealed class MetadataTableCache : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_journal is not null)
+            {
+                CheckpointLocked();
+                return;
+            }
             if (_dirty.Count > 0) FlushTablesLocked([.. _dirty], withBarriers: true);
             _unsyncedWrites = true; // callers' data writes may not have been noted: always sync here
             BarrierLocked();
@@ -233,13 +279,15 @@ public sealed class MetadataTableCache : IDisposable
     /// First half of a flush to disk that does not hold the cache's lock across the final fdatasync: writes every
     /// dirty table in dependency order (with the barriers the order needs) and returns the epoch that the final
     /// sync must cover. Pass it to <see cref="SyncEpoch"/>. Lookups (every in-place data write) then proceed while
-    /// the file syncs; tables dirtied meanwhile belong to the next epoch and stay dirty.
+    /// the file syncs; tables dirtied meanwhile belong to the next epoch and stay dirty. Not in journal mode
+    /// (<see cref="FlushDurable"/> commits there).
     /// </summary>
     public long WriteTablesForDisk()
     {
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_journal is not null) throw new InvalidOperationException("journal mode flushes through FlushDurable");
             if (_dirty.Count > 0) FlushTablesLocked([.. _dirty], withBarriers: true);
             long epoch = _epoch;
             _epoch++;
@@ -261,6 +309,78 @@ public sealed class MetadataTableCache : IDisposable
     }
 
     /// <summary>
+    /// A durable flush: every write completed before the call (tables and data) is durable when it returns. Without
+    /// a journal this is <see cref="FlushToDisk"/>. With one: fdatasync of the host file (data clusters), one journal
+    /// append of every dirty table and one fdatasync of the journal; past the journal's size bound, a checkpoint.
+    /// </summary>
+    public void FlushDurable()
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_journal is null)
+            {
+                if (_dirty.Count > 0) FlushTablesLocked([.. _dirty], withBarriers: true);
+                _unsyncedWrites = true;
+                BarrierLocked();
+                return;
+            }
+            CommitLocked();
+            if (_journal.LiveBytes >= _journal.CheckpointBytes) CheckpointLocked();
+        }
+    }
+
+    /// <summary>Journal mode: host file barrier (data before the tables that map it), then every dirty table in one commit.</summary>
+    private void CommitLocked()
+    {
+        var journal = _journal!;
+        if (_dirty.Count > 0 && !journal.HasLiveRecords) journal.BeforeFirstCommit?.Invoke();
+        _unsyncedWrites = true; // data writes are not all noted: always sync the host file here
+        BarrierLocked();
+        if (_dirty.Count == 0) return;
+        var tables = new List<MetadataTable>(_dirty);
+        tables.Sort(static (a, b) => a.Offset.CompareTo(b.Offset));
+        var offsets = new long[tables.Count];
+        var images = new byte[tables.Count][];
+        for (int i = 0; i < tables.Count; i++)
+        {
+            offsets[i] = tables[i].Offset;
+            images[i] = tables[i].Buffer;
+        }
+        journal.Commit(offsets, images);
+        foreach (var table in tables)
+        {
+            table.IsDirty = false;
+            table.NotInPlace = true;
+            table.RequiredDurableEpoch = -1;
+            table.DependsOn = null;
+            _dirty.Remove(table);
+            _notInPlace.Add(table);
+        }
+    }
+
+    /// <summary>
+    /// Journal mode: commit what is dirty, write every committed table in place, fdatasync, then reset the journal.
+    /// A crash before the reset is durable replays images equal to what is in place (idempotent).
+    /// </summary>
+    private void CheckpointLocked()
+    {
+        var journal = _journal!;
+        CommitLocked();
+        if (_notInPlace.Count > 0)
+        {
+            var tables = new List<MetadataTable>(_notInPlace);
+            WriteCoalescedLocked(tables);
+            foreach (var table in tables) table.NotInPlace = false;
+            _notInPlace.Clear();
+            _unsyncedWrites = true;
+            BarrierLocked();
+        }
+        journal.Reset();
+        _discardedLive = false;
+    }
+
+    /// <summary>
     /// Flush to the OS: writes every dirty table (in dependency order) without any barrier. The image then
     /// survives a crash of this process (the page cache keeps the writes), not a crash of the host.
     /// </summary>
@@ -269,6 +389,7 @@ public sealed class MetadataTableCache : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_journal is not null) throw new InvalidOperationException("journal mode never writes uncommitted tables to the OS");
             if (_dirty.Count > 0) FlushTablesLocked([.. _dirty], withBarriers: false);
         }
     }
@@ -285,6 +406,7 @@ public sealed class MetadataTableCache : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_journal is not null) throw new InvalidOperationException("journal mode never writes uncommitted tables to the OS");
             if (_dirty.Count == 0) return 0;
             // One pass suffices: a table whose prerequisite is written now still waits for that write's barrier.
             var ready = new List<MetadataTable>();
@@ -303,6 +425,7 @@ public sealed class MetadataTableCache : IDisposable
     {
         lock (_lock)
         {
+            if (_journal is not null) throw new InvalidOperationException("journal mode writes tables in place only at a checkpoint");
             if (table.IsDirty) FlushTablesLocked([table], withBarriers: true);
         }
     }
@@ -315,6 +438,7 @@ public sealed class MetadataTableCache : IDisposable
     {
         lock (_lock)
         {
+            if (_journal is not null && _journal.IsLive(offset)) _discardedLive = true;
             if (!_tables.TryGetValue(offset, out var table)) return;
             if (table.PinCount > 0)
                 throw new InvalidOperationException($"metadata table at 0x{offset:x} is pinned and cannot be discarded");
@@ -380,6 +504,11 @@ public sealed class MetadataTableCache : IDisposable
             _dirty.Remove(table);
         }
         table.DependsOn = null;
+        if (table.NotInPlace)
+        {
+            table.NotInPlace = false;
+            _notInPlace.Remove(table);
+        }
     }
 
     private void Touch(MetadataTable table)
@@ -416,7 +545,18 @@ public sealed class MetadataTableCache : IDisposable
             }
             var victim = clean ?? dirty;
             if (victim is null) return; // everything pinned: grow past capacity until tables are released
-            if (victim.IsDirty) FlushTablesLocked([victim], withBarriers: EvictionUsesBarriers);
+            if (_journal is not null)
+            {
+                // Only committed content may reach the table's place: commit first, then write it in place.
+                if (victim.IsDirty) CommitLocked();
+                if (victim.NotInPlace)
+                {
+                    WriteCoalescedLocked([victim]);
+                    victim.NotInPlace = false;
+                    _notInPlace.Remove(victim);
+                }
+            }
+            else if (victim.IsDirty) FlushTablesLocked([victim], withBarriers: EvictionUsesBarriers);
             if (victim.IsDirty) return; // could not be written (should not happen): keep it
             RemoveLocked(victim);
             Statistics.Evictions++;

@@ -75,7 +75,8 @@ public static class Qcow2Creator
             RefcountTableClusters = (uint)tableClusters,
             RefcountOrder = options.RefcountOrder,
             IncompatibleFeatures = options.ExtendedL2 ? Qcow2IncompatibleFeatures.ExtendedL2 : Qcow2IncompatibleFeatures.None,
-            FeatureNames = [.. Qcow2FeatureName.Known],
+            // qemu's names only: the journal's name is added when an image first uses the journal.
+            FeatureNames = [.. Qcow2FeatureName.Known.Where(f => f.Name != Qcow2FeatureName.JournalFeatureName)],
             BackingFileName = options.BackingFile,
             BackingFormat = options.BackingFile is null ? null : backingFormat,
         };

@@ -88,6 +88,7 @@ public sealed partial class Qcow2Image
         cache.EvictionUsesBarriers = !unsafeWithoutBound;
         _refcounts = new Qcow2Refcounts(File, cache, Header, map);
         _metadataMap = map;
+        if (Options.Journal) StartJournal(cache);
         if (Options.CacheMode.HasVolatileCache() && Options.MaxDirtyAge is { } maxAge)
             _dirtyAge = new DirtyAgeFlusher(maxAge, DurableFlushAsync, Options.TimeProvider, Options.BackgroundError);
     }
@@ -119,13 +120,15 @@ public sealed partial class Qcow2Image
         await MetadataLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            if (MetadataCache.DirtyCount > 0) MetadataCache.FlushToDisk(); // the refcount drops just applied
+            // The refcount drops just applied; with a journal, the checkpoint that leaves it empty and the bit clear.
+            if (MetadataCache.DirtyCount > 0 || MetadataCache.HasUncheckpointedTables) MetadataCache.FlushToDisk();
         }
         finally
         {
             MetadataLock.Release();
         }
         _metadataCache?.Dispose();
+        _journal?.Dispose();
     }
 
     // ---- Writes -------------------------------------------------------------------------------------------
@@ -259,18 +262,20 @@ public sealed partial class Qcow2Image
             if (Interlocked.Read(ref _flushedChanges) >= target && MetadataCache.DirtyCount == 0) return;
             long covers = Interlocked.Read(ref _completedChanges);
             var ticket = _dirtyAge?.BeginFlush();
-            long epoch;
+            bool journal = MetadataCache.Journal is not null;
+            long epoch = 0;
             await MetadataLock.WaitAsync().ConfigureAwait(false);
             try
             {
-                epoch = MetadataCache.WriteTablesForDisk();
+                if (journal) MetadataCache.FlushDurable(); // one journal commit (a checkpoint past the journal's bound)
+                else epoch = MetadataCache.WriteTablesForDisk();
             }
             finally
             {
                 MetadataLock.Release();
             }
             // The final fdatasync runs without the metadata lock: in-place writes and lookups go on meanwhile.
-            MetadataCache.SyncEpoch(epoch);
+            if (!journal) MetadataCache.SyncEpoch(epoch);
             if (_refcounts is { PendingFreeCount: > 0 } refcounts)
             {
                 await MetadataLock.WaitAsync().ConfigureAwait(false);
@@ -279,6 +284,8 @@ public sealed partial class Qcow2Image
                     _dataGuard.WaitForEarlier();
                     // The refcount drops are written at the next flush; a crash before that only leaks.
                     refcounts.ApplyDurableFrees();
+                    // A freed table cluster with a live journal image: replay would overwrite its next use. Checkpoint first.
+                    if (MetadataCache.NeedsCheckpointBeforeReuse) MetadataCache.FlushToDisk();
                 }
                 finally
                 {

@@ -101,10 +101,12 @@ public sealed partial class Qcow2Image : IBlockDevice
             var header = Qcow2Header.Read(file);
             Qcow2HeaderValidator.EnsureSupported(header);
             Qcow2HeaderValidator.Validate(header, file.Length);
+            int overlaid;
+            (file, header, overlaid) = ApplyPendingJournal(fullPath, file, header, readOnly, hostFiles);
             if (!readOnly && (header.IncompatibleFeatures & Qcow2IncompatibleFeatures.Corrupt) != 0)
                 throw new Qcow2FormatException("incompatible_features", "corrupt bit (bit 1)",
                     "the image is marked corrupt; serve it read-only, or repair it first (nbdqcow check --repair all)");
-            image = new Qcow2Image(fullPath, file, header, hostFiles, options) { IsReadOnly = readOnly, Size = (long)header.Size };
+            image = new Qcow2Image(fullPath, file, header, hostFiles, options) { IsReadOnly = readOnly, Size = (long)header.Size, PendingJournalTransactions = overlaid };
             image.Snapshots = Qcow2SnapshotTable.Read(file, header, file.Length);
             image.LoadL1(options.Snapshot);
             image.OpenDataFile();

@@ -62,6 +62,7 @@ internal static class CheckCommand
     internal static string ToText(Qcow2CheckResult result)
     {
         var text = new StringBuilder();
+        if (result.JournalNote is not null) text.AppendLine(result.JournalNote);
         if (result.FatalError is not null)
         {
             text.AppendLine($"ERROR: the check could not be completed: {result.FatalError}");
@@ -90,6 +91,7 @@ internal static class CheckCommand
             writer.WriteString("filename", Path.GetFullPath(path));
             writer.WriteString("format", "qcow2");
             if (result.FatalError is not null) writer.WriteString("fatal-error", result.FatalError);
+            if (result.JournalNote is not null) writer.WriteString("journal", result.JournalNote);
             writer.WriteNumber("corruptions", result.Corruptions);
             writer.WriteNumber("leaks", result.Leaks);
             writer.WriteNumber("corruptions-fixed", result.RepairedCorruptions);

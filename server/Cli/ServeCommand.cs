@@ -35,7 +35,7 @@ internal static class ServeCommand
             HelpName = "MS|off",
             Description = "Flush on the server's own when the oldest unflushed change is older than MS milliseconds; 'off' disables (default 1000).",
         };
-        var journal = new Option<bool>("--journal") { Description = "Write qcow2 metadata changes through a sidecar journal first." };
+        var journal = new Option<bool>("--journal") { Description = "qcow2: commit metadata changes to a write-ahead journal (IMAGE.journal) on each flush: two fdatasyncs instead of the ordered chain; not with --cache unsafe or raw images." };
         var readOnly = new Option<bool>("--read-only") { Description = "Serve read-only: writes, trims and zeroes fail with EPERM." };
         var config = new Option<string?>("--config") {
             HelpName = "FILE", Description = "JSON config file declaring listen addresses and exports (see config/examples/)." };

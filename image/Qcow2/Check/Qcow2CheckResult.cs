@@ -25,6 +25,8 @@ public sealed class Qcow2CheckResult
     public long ImageEndOffset { get; internal set; }
     /// <summary>Set when the header itself could not be used: nothing else was checked.</summary>
     public string? FatalError { get; internal set; }
+    /// <summary>What was done about a pending nbdqcow metadata journal (applied in memory, or replayed), or null.</summary>
+    public string? JournalNote { get; internal set; }
 
     public bool IsClean => Corruptions == 0 && Leaks == 0 && FatalError is null;
 

@@ -17,8 +17,52 @@ public static class Qcow2Checker
     public static Qcow2CheckResult Check(string path, Qcow2RepairMode repair = Qcow2RepairMode.None, HostFileFactory? hostFiles = null)
     {
         var factory = hostFiles ?? HostFile.Open;
-        using var file = factory(path, new HostFileOptions(ReadOnly: repair == Qcow2RepairMode.None, Direct: false));
-        return Check(file, repair);
+        IHostFile file = factory(path, new HostFileOptions(ReadOnly: repair == Qcow2RepairMode.None, Direct: false));
+        try
+        {
+            // A pending metadata journal holds the newest tables: a check without repair reads them laid over the
+            // file (writing nothing); a repair replays them in place first, as opening the image read-write does.
+            string? journalNote = null;
+            var header = TryReadHeader(file);
+            if (header is not null && Journal.Qcow2JournalReplay.HasPendingJournal(header))
+            {
+                if (repair == Qcow2RepairMode.None)
+                {
+                    file = Journal.Qcow2JournalReplay.Overlay(path, file, header, factory, out int transactions);
+                    journalNote = $"The image has a pending nbdqcow journal ({transactions} committed transactions not yet in place); " +
+                                  "they were applied in memory for this check. Open the image read-write (nbdqcow serve, or check --repair) to write them in place; until then qemu refuses the image.";
+                }
+                else
+                {
+                    int transactions = Journal.Qcow2JournalReplay.ReadCommitted(path, header, factory).Transactions.Count;
+                    Journal.Qcow2JournalReplay.ReplayOnDisk(path, file, header, factory);
+                    journalNote = $"The image's nbdqcow journal was replayed: {transactions} committed transactions written in place.";
+                }
+            }
+            var result = Check(file, repair);
+            result.JournalNote = journalNote;
+            return result;
+        }
+        catch (Qcow2FormatException e)
+        {
+            return new Qcow2CheckResult { FatalError = e.Message };
+        }
+        finally
+        {
+            file.Dispose();
+        }
+    }
+
+    private static Qcow2Header? TryReadHeader(IHostFile file)
+    {
+        try
+        {
+            return Qcow2Header.Read(file);
+        }
+        catch (Qcow2FormatException)
+        {
+            return null; // the scan reports it
+        }
     }
 
     /// <summary>Checks (and optionally repairs) the qcow2 image in <paramref name="file"/>.</summary>

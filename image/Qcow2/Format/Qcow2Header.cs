@@ -65,7 +65,7 @@ public sealed class Qcow2Header
     /// <summary>Incompatible bits this implementation understands.</summary>
     public const Qcow2IncompatibleFeatures KnownIncompatibleFeatures =
         Qcow2IncompatibleFeatures.Dirty | Qcow2IncompatibleFeatures.Corrupt | Qcow2IncompatibleFeatures.ExternalDataFile
-        | Qcow2IncompatibleFeatures.CompressionType | Qcow2IncompatibleFeatures.ExtendedL2;
+        | Qcow2IncompatibleFeatures.CompressionType | Qcow2IncompatibleFeatures.ExtendedL2 | Qcow2IncompatibleFeatures.NbdqcowJournal;
 
     public const Qcow2AutoclearFeatures KnownAutoclearFeatures = Qcow2AutoclearFeatures.Bitmaps | Qcow2AutoclearFeatures.DataFileRaw;
 

@@ -15,4 +15,10 @@ public enum Qcow2IncompatibleFeatures : ulong
     CompressionType = 1UL << 3,
     /// <summary>L2 entries are 128 bits with subcluster allocation/zero bitmaps.</summary>
     ExtendedL2 = 1UL << 4,
+    /// <summary>
+    /// nbdqcow's own bit: the sidecar metadata journal (IMAGE.journal) holds committed table changes not yet written
+    /// in place, so the tables in the file may be stale. Set while such changes exist; qemu refuses the image, and
+    /// nbdqcow replays the journal on open. A high bit, far from the ones the qcow2 spec allocates from the bottom.
+    /// </summary>
+    NbdqcowJournal = 1UL << 40,
 }

@@ -4,7 +4,9 @@ namespace NbdQcow.Tests.Crash.Oracle;
 public sealed class CrashCaseResult
 {
     public required string Format { get; init; }
-    public required string Mode { get; init; }
+    public required string Mode { get; set; }
+    /// <summary>Host files the engine wrote (image, journal, ...), as recorded.</summary>
+    public int HostFiles { get; set; }
     public required string Workload { get; init; }
     public int CrashPoints { get; set; }
     public int StatesChecked { get; set; }

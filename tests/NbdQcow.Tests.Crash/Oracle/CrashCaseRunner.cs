@@ -56,6 +56,7 @@ public static class CrashCaseRunner
         var events = log.Events.Where(e => e.IssueTick <= run.FinalTick).ToList();
         result.HostWrites = events.Count(e => e.Kind == HostFileEventKind.Write);
         result.HostBarriers = events.Count(e => e.IsBarrier);
+        result.HostFiles = events.Select(e => e.FileId).Distinct().Count();
         var oracle = new DurabilityOracle(run, workload.DeviceSize, format.InitialOpId);
         var builder = new CrashImageBuilder(log.Files);
         var random = new Random(seed);
@@ -77,7 +78,9 @@ public static class CrashCaseRunner
                 var where = $"[{config.Name} {workload.Name} crash at tick {tick}, {state.Description}]";
                 if (!seen.TryGetValue(hash, out var known))
                 {
-                    var report = format.CheckConsistency(paths[imageFileId], workload.DeviceSize);
+                    // An image with a pending journal is refused by qemu-img until nbdqcow replays it (as opening does).
+                    var replayProblem = format.PrepareForCheck(paths[imageFileId]);
+                    var report = replayProblem is null ? format.CheckConsistency(paths[imageFileId], workload.DeviceSize) : new ConsistencyReport(replayProblem);
                     var sectors = report.Corruption is null && await ReadDeviceAsync(paths[imageFileId], workload.DeviceSize, content, result, where)
                         ? DurabilityOracle.Decode(content)
                         : null;

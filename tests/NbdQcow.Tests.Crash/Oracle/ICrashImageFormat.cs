@@ -17,6 +17,12 @@ public interface ICrashImageFormat
     /// <summary>Creates a fresh, durable image of <paramref name="virtualSize"/> bytes at <paramref name="path"/>.</summary>
     void Create(string path, long virtualSize);
 
+    /// <summary>
+    /// What nbdqcow does when it opens a crashed image before anything else looks at it (qcow2: replay a pending
+    /// metadata journal). Returns a problem (counted as corruption) or null.
+    /// </summary>
+    string? PrepareForCheck(string path) => null;
+
     /// <summary>Checks a crashed image's metadata: corruption (null when consistent) and leaked clusters (allowed).</summary>
     ConsistencyReport CheckConsistency(string path, long virtualSize);
 }

@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Text.RegularExpressions;
 using NbdQcow.Cache;
 using NbdQcow.Image.Qcow2;
+using NbdQcow.Image.Qcow2.Format;
+using NbdQcow.Image.Qcow2.Journal;
 
 namespace NbdQcow.Tests.Crash.Oracle;
 
@@ -45,6 +47,23 @@ public sealed partial class Qcow2CrashImageFormat(int clusterSize = 65536, int r
         });
         using (var file = HostFile.Open(path, new HostFileOptions(ReadOnly: false, Direct: false))) file.Flush();
         HostDirectory.SyncParentOf(path);
+    }
+
+    /// <summary>Replays a pending metadata journal exactly as a read-write open by nbdqcow does.</summary>
+    public string? PrepareForCheck(string path)
+    {
+        try
+        {
+            using var file = HostFile.Open(path, new HostFileOptions(ReadOnly: false, Direct: false));
+            var header = Qcow2Header.Read(file);
+            if (Qcow2JournalReplay.HasPendingJournal(header))
+                Qcow2JournalReplay.ReplayOnDisk(path, file, header, HostFile.Open);
+            return null;
+        }
+        catch (Exception e) when (e is Qcow2FormatException or IOException)
+        {
+            return $"journal replay failed: {e.Message}";
+        }
     }
 
     public ConsistencyReport CheckConsistency(string path, long virtualSize)

@@ -39,6 +39,9 @@ public sealed class FileContent
                 var data = e.Data!;
                 var end = e.Offset + data.Length;
                 var anyKept = false;
+                // Grow once up front: growing block by block copied only the old length and dropped the blocks
+                // already copied past it (a write extending the file by more than its size lost its start).
+                EnsureCapacity(end);
                 for (var block = 0; block < CrashStateGenerator.BlockCount(e); block++)
                 {
                     if (keptBlocks is not null && !keptBlocks[block]) continue;

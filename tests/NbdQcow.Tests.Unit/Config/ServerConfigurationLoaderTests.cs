@@ -53,11 +53,13 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     }
 
     [Fact]
-    public void Journal_is_refused_naming_the_key_until_the_journal_exists()
+    public void Journal_is_accepted_from_the_command_line_and_refused_with_unsafe_naming_both_keys()
     {
-        var refusal = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Journal = true }, NoEnvironment));
+        var settings = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Journal = true }, NoEnvironment);
+        Assert.True(settings.Exports[0].Journal);
+        var refusal = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Journal = true, Cache = "unsafe" }, NoEnvironment));
         Assert.Contains("Exports:0:Journal", refusal.Message);
-        Assert.Contains("not available", refusal.Message);
+        Assert.Contains("Exports:0:Cache unsafe", refusal.Message);
     }
 
     [Fact]
