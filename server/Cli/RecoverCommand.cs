@@ -44,9 +44,14 @@ internal static class RecoverCommand
         };
         var keepBacking = new Option<bool>("--keep-backing") { Description = "qcow2 output: refer to IMAGE's backing file, so unmapped clusters read from it as before." };
         var json = new Option<bool>("--json") { Description = "Print the report as one JSON object." };
+        var ignoreJournal = new Option<bool>("--ignore-journal")
+        {
+            Description = "Do not read IMAGE.journal and its history files (by default, when present, committed table images not yet " +
+                "in place are laid over the image and older ones serve as evidence for placing orphan L2 tables).",
+        };
         var command = new Command("recover", "Recover the data of a damaged qcow2 image into a new image, with a report of what was found, placed and not placed.\n" + Explanation)
         {
-            image, output, format, force, snapshot, fill, keepBacking, json,
+            image, output, format, force, snapshot, fill, keepBacking, json, ignoreJournal,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -59,6 +64,7 @@ internal static class RecoverCommand
                 Snapshot = parseResult.GetValue(snapshot),
                 FillFromSnapshots = parseResult.GetValue(fill),
                 KeepBacking = parseResult.GetValue(keepBacking),
+                History = !parseResult.GetValue(ignoreJournal) && Qcow2JournalRecoverySource.For(path) is { } journal ? [journal] : [],
             };
             try
             {

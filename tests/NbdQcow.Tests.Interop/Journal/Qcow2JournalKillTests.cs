@@ -6,7 +6,8 @@ namespace NbdQcow.Tests.Interop.Journal;
 /// <summary>
 /// A real `nbdqcow serve --journal` written by qemu-io with flushes, then killed with SIGKILL: qemu-img refuses the
 /// image (the "nbdqcow journal" incompatible bit) rather than read stale tables; `nbdqcow check` reads it with the
-/// journal applied in memory and writes nothing; reopening read-write (`check --repair`) replays the journal; then
+/// journal applied in memory and writes nothing; `nbdqcow recover` gets every flushed write back through the journal;
+/// reopening read-write (`check --repair`) replays the journal; then
 /// `qemu-img check` is clean and `qemu-img compare` finds it identical to a reference written the same way.
 /// </summary>
 public sealed class Qcow2JournalKillTests
@@ -60,6 +61,18 @@ public sealed class Qcow2JournalKillTests
         Assert.Contains("pending nbdqcow journal", check.Stdout);
         Assert.Equal(imageBefore, QemuImage.Sha256(image)); // a check without repair writes nothing
         (await ToolRunner.RunAsync("qemu-img", ["info", "-f", "qcow2", image])).EnsureFailure();
+
+        // recover reads the journal too: its committed tables (not yet in place) give back every flushed write.
+        var recovered = folder.File("recovered.qcow2");
+        var recover = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["recover", image, "--output", recovered]);
+        Assert.True(recover.ExitCode == 0, recover.Stdout + recover.Stderr);
+        Assert.Contains(".journal", recover.Stdout);
+        await QemuImage.AssertIdenticalAsync(recovered, "qcow2", reference, "raw");
+        var withoutJournal = folder.File("without-journal.qcow2");
+        var blind = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["recover", image, "--output", withoutJournal, "--ignore-journal"]);
+        var differs = await ToolRunner.RunAsync("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", withoutJournal, reference]);
+        Assert.True(differs.ExitCode != 0, "without the journal the tables in place are stale: " + blind.Stdout);
+        Assert.Equal(imageBefore, QemuImage.Sha256(image)); // recover never writes its input
 
         var repair = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["check", "--repair", "leaks", image]);
         Assert.True(repair.ExitCode == 0, repair.Stdout + repair.Stderr);
