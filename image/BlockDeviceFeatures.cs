@@ -6,7 +6,7 @@ public enum BlockDeviceFeatures
 {
     None = 0,
     ReadOnly = 1 << 0,
-    /// <summary>FLUSH means something (volatile cache seen by the client).</summary>
+    /// <summary>FLUSH is accepted (a no-op where <see cref="WriteThrough"/> says every change is durable already).</summary>
     Flush = 1 << 1,
     Fua = 1 << 2,
     Trim = 1 << 3,
@@ -17,4 +17,6 @@ public enum BlockDeviceFeatures
     /// <summary>Safe for several connections: one flush covers writes from all of them.</summary>
     MultiConn = 1 << 7,
     BlockStatus = 1 << 8,
+    /// <summary>Every change is durable before it completes (writethrough, directsync): no volatile cache.</summary>
+    WriteThrough = 1 << 9,
 }

@@ -50,8 +50,10 @@ public sealed partial class Qcow2Image
         get
         {
             var features = BlockDeviceFeatures.BlockStatus | BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn
-                | BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero | BlockDeviceFeatures.FastZero;
-            if (Options.CacheMode.HasVolatileCache()) features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
+                | BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero | BlockDeviceFeatures.FastZero
+                // FLUSH/FUA in every mode, as qemu-nbd: no-ops where every change is durable already (see RawImage).
+                | BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
+            if (!Options.CacheMode.HasVolatileCache()) features |= BlockDeviceFeatures.WriteThrough;
             return features;
         }
     }

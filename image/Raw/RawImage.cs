@@ -35,9 +35,11 @@ public sealed class RawImage : IBlockDevice
         else
         {
             features |= BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero;
-            // FLUSH/FUA mean something only where the client sees a volatile cache; in writethrough and
-            // directsync every write is durable when acknowledged, so they are not advertised.
-            if (_mode.HasVolatileCache()) features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
+            // FLUSH/FUA are advertised in every mode, as qemu-nbd does: clients that flush regardless (libnbd
+            // refuses to send a FLUSH the server did not advertise) must work; in writethrough and directsync
+            // they are no-ops, every write being durable when acknowledged.
+            features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
+            if (!_mode.HasVolatileCache()) features |= BlockDeviceFeatures.WriteThrough;
             // Punching past the end of file changes nothing, and tells whether fallocate works here at all.
             if (file.TryPunchHole(Size, HostFile.DirectAlignment)) features |= BlockDeviceFeatures.FastZero;
             if (_mode.HasVolatileCache() && options.MaxDirtyAge is { } maxAge)

@@ -92,7 +92,7 @@ public sealed partial class NbdSession
             var runInline = !_inputHasMore && _slots.CurrentCount == _options.MaxInFlight
                 && (request.Command == NbdCommand.Read
                     || (request.Command == NbdCommand.Write && (request.Flags & NbdCommandFlags.Fua) == 0
-                        && (_export.Features & BlockDeviceFeatures.Flush) != 0));
+                        && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0));
             await _slots.WaitAsync().ConfigureAwait(false);
             if (!_workPool.TryDequeue(out var work))
             {

@@ -42,12 +42,13 @@ public sealed class RawImageTests : IDisposable
     [InlineData(CacheMode.Unsafe, true)]
     [InlineData(CacheMode.Writethrough, false)]
     [InlineData(CacheMode.DirectSync, false)]
-    public async Task Flush_and_fua_are_advertised_only_where_the_client_sees_a_volatile_cache(CacheMode mode, bool volatileCache)
+    public async Task Flush_and_fua_are_advertised_in_every_mode_and_write_through_only_without_a_volatile_cache(CacheMode mode, bool volatileCache)
     {
         await using var image = await OpenAsync(mode);
         Assert.Equal(Size, image.Size);
-        Assert.Equal(volatileCache, image.Features.HasFlag(BlockDeviceFeatures.Flush));
-        Assert.Equal(volatileCache, image.Features.HasFlag(BlockDeviceFeatures.Fua));
+        Assert.True(image.Features.HasFlag(BlockDeviceFeatures.Flush));
+        Assert.True(image.Features.HasFlag(BlockDeviceFeatures.Fua));
+        Assert.Equal(!volatileCache, image.Features.HasFlag(BlockDeviceFeatures.WriteThrough));
         var always = BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero | BlockDeviceFeatures.FastZero |
                      BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn | BlockDeviceFeatures.BlockStatus;
         Assert.Equal(always, image.Features & always);
