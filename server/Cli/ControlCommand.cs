@@ -20,7 +20,7 @@ internal static class ControlCommand
         var timeout = new Option<int>("--timeout")
         {
             HelpName = "SECONDS",
-            Description = "Give up waiting for the reply after this many seconds (default 120).",
+            Description = "Give up waiting for the reply after this many seconds.",
             DefaultValueFactory = _ => 120,
         };
         var command = new Command("control", "Send a migration control command (status, inactivate, activate) to a running server.")

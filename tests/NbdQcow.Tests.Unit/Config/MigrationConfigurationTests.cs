@@ -44,4 +44,17 @@ public sealed class MigrationConfigurationTests
             ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Inactive = true }, NoEnvironment));
         Assert.Contains("Exports:0:Inactive: true needs a control socket", refusal.Message);
     }
+
+    [Fact]
+    public void Migration_destination_example_config_loads_as_one_inactive_export_with_a_control_socket()
+    {
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "NbdQcow.sln"))) root = root.Parent;
+        Assert.NotNull(root);
+        var settings = ServerConfigurationLoader.Load(Path.Combine(root.FullName, "config", "examples", "migration-destination.json"),
+            new ServeOverrides(), NoEnvironment);
+        var export = Assert.Single(settings.Exports);
+        Assert.Equal(("vm1", true, ImageLocking.On), (export.Name, export.Inactive, export.Locking));
+        Assert.Equal("/run/nbdqcow/vm1.ctl", settings.ControlPath);
+    }
 }
