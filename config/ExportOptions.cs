@@ -14,6 +14,10 @@ public sealed class ExportOptions
     public string? Snapshot { get; set; }
     /// <summary>"raw" or "qcow2"; empty probes the file.</summary>
     public string? Format { get; set; }
+    /// <summary>Image locking against qemu and other nbdqcow processes: "on" (default), "off", or "force-share" (read-only exports).</summary>
+    public string? Locking { get; set; }
+    /// <summary>Start inactive (a migration destination): "true" or "false"; needs a control socket to activate.</summary>
+    public string? Inactive { get; set; }
     /// <summary>Create the image with this size (e.g. 10G) when the file is missing.</summary>
     public string? Create { get; set; }
 }

@@ -16,6 +16,10 @@ public sealed record ExportSettings
     public string? Snapshot { get; init; }
     /// <summary>"raw", "qcow2", or null to probe.</summary>
     public string? Format { get; init; }
+    /// <summary>qemu-compatible image locks: on by default; off or force-share (read-only) when asked.</summary>
+    public ImageLocking Locking { get; init; } = ImageLocking.On;
+    /// <summary>Start inactive: image closed, no write lock, until activated through the control socket.</summary>
+    public bool Inactive { get; init; }
     /// <summary>Size to create the image with when missing, or null.</summary>
     public long? CreateSize { get; init; }
 }

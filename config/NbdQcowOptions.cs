@@ -30,5 +30,8 @@ public sealed class NbdQcowOptions
     /// <summary>Require client certificates signed by ca-cert.pem.</summary>
     public string? TlsVerifyPeer { get; set; }
 
+    /// <summary>Unix socket path of the control socket (inactivate/activate for migration), or null for none.</summary>
+    public string? Control { get; set; }
+
     public List<ExportOptions> Exports { get; set; } = [];
 }

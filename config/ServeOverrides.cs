@@ -17,6 +17,11 @@ public sealed record ServeOverrides
     public string? Snapshot { get; init; }
     public string? Format { get; init; }
     public string? Create { get; init; }
+    /// <summary>"on", "off" (--no-lock) or "force-share" (--force-share).</summary>
+    public string? Locking { get; init; }
+    public bool? Inactive { get; init; }
+    /// <summary>Control socket path (--control).</summary>
+    public string? Control { get; init; }
     public string? Description { get; init; }
     public bool? Verbose { get; init; }
     public string? Tls { get; init; }

@@ -32,6 +32,7 @@ public static class ServerConfigurationLoader
         var cli = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
         Put(cli, "Listen", overrides.Listen);
         Put(cli, "Socket", overrides.Socket);
+        Put(cli, "Control", overrides.Control);
         if (overrides.Verbose == true)
         {
             cli["Verbose"] = "true";
@@ -129,6 +130,8 @@ public static class ServerConfigurationLoader
         Put(cli, prefix + "Format", o.Format);
         Put(cli, prefix + "Create", o.Create);
         Put(cli, prefix + "Description", o.Description);
+        Put(cli, prefix + "Locking", o.Locking);
+        Put(cli, prefix + "Inactive", o.Inactive is null ? null : o.Inactive.Value ? "true" : "false");
     }
 
     private static void Put(Dictionary<string, string?> cli, string key, string? value)
@@ -139,10 +142,10 @@ public static class ServerConfigurationLoader
         }
     }
 
-    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Exports"];
+    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "Exports"];
 
     private static readonly string[] ExportKeys =
-        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create"];
+        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive"];
 
     /// <summary>A misspelt key would otherwise be ignored silently.</summary>
     private static void CheckKnownKeys(IConfiguration configuration, List<string> problems)

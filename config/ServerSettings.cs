@@ -12,6 +12,9 @@ public sealed record ServerSettings
     public int MaxInFlight { get; init; } = 64;
     public bool Verbose { get; init; }
 
+    /// <summary>Control socket path, or null for none.</summary>
+    public string? ControlPath { get; init; }
+
     /// <summary>Null when TLS is off.</summary>
     public TlsSettings? Tls { get; init; }
 }

@@ -62,6 +62,14 @@ public static class ServerSettingsValidator
             }
             exports.Add(export);
         }
+        var control = string.IsNullOrWhiteSpace(options.Control) ? null : options.Control;
+        for (var i = 0; i < exports.Count && control is null; i++)
+        {
+            if (exports[i].Inactive)
+            {
+                problems.Add($"Exports:{i}:Inactive: true needs a control socket to be activated; allowed: false, or set Control (--control PATH)");
+            }
+        }
         if (options.Exports.Count == 0)
         {
             problems.Add("Exports: no export; allowed: an IMAGE argument, or a config file with Exports: [{\"Path\": ...}]");
@@ -91,6 +99,7 @@ public static class ServerSettingsValidator
             MaxInFlight = maxInFlight,
             Verbose = verbose,
             Tls = tls,
+            ControlPath = control,
         };
     }
 
@@ -200,6 +209,8 @@ public static class ServerSettingsValidator
             }
         }
         var snapshot = string.IsNullOrWhiteSpace(o.Snapshot) ? null : o.Snapshot;
+        var locking = ParseLocking($"{key}:Locking", o.Locking, readOnly || snapshot is not null, problems);
+        var inactive = ParseBool($"{key}:Inactive", o.Inactive, false, problems);
         if (problems.Count > before)
         {
             return null;
@@ -217,7 +228,32 @@ public static class ServerSettingsValidator
             Snapshot = snapshot,
             Format = format,
             CreateSize = createSize,
+            Locking = locking,
+            Inactive = inactive,
         };
+    }
+
+    public static readonly string[] LockingModes = ["on", "off", "force-share"];
+
+    private static ImageLocking ParseLocking(string key, string? text, bool readOnly, List<string> problems)
+    {
+        switch (text?.Trim().ToLowerInvariant())
+        {
+            case null or "" or "on" or "true" or "yes" or "1":
+                return ImageLocking.On;
+            case "off" or "false" or "no" or "0":
+                return ImageLocking.Off;
+            case "force-share":
+                if (!readOnly)
+                {
+                    // As qemu: sharing writes with other writers is never safe, so force-share is for readers only.
+                    problems.Add($"{key}: force-share needs a read-only export; allowed: on or off, or set ReadOnly to true (--read-only)");
+                }
+                return ImageLocking.ForceShare;
+            default:
+                problems.Add($"{key}: '{text}' is not allowed; allowed: {string.Join(", ", LockingModes)}");
+                return ImageLocking.On;
+        }
     }
 
     private static bool ParseBool(string key, string? text, bool fallback, List<string> problems)

@@ -23,6 +23,11 @@ public sealed record ImageOpenOptions
     public TimeProvider? TimeProvider { get; init; }
     /// <summary>Called with errors of background work (a max-dirty-age flush that failed); null = ignored.</summary>
     public Action<Exception>? BackgroundError { get; init; }
+    /// <summary>
+    /// qemu-compatible image locks on the image file, its external data file and backing files (see ImageLock).
+    /// Off by default for library users and tests; the CLI turns it on.
+    /// </summary>
+    public ImageLocking Locking { get; init; } = ImageLocking.Off;
     /// <summary>Bytes of qcow2 metadata tables (L2, refcount blocks) kept in memory; null = default (covers 64 GiB at 64 KiB clusters).</summary>
     public long? MetadataCacheBytes { get; init; }
 }

@@ -23,6 +23,7 @@ public static class Program
             CheckCommand.Create(),
             RecoverCommand.Create(),
             BenchCommand.Create(),
+            ControlCommand.Create(),
         };
         var parseResult = root.Parse(args);
         var exitCode = parseResult.Invoke();

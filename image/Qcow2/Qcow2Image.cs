@@ -94,7 +94,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         if (!chain.Add(CanonicalPath(fullPath)))
             throw new Qcow2FormatException("backing file", fullPath, "backing chain loops back to an image already in the chain");
         bool readOnly = options.ReadOnly || options.Snapshot is not null;
-        var file = hostFiles(fullPath, new HostFileOptions(readOnly, options.CacheMode.UsesODirect()));
+        var file = LockedHostFile.Open(hostFiles, fullPath, new HostFileOptions(readOnly, options.CacheMode.UsesODirect()), options.Locking);
         Qcow2Image? image = null;
         try
         {
@@ -228,7 +228,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("external data file", name, $"not found at {resolved}");
         DataFilePath = resolved;
-        DataFile = HostFiles(resolved, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()));
+        DataFile = LockedHostFile.Open(HostFiles, resolved, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()), Options.Locking);
     }
 
     private void OpenBacking(HashSet<string> chain, int depth)
@@ -254,7 +254,7 @@ public sealed partial class Qcow2Image : IBlockDevice
                 break;
             case "raw":
             case "file":
-                Backing = new RawBackingImage(HostFiles(resolved, new HostFileOptions(true, Options.CacheMode.UsesODirect())));
+                Backing = new RawBackingImage(LockedHostFile.Open(HostFiles, resolved, new HostFileOptions(true, Options.CacheMode.UsesODirect()), Options.Locking));
                 BackingFormat = "raw";
                 break;
             default:

@@ -53,7 +53,7 @@ public sealed class RawImage : IBlockDevice
     public static RawImage Open(string path, ImageOpenOptions options)
     {
         var factory = options.HostFileFactory ?? HostFile.Open;
-        var file = factory(path, new HostFileOptions(options.ReadOnly, options.CacheMode.UsesODirect()));
+        var file = LockedHostFile.Open(factory, path, new HostFileOptions(options.ReadOnly, options.CacheMode.UsesODirect()), options.Locking);
         try
         {
             return new RawImage(file, options);

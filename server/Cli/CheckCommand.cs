@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text;
 using System.Text.Json;
+using NbdQcow.Cache;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2.Check;
 
@@ -18,9 +19,18 @@ internal static class CheckCommand
         var repair = new Option<string?>("--repair") { Description = "Repair: 'leaks' lowers leaked refcounts; 'all' also rebuilds refcounts and COPIED flags." };
         repair.AcceptOnlyFromAmong("leaks", "all");
         var json = new Option<bool>("--json") { Description = "Print one JSON object." };
+        var forceShare = new Option<bool>("--force-share", "-U")
+        {
+            Description = "Check (without --repair) even while a writer has the image, as qemu-img check -U; findings may then be " +
+                          "a moment's state of an image changing underneath.",
+        };
+        var noLock = new Option<bool>("--no-lock")
+        {
+            Description = "Take no image locks, even for --repair; only when you know nothing else uses the image.",
+        };
         var command = new Command("check", "Check a qcow2 image's consistency (refcounts, mappings, COPIED flags); leaks are counted apart from corruptions.")
         {
-            image, repair, json,
+            image, repair, json, forceShare, noLock,
         };
         command.SetAction(parseResult =>
         {
@@ -43,13 +53,22 @@ internal static class CheckCommand
                     "all" => Qcow2RepairMode.All,
                     _ => Qcow2RepairMode.None,
                 };
+                if (parseResult.GetValue(forceShare) && (mode != Qcow2RepairMode.None || parseResult.GetValue(noLock)))
+                {
+                    Console.Error.WriteLine($"nbdqcow check: --force-share is for a check without --repair (a repair writes the image) and excludes --no-lock");
+                    return 1;
+                }
+                var locking = parseResult.GetValue(noLock) ? ImageLocking.Off
+                    : parseResult.GetValue(forceShare) ? ImageLocking.ForceShare : ImageLocking.On;
+                // Held around the whole check: a repair locks as a writer, a check as a reader (as qemu-img check).
+                using var imageLock = ImageLock.Acquire(path, locking, readOnly: mode == Qcow2RepairMode.None);
                 var result = Qcow2Checker.Check(path, mode);
                 Console.Out.Write(parseResult.GetValue(json) ? ToJson(path, result) : ToText(result));
                 return ExitCode(result);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                Console.Error.WriteLine($"nbdqcow check: {path}: {e.Message}");
+                Console.Error.WriteLine(e is ImageLockConflictException ? $"nbdqcow check: {e.Message}" : $"nbdqcow check: {path}: {e.Message}");
                 return 1;
             }
         });

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using NbdQcow.Cache;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;
@@ -15,33 +16,40 @@ internal static class InfoCommand
     {
         var image = new Argument<string>("IMAGE") { Description = "Image file (qcow2 or raw, probed)." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
+        var forceShare = new Option<bool>("--force-share", "-U")
+        {
+            Description = "Read the image even while a writer (nbdqcow serve, qemu-nbd, a VM) has it, as qemu-img's -U; " +
+                          "the numbers may then be a moment old. Without it an image in use is refused, as qemu-img refuses it.",
+        };
         var command = new Command("info", "Show an image's format, header fields, features, backing chain, snapshots, bitmaps and allocation.")
         {
-            image, json,
+            image, json, forceShare,
         };
         command.SetAction(parseResult =>
         {
             string path = parseResult.GetValue(image)!;
             try
             {
-                Console.Out.Write(Describe(path, parseResult.GetValue(json)).GetAwaiter().GetResult());
+                var locking = parseResult.GetValue(forceShare) ? ImageLocking.ForceShare : ImageLocking.On;
+                Console.Out.Write(Describe(path, parseResult.GetValue(json), locking).GetAwaiter().GetResult());
                 return 0;
             }
             catch (Exception e) when (e is Qcow2FormatException or IOException or UnauthorizedAccessException or ArgumentException)
             {
-                Console.Error.WriteLine($"nbdqcow info: {path}: {e.Message}");
+                // A lock refusal names the image itself.
+                Console.Error.WriteLine(e is ImageLockConflictException ? $"nbdqcow info: {e.Message}" : $"nbdqcow info: {path}: {e.Message}");
                 return 1;
             }
         });
         return command;
     }
 
-    internal static async Task<string> Describe(string path, bool json)
+    internal static async Task<string> Describe(string path, bool json, ImageLocking locking = ImageLocking.On)
     {
         if (!File.Exists(path))
             throw new FileNotFoundException("no such file", path);
         string format = ImageOpener.ProbeFormat(path);
-        var options = new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null };
+        var options = new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null, Locking = locking };
         await using var device = ImageOpener.Open(path, options with { Format = format });
         var stream = new MemoryStream();
         using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))

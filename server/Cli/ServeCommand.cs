@@ -67,10 +67,32 @@ internal static class ServeCommand
         var tlsVerifyPeer = new Option<bool>("--tls-verify-peer") {
             Description = "Require a client certificate signed by ca-cert.pem (clients without one are refused)." };
 
+        var noLock = new Option<bool>("--no-lock")
+        {
+            Description = "Take no image locks. By default the image (and its data and backing files) is locked as qemu locks " +
+                          "it, so qemu and other nbdqcow processes cannot write it at the same time; turn that off only when you " +
+                          "know nothing else uses the image.",
+        };
+        var forceShare = new Option<bool>("--force-share")
+        {
+            Description = "With --read-only: serve the image even while a writer (a VM, qemu-nbd, another nbdqcow) has it, as qemu's -U; " +
+                          "reads may then see an image changing underneath.",
+        };
+        var inactive = new Option<bool>("--inactive")
+        {
+            Description = "Start as a migration destination: the export is announced but the image stays closed and unlocked for " +
+                          "writing until `nbdqcow control PATH activate`; requests fail with ESHUTDOWN until then. Needs --control.",
+        };
+        var control = new Option<string?>("--control")
+        {
+            HelpName = "PATH",
+            Description = "Unix socket for control commands, one JSON object per line: {\"command\":\"status\"|\"inactivate\"|\"activate\"} " +
+                          "(see `nbdqcow control`). Inactivate hands the image over (flush, close, release the write lock); activate takes it back.",
+        };
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
             image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
-            tls, tlsCertificates, tlsVerifyPeer,
+            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control,
         };
         command.SetAction(parseResult =>
         {
@@ -83,8 +105,16 @@ internal static class ServeCommand
                 createSize ??= DefaultImageSize;
                 Console.Error.WriteLine($"nbdqcow serve: no IMAGE given; serving {DefaultImage} (created with {createSize} when missing)");
             }
+            if (parseResult.GetValue(noLock) && parseResult.GetValue(forceShare))
+            {
+                Console.Error.WriteLine("nbdqcow serve: --no-lock and --force-share exclude each other; allowed: one of them");
+                return 2;
+            }
             var overrides = new ServeOverrides
             {
+                Locking = parseResult.GetValue(noLock) ? "off" : parseResult.GetValue(forceShare) ? "force-share" : null,
+                Inactive = parseResult.GetValue(inactive) ? true : null,
+                Control = parseResult.GetValue(control),
                 ImagePath = imagePath,
                 Listen = parseResult.GetValue(listen),
                 Socket = parseResult.GetValue(socket),

@@ -4,6 +4,7 @@ using NbdQcow.Config;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Raw;
+using NbdQcow.Server.Control;
 using NbdQcow.Server.Exports;
 using NbdQcow.Server.Nbd;
 
@@ -20,6 +21,8 @@ internal static class ServeRunner
         var log = new ServerLog(Console.Error, settings.Verbose);
         var registry = new ExportRegistry();
         NbdServer? server = null;
+        ControlServer? control = null;
+        var handoffs = new List<KeyValuePair<string, HandoffBlockDevice>>();
         var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stop.TrySetResult(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => { context.Cancel = true; stop.TrySetResult(); });
@@ -28,7 +31,7 @@ internal static class ServeRunner
             foreach (var export in settings.Exports)
             {
                 CreateIfAsked(export);
-                var device = ImageOpener.Open(export.Path, new ImageOpenOptions
+                var options = new ImageOpenOptions
                 {
                     CacheMode = export.CacheMode,
                     ReadOnly = export.ReadOnly,
@@ -36,8 +39,14 @@ internal static class ServeRunner
                     Journal = export.Journal,
                     Snapshot = export.Snapshot,
                     Format = export.Format,
+                    Locking = export.Locking,
                     BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
-                });
+                };
+                // With a control socket every export can be handed over (inactivated) and taken back (activated).
+                IBlockDevice device = settings.ControlPath is null ? ImageOpener.Open(export.Path, options)
+                    : export.Inactive ? HandoffBlockDevice.OpenInactive(export.Path, options)
+                    : HandoffBlockDevice.OpenActive(export.Path, options);
+                if (device is HandoffBlockDevice handoff) handoffs.Add(new(export.Name, handoff));
                 registry.Add(new NbdExport(export.Name, device, export.ReadOnly, export.Description), export.Name == settings.DefaultExport);
             }
 
@@ -53,13 +62,22 @@ internal static class ServeRunner
                 server.ListenUnix(socketPath);
                 where.Add("unix:" + Path.GetFullPath(socketPath));
             }
+            if (settings.ControlPath is { } controlPath)
+            {
+                control = ControlServer.Start(controlPath, handoffs, log);
+            }
             var exportNames = new List<string>();
             foreach (var export in registry.Exports)
             {
                 exportNames.Add(export.Name == registry.DefaultExportName ? $"'{export.Name}' (default)" : $"'{export.Name}'");
             }
             var tlsNote = tls is null ? "" : $"; TLS {(tls.Mode == TlsMode.Require ? "required" : "offered")} ({tls.Settings.ServerCertificate.Subject})";
-            Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}{tlsNote}");
+            var controlNote = settings.ControlPath is null ? "" : $"; control socket {Path.GetFullPath(settings.ControlPath)}";
+            foreach (var (name, handoff) in handoffs)
+            {
+                if (!handoff.IsActive) controlNote += $"; export '{name}' inactive";
+            }
+            Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}{tlsNote}{controlNote}");
             Console.Out.Flush();
 
             await stop.Task.ConfigureAwait(false);
@@ -69,6 +87,10 @@ internal static class ServeRunner
             or NotSupportedException or ArgumentException or System.Net.Sockets.SocketException or InvalidDataException)
         {
             Console.Error.WriteLine($"nbdqcow serve: {ex.Message}");
+            if (control is not null)
+            {
+                await control.DisposeAsync().ConfigureAwait(false);
+            }
             if (server is not null)
             {
                 await server.StopAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
@@ -77,6 +99,10 @@ internal static class ServeRunner
             return 1;
         }
 
+        if (control is not null)
+        {
+            await control.DisposeAsync().ConfigureAwait(false);
+        }
         await server.StopAsync(TimeSpan.FromSeconds(60)).ConfigureAwait(false);
         return await CloseAsync(registry).ConfigureAwait(false) ? 0 : 1;
     }

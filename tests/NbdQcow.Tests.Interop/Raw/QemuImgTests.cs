@@ -62,6 +62,8 @@ public sealed class QemuImgTests
     {
         await using var image = await ServedImage.StartRawAsync(ImageSize, prepare: WriteLayout);
         var overNbd = await QemuImgMap.ReadAsync(image.Uri(), "raw");
+        // The server holds the image's write lock; qemu-img reads the file itself only once the server is gone.
+        await image.Server.StopAndAssertCleanExitAsync();
         var ofFile = await QemuImgMap.ReadAsync(image.ImagePath, "raw");
         Assert.Equal(ImageSize, overNbd.Sum(e => e.Length));
         var expected = new[] { (0L, 1L * Mib), (4L * Mib, 7L * Mib), (17L * Mib, 18L * Mib), (47L * Mib, 48L * Mib) };
@@ -70,7 +72,6 @@ public sealed class QemuImgTests
         Assert.True(QemuImgMap.DataRuns(overNbd).SequenceEqual(expected),
             $"map over NBD: {QemuImgMap.Format(QemuImgMap.DataRuns(overNbd))}, expected {QemuImgMap.Format(expected)}");
         Assert.All(overNbd.Where(e => !e.Data), hole => Assert.True(hole.Zero, $"hole {hole} not reported as zero"));
-        await image.Server.StopAndAssertCleanExitAsync();
     }
 
     /// <summary>Data at 0-1 MiB, 4-7 MiB, 17-18 MiB and the last MiB; holes elsewhere.</summary>

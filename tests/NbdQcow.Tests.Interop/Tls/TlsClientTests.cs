@@ -151,7 +151,8 @@ public sealed class TlsClientTests : IDisposable
         (await ToolRunner.RunAsync("qemu-io", ["--object", tlsObject, "--image-opts", nbd,
                 "-c", "write -P 0x5a 1M 3M", "-c", "write -P 0xa5 20M 64k", "-c", "read -P 0x5a 1M 3M", "-c", "read -P 0 0 1M"]))
             .EnsureSuccess(image.Server.Describe());
-        (await ToolRunner.RunAsync("qemu-img", ["compare", "--object", tlsObject, "--image-opts", nbd,
+        // -U: the server still serves (and write-locks) the file; a read-only look at it must share, as with qemu.
+        (await ToolRunner.RunAsync("qemu-img", ["compare", "-U", "--object", tlsObject, "--image-opts", nbd,
                 $"driver=file,filename={image.ImagePath}"]))
             .EnsureSuccess(image.Server.Describe());
         await image.Server.StopAndAssertCleanExitAsync();
