@@ -97,7 +97,9 @@ public sealed class HandoffBlockDevice : IBlockDevice
         var features = BlockDeviceFeatures.BlockStatus | BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn
             | BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero;
         if (probe is Qcow2Image) features |= BlockDeviceFeatures.FastZero;
-        if (mode.HasVolatileCache()) features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
+        // As the images do: FLUSH/FUA in every mode, no-ops where every change is durable already.
+        features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
+        if (!mode.HasVolatileCache()) features |= BlockDeviceFeatures.WriteThrough;
         return features;
     }
 
