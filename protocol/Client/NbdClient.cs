@@ -552,35 +552,8 @@ public sealed class NbdClient : IAsyncDisposable
 
     private async Task<(NbdOptionReplyHeader Header, byte[] Payload)> ReadOptionReplyAsync(NbdOption option, CancellationToken cancellationToken)
     {
-        NbdOptionReplyHeader header;
-        while (true)
-        {
-            var result = await _reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-            var status = NbdClientMessageParser.TryParseOptionReplyHeader(result.Buffer, out header, out var consumed);
-            if (status == NbdParseStatus.Complete)
-            {
-                _reader.AdvanceTo(consumed);
-                break;
-            }
-            if (status == NbdParseStatus.BadMagic)
-            {
-                throw new NbdNegotiationException("bad option reply magic");
-            }
-            if (result.IsCompleted)
-            {
-                throw new NbdNegotiationException($"server closed the connection while answering {option}");
-            }
-            _reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-        }
-        if (header.Option != option)
-        {
-            throw new NbdNegotiationException($"reply for option {header.Option} while waiting for {option}");
-        }
-        if (header.Length > NbdLimits.MaxOptionPayload)
-        {
-            throw new NbdNegotiationException($"option reply of {header.Length} bytes is too large");
-        }
-        return (header, await ReadPayloadAsync((int)header.Length, cancellationToken).ConfigureAwait(false));
+        var reply = await NbdOptionReplyReader.ReadAsync(_reader, option, cancellationToken).ConfigureAwait(false);
+        return (reply.Header, reply.Payload);
     }
 
     private async Task<byte[]> ReadPayloadAsync(int length, CancellationToken cancellationToken = default)

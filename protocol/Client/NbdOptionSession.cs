@@ -134,52 +134,8 @@ public sealed class NbdOptionSession : IAsyncDisposable
         await _stream.DisposeAsync().ConfigureAwait(false);
     }
 
-    private async Task<NbdOptionReply> ReadReplyAsync(NbdOption option, CancellationToken cancellationToken)
-    {
-        NbdOptionReplyHeader header;
-        while (true)
-        {
-            var result = await _reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-            var status = NbdClientMessageParser.TryParseOptionReplyHeader(result.Buffer, out header, out var consumed);
-            if (status == NbdParseStatus.Complete)
-            {
-                _reader.AdvanceTo(consumed);
-                break;
-            }
-            if (status == NbdParseStatus.BadMagic)
-            {
-                throw new NbdNegotiationException("bad option reply magic");
-            }
-            if (result.IsCompleted)
-            {
-                throw new NbdNegotiationException($"server closed the connection while answering {option}");
-            }
-            _reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
-        }
-        if (header.Option != option)
-        {
-            throw new NbdNegotiationException($"reply for option {header.Option} while waiting for {option}");
-        }
-        if (header.Length > NbdLimits.MaxOptionPayload)
-        {
-            throw new NbdNegotiationException($"option reply of {header.Length} bytes is too large");
-        }
-        var payload = new byte[header.Length];
-        var filled = 0;
-        while (filled < payload.Length)
-        {
-            var result = await _reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-            var take = (int)Math.Min(result.Buffer.Length, payload.Length - filled);
-            result.Buffer.Slice(0, take).CopyTo(payload.AsSpan(filled));
-            filled += take;
-            _reader.AdvanceTo(result.Buffer.GetPosition(take));
-            if (take == 0 && result.IsCompleted)
-            {
-                throw new NbdNegotiationException($"server closed the connection mid-reply to {option}");
-            }
-        }
-        return new NbdOptionReply(header, payload);
-    }
+    private Task<NbdOptionReply> ReadReplyAsync(NbdOption option, CancellationToken cancellationToken) =>
+        NbdOptionReplyReader.ReadAsync(_reader, option, cancellationToken);
 
     private static (PipeReader Reader, PipeWriter Writer) CreatePipes(Stream stream) =>
         (PipeReader.Create(stream, new StreamPipeReaderOptions(leaveOpen: true)),
