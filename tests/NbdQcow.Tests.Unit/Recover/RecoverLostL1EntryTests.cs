@@ -187,16 +187,9 @@ public sealed class RecoverLostL1EntryTests
     }
 
     /// <summary>An in-memory history source: what the journal will provide through the same seam.</summary>
-    private sealed class InMemoryHistory(IEnumerable<RecoveryTableWrite> writes) : IRecoveryHistorySource
+    /// <summary>4 KiB clusters, data in L1 slots 5 and 10 whose entries are then zeroed; original.qcow2 keeps the intact copy.</summary>
+    private static (string Image, long L1, long Entry5, long Entry10) ImageWithL1Slots5And10Lost(DiskBackedTempFolder folder)
     {
-        public string Name => "test history";
-        public IEnumerable<RecoveryTableWrite> ReadTableWrites() => writes;
-    }
-
-    [Fact]
-    public async Task History_source_that_saw_the_L1_update_places_tables_the_file_alone_cannot()
-    {
-        using var folder = new DiskBackedTempFolder();
         QemuTools.Bash(folder.FolderPath, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 64M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x66 10M 8k' -c 'write -P 0x77 20M 4k' >/dev/null
@@ -207,7 +200,22 @@ public sealed class RecoverLostL1EntryTests
         long entry5 = RecoverFixture.L1Entry(image, 5), entry10 = RecoverFixture.L1Entry(image, 10);
         RecoverFixture.ZeroL1Entry(image, 5);
         RecoverFixture.ZeroL1Entry(image, 10);
-        static byte[] Be(long v) => BitConverter.GetBytes(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(v));
+        return (image, l1, entry5, entry10);
+    }
+
+    private static byte[] Be(long v) => BitConverter.GetBytes(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(v));
+
+    private sealed class InMemoryHistory(IEnumerable<RecoveryTableWrite> writes) : IRecoveryHistorySource
+    {
+        public string Name => "test history";
+        public IEnumerable<RecoveryTableWrite> ReadTableWrites() => writes;
+    }
+
+    [Fact]
+    public async Task History_source_that_saw_the_L1_update_places_tables_the_file_alone_cannot()
+    {
+        using var folder = new DiskBackedTempFolder();
+        var (image, l1, entry5, entry10) = ImageWithL1Slots5And10Lost(folder);
         // Slot 5 is in the history's newest L1 image (applied over the file); slot 10 only in an older write that a
         // later write of the same entry cleared, so it counts as evidence but not as the current mapping.
         var history = new InMemoryHistory([
@@ -229,17 +237,7 @@ public sealed class RecoverLostL1EntryTests
     public async Task History_writes_already_in_place_are_evidence_only_and_still_place_both_tables()
     {
         using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
-            qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 64M
-            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x66 10M 8k' -c 'write -P 0x77 20M 4k' >/dev/null
-            cp img.qcow2 original.qcow2
-            """);
-        string image = folder.File("img.qcow2");
-        long l1 = RecoverFixture.L1TableOffset(image);
-        long entry5 = RecoverFixture.L1Entry(image, 5), entry10 = RecoverFixture.L1Entry(image, 10);
-        RecoverFixture.ZeroL1Entry(image, 5);
-        RecoverFixture.ZeroL1Entry(image, 10);
-        static byte[] Be(long v) => BitConverter.GetBytes(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(v));
+        var (image, l1, entry5, entry10) = ImageWithL1Slots5And10Lost(folder);
         // Both writes were checkpointed (in place) according to the source: not laid over the file, only evidence.
         var history = new InMemoryHistory([
             new RecoveryTableWrite(3, l1 + 5 * 8, Be(entry5), InPlace: true),
