@@ -2,6 +2,7 @@ using System.Net;
 using System.Runtime.InteropServices;
 using NbdQcow.Config;
 using NbdQcow.Image;
+using NbdQcow.Image.Qcow2.Format;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Raw;
 using NbdQcow.Server.Control;
@@ -43,9 +44,18 @@ internal static class ServeRunner
                     BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
                 };
                 // With a control socket every export can be handed over (inactivated) and taken back (activated).
-                IBlockDevice device = settings.ControlPath is null ? ImageOpener.Open(export.Path, options)
-                    : export.Inactive ? HandoffBlockDevice.OpenInactive(export.Path, options)
-                    : HandoffBlockDevice.OpenActive(export.Path, options);
+                IBlockDevice device;
+                try
+                {
+                    device = settings.ControlPath is null ? ImageOpener.Open(export.Path, options)
+                        : export.Inactive ? HandoffBlockDevice.OpenInactive(export.Path, options)
+                        : HandoffBlockDevice.OpenActive(export.Path, options);
+                }
+                catch (Qcow2FormatException ex)
+                {
+                    // A damaged or hostile header: one line naming the image and the field, not a stack trace.
+                    throw new InvalidDataException($"{export.Path}: {ex.Message}", ex);
+                }
                 if (device is HandoffBlockDevice handoff) handoffs.Add(new(export.Name, handoff));
                 registry.Add(new NbdExport(export.Name, device, export.ReadOnly, export.Description), export.Name == settings.DefaultExport);
             }

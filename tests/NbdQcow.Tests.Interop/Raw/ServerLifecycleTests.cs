@@ -127,4 +127,23 @@ public sealed class ServerLifecycleTests
         await image.Server.StopAndAssertCleanExitAsync(TimeSpan.FromSeconds(15));
         Assert.True(await idle.WaitForServerCloseAsync(TimeSpan.FromSeconds(5)), "idle client not disconnected");
     }
+
+    [Fact]
+    public async Task HostileQcow2HeaderIsRefusedWithOneLineNamingTheImageAndField()
+    {
+        using var folder = new TempDirectory("hostile");
+        var image = folder.File("bad.qcow2");
+        await QemuImage.CreateQcow2Async(image, "64M");
+        using (var file = File.OpenWrite(image))
+        {
+            file.Position = 20; // cluster_bits
+            file.Write([0, 0, 0, 7]);
+        }
+        var result = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["serve", image, "--socket", folder.File("s")],
+            TimeSpan.FromSeconds(60));
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("bad.qcow2: qcow2 cluster_bits = 7", result.Stderr);
+        Assert.DoesNotContain("Unhandled exception", result.Stderr);
+        Assert.DoesNotContain("   at ", result.Stderr);
+    }
 }
