@@ -74,16 +74,7 @@ public static class TlsCertificateLoader
             }
             return null;
         }
-        string text;
-        try
-        {
-            text = File.ReadAllText(path);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            problems.Add($"{Key}: cannot read '{path}': {ex.Message}");
-            return null;
-        }
+        if (ReadText(path, problems) is not { } text) return null;
         var collection = new X509Certificate2Collection();
         try
         {
@@ -100,6 +91,19 @@ public static class TlsCertificateLoader
             return null;
         }
         return collection;
+    }
+
+    private static string? ReadText(string path, List<string> problems)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            problems.Add($"{Key}: cannot read '{path}': {ex.Message}");
+            return null;
+        }
     }
 
     private static void CheckValidity(X509Certificate2 certificate, string path, DateTime now, List<string> problems)
@@ -121,16 +125,7 @@ public static class TlsCertificateLoader
             problems.Add($"{Key}: '{keyPath}' is missing; allowed: the PEM private key of {ServerCertificateFile}");
             return null;
         }
-        string text;
-        try
-        {
-            text = File.ReadAllText(keyPath);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            problems.Add($"{Key}: cannot read '{keyPath}': {ex.Message}");
-            return null;
-        }
+        if (ReadText(keyPath, problems) is not { } text) return null;
         if (text.Contains("ENCRYPTED", StringComparison.Ordinal))
         {
             problems.Add($"{Key}: '{keyPath}' is encrypted; allowed: an unencrypted PEM key (openssl pkey -in KEY -out {ServerKeyFile})");

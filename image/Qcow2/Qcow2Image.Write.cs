@@ -701,23 +701,9 @@ public sealed partial class Qcow2Image
             while (g.ExtendedL2 && runEnd < inCluster + destination.Length && entry.Classify(runEnd >> g.SubclusterBits, true, UsesExternalDataFile) == kind)
                 runEnd += g.SubclusterSize;
             int n = Math.Min(runEnd, inCluster + destination.Length) - position;
-            var chunk = destination.Slice(done, n);
-            switch (kind)
-            {
-                case Qcow2ClusterKind.Normal:
-                    DataFile.Read(entry.HostOffset + position, chunk.Span);
-                    break;
-                case Qcow2ClusterKind.Zero:
-                case Qcow2ClusterKind.ZeroWithHostCluster:
-                    chunk.Span.Clear();
-                    break;
-                case Qcow2ClusterKind.Unallocated:
-                case Qcow2ClusterKind.UnallocatedWithHostCluster:
-                    await ReadBackingAsync(guestOffset + done, chunk, cancellationToken).ConfigureAwait(false);
-                    break;
-                default:
-                    throw new BlockDeviceException(BlockError.Io, $"qcow2 image {Path}: invalid L2 entry 0x{entry.Raw:x16} at guest offset 0x{guestOffset + done:x}");
-            }
+            // The same per-kind read as the read path (old data, zeroes, backing chain); invalid kinds are refused there.
+            await ReadMappedAsync(new Qcow2Mapping(kind, entry.HostOffset + position, n, entry), guestOffset + done,
+                destination.Slice(done, n), cancellationToken).ConfigureAwait(false);
             done += n;
         }
     }
