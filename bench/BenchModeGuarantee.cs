@@ -1,6 +1,6 @@
 using NbdQcow.Cache;
 
-namespace NbdQcow.Server.Cli.Bench;
+namespace NbdQcow.Bench;
 
 /// <summary>
 /// What a cache mode promises after a host power loss and after the server process is killed, in the
