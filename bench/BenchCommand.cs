@@ -408,7 +408,7 @@ internal static class BenchCommand
                 bars.Add(m is null
                     ? new BenchChartWriter.Bar(mode.ToCliName(), 0, "failed")
                     : new BenchChartWriter.Bar(mode.ToCliName(), m.Load.Iops,
-                        string.Create(CultureInfo.InvariantCulture, $"{m.Load.Iops:N0} IOPS   {m.Load.MegabytesPerSecond:N1} MB/s   p99 {m.Load.P99Microseconds:N0} µs")));
+                        string.Create(CultureInfo.InvariantCulture, $"{m.Load.Iops:N0} IOPS · {m.Load.MegabytesPerSecond:N1} MB/s · p99 {m.Load.P99Microseconds:N0} µs")));
             }
             groups.Add(new BenchChartWriter.Group($"{w.Name}: {w.Description}", bars));
         }
