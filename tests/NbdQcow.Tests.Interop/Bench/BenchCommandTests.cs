@@ -99,6 +99,24 @@ public sealed class BenchCommandTests
         Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
     }
 
+    [Fact]
+    public async Task Bench_started_without_the_launcher_and_with_a_wrong_server_path_says_how_to_run_it_with_exit_code_2()
+    {
+        // The launcher builds the bench beside the server's build; started on its own it must say what is missing.
+        (await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["bench", "--help"], BenchTimeout)).EnsureSuccess();
+        var bench = Path.Combine(RepositoryRoot.Path, ".cache", "nbdqcow-bench", "nbdqcow-bench");
+        using var dir = new TempDirectory("bench-no-server");
+        var missing = dir.File("no-such-nbdqcow");
+
+        var result = await ToolRunner.RunAsync(bench, ["--dir", dir.Path, "--seconds", "1"], BenchTimeout,
+            environment: new Dictionary<string, string> { ["NBDQCOW_BENCH_SERVER"] = missing });
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"NBDQCOW_BENCH_SERVER={missing}: no such file", result.Stderr);
+        Assert.Contains("./nbdqcow bench", result.Stderr);
+        Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
+    }
+
     private static string[] Row(List<string[]> rows, string mode, string workload)
         => rows.Single(r => r[0] == mode && r[1] == workload);
 
