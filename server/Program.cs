@@ -22,7 +22,6 @@ public static class Program
             InfoCommand.Create(),
             CheckCommand.Create(),
             RecoverCommand.Create(),
-            BenchCommand.Create(),
             ControlCommand.Create(),
         };
         var parseResult = root.Parse(args);

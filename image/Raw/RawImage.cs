@@ -3,7 +3,7 @@ using NbdQcow.Cache;
 namespace NbdQcow.Image.Raw;
 
 /// <summary>
-/// A raw image: the host file is the disk. Cache modes as in DESIGN.md: writethrough/directsync make each
+/// A raw image: the host file is the disk. Cache modes (ARCHITECTURE.md): writethrough/directsync make each
 /// change durable (fdatasync) before it completes; FUA does that for one request; FLUSH is fdatasync in
 /// writeback/none, a no-op in writethrough/directsync and acknowledged at once in unsafe. With max dirty
 /// age on (writeback/none/unsafe) a background flush bounds how long a change stays volatile.

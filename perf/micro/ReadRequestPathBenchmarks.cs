@@ -7,7 +7,7 @@ namespace NbdQcow.Perf.Micro;
 
 /// <summary>
 /// One READ request end to end without sockets: parse the header, look up and read 4 KiB from a qcow2 image,
-/// write the simple reply and payload. The target is 0 B allocated per operation here.
+/// write the simple reply and payload. The target is 0 B allocated per operation here.
 /// </summary>
 [MemoryDiagnoser]
 public class ReadRequestPathBenchmarks

@@ -3,7 +3,7 @@ using NbdQcow.Image;
 namespace NbdQcow.Tests.Crash.Oracle;
 
 /// <summary>
-/// The fixed-seed workloads of issue 4 that apply to any format. Writes are whole 512-byte sectors, some
+/// The fixed-seed crash workloads that apply to any format. Writes are whole 512-byte sectors, some
 /// aligned to 4 KiB and some not (so O_DIRECT read-modify-write and torn 4 KiB blocks are exercised).
 /// </summary>
 public static class CrashWorkloads

@@ -96,7 +96,7 @@ public static class WorkloadRunner
         return false;
     }
 
-    /// <summary>The durability contract of DESIGN.md, per op: from which tick on it must read back after a power loss.</summary>
+    /// <summary>The durability contract (ARCHITECTURE.md), per op: from which tick on it must read back after a power loss.</summary>
     public static void AssignDurability(List<OpRecord> ops, List<SettlePoint> settles, CrashModeConfig config)
     {
         var mode = config.Mode;

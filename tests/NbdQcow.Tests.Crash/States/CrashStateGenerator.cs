@@ -3,7 +3,7 @@ using NbdQcow.Tests.Crash.Recording;
 namespace NbdQcow.Tests.Crash.States;
 
 /// <summary>
-/// Builds crash states from a host file log per the crash model of DESIGN.md: writes completed before the
+/// Builds crash states from a host file log per the crash model (ARCHITECTURE.md): writes completed before the
 /// last completed fdatasync are on disk; later ones each may be or not, in any combination, torn at 4 KiB.
 /// Explores, per crash point: the base alone, in-order prefixes of the later calls, random subsets and torn
 /// writes — with a fixed seed and a bounded count.

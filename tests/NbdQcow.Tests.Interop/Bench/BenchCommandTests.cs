@@ -1,7 +1,7 @@
-using System.Buffers.Binary;
 using System.Globalization;
-using System.IO.Compression;
 using System.Security.Cryptography;
+using System.Text.Json;
+using System.Xml.Linq;
 using NbdQcow.Tests.Interop.Infrastructure;
 
 namespace NbdQcow.Tests.Interop.Bench;
@@ -12,16 +12,17 @@ public sealed class BenchCommandTests
     private static readonly TimeSpan BenchTimeout = TimeSpan.FromMinutes(5);
 
     [Fact]
-    public async Task Bench_on_a_new_image_measures_every_mode_and_workload_and_writes_csv_and_a_valid_png()
+    public async Task Bench_on_a_new_image_measures_every_mode_and_workload_and_writes_csv_json_and_an_svg_chart()
     {
         using var dir = new TempDirectory("bench");
         var csv = dir.File("bench.csv");
-        var png = dir.File("bench.png");
+        var json = dir.File("bench.json");
+        var svg = dir.File("bench.svg");
 
         var result = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
             ["bench", "--dir", dir.Path, "--modes", "writeback,writethrough",
              "--workload", "randread-4k-qd16,randrw-4k-qd16-flush32", "--seconds", "1", "--size", "32M",
-             "--csv", csv, "--chart", png], BenchTimeout);
+             "--csv", csv, "--json", json, "--chart", svg], BenchTimeout);
         result.EnsureSuccess();
 
         // The guarantees printed come from the durability contract: writethrough keeps every acknowledged write.
@@ -51,9 +52,10 @@ public sealed class BenchCommandTests
             Assert.True(Number(header, mix, "peak_rss_mib") > 1);
         }
 
-        AssertValidPng(png);
+        AssertJsonMatchesCsv(json, measured, header);
+        AssertValidSvg(svg);
         // Nothing is left behind but what was asked for: the work folder with the images is gone.
-        Assert.Equal(new[] { "bench.csv", "bench.png" }, Directory.GetFileSystemEntries(dir.Path).Select(p => Path.GetFileName(p)).Order().ToArray());
+        Assert.Equal(new[] { "bench.csv", "bench.json", "bench.svg" }, Directory.GetFileSystemEntries(dir.Path).Select(p => Path.GetFileName(p)).Order().ToArray());
     }
 
     [Fact]
@@ -89,6 +91,30 @@ public sealed class BenchCommandTests
         var badMode = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["bench", "--dir", dir.Path, "--modes", "writeback,fast"], BenchTimeout);
         Assert.Equal(2, badMode.ExitCode);
         Assert.Contains("unknown cache mode 'fast'", badMode.Stderr);
+
+        // The chart is SVG: a .png name is refused before anything is measured or created.
+        var pngChart = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["bench", "--dir", dir.Path, "--chart", dir.File("bench.png")], BenchTimeout);
+        Assert.Equal(2, pngChart.ExitCode);
+        Assert.Contains("name it with .svg (e.g. bench.svg)", pngChart.Stderr);
+        Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
+    }
+
+    [Fact]
+    public async Task Bench_started_without_the_launcher_and_with_a_wrong_server_path_says_how_to_run_it_with_exit_code_2()
+    {
+        // The launcher builds the bench beside the server's build; started on its own it must say what is missing.
+        (await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["bench", "--help"], BenchTimeout)).EnsureSuccess();
+        var bench = Path.Combine(RepositoryRoot.Path, ".cache", "nbdqcow-bench", "nbdqcow-bench");
+        using var dir = new TempDirectory("bench-no-server");
+        var missing = dir.File("no-such-nbdqcow");
+
+        var result = await ToolRunner.RunAsync(bench, ["--dir", dir.Path, "--seconds", "1"], BenchTimeout,
+            environment: new Dictionary<string, string> { ["NBDQCOW_BENCH_SERVER"] = missing });
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"NBDQCOW_BENCH_SERVER={missing}: no such file", result.Stderr);
+        Assert.Contains("./nbdqcow bench", result.Stderr);
+        Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
     }
 
     private static string[] Row(List<string[]> rows, string mode, string workload)
@@ -97,60 +123,48 @@ public sealed class BenchCommandTests
     private static double Number(string[] header, string[] row, string column)
         => double.Parse(row[Array.IndexOf(header, column)], CultureInfo.InvariantCulture);
 
-    /// <summary>PNG signature, IHDR first and IEND last, and the IDAT stream inflates to exactly one filtered RGB row per line,
-    /// with both white background and coloured bar pixels in it.</summary>
-    private static void AssertValidPng(string path)
+    /// <summary>A well-formed SVG document of a sensible size with a white background, one coloured bar per mode and
+    /// workload (at least two colours), and the workload and mode names written as text.</summary>
+    private static void AssertValidSvg(string path)
     {
-        var bytes = File.ReadAllBytes(path);
-        Assert.Equal(new byte[] { 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a }, bytes[..8]);
-        var position = 8;
-        var chunks = new List<string>();
-        int width = 0, height = 0;
-        using var idat = new MemoryStream();
-        while (position < bytes.Length)
-        {
-            var length = BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(position));
-            var type = System.Text.Encoding.ASCII.GetString(bytes, position + 4, 4);
-            var data = bytes.AsSpan(position + 8, length);
-            if (type == "IHDR")
-            {
-                width = BinaryPrimitives.ReadInt32BigEndian(data);
-                height = BinaryPrimitives.ReadInt32BigEndian(data[4..]);
-                Assert.Equal(8, data[8]);
-                Assert.Equal(2, data[9]);
-            }
-            else if (type == "IDAT")
-            {
-                idat.Write(data);
-            }
-            chunks.Add(type);
-            position += 12 + length;
-        }
-        Assert.Equal(bytes.Length, position);
-        Assert.Equal("IHDR", chunks[0]);
-        Assert.Equal("IEND", chunks[^1]);
+        XNamespace svg = "http://www.w3.org/2000/svg";
+        var root = XDocument.Load(path).Root!;
+        Assert.Equal(svg + "svg", root.Name);
+        var width = double.Parse(root.Attribute("width")!.Value, CultureInfo.InvariantCulture);
+        var height = double.Parse(root.Attribute("height")!.Value, CultureInfo.InvariantCulture);
         Assert.True(width > 100 && height > 100, $"chart is {width}x{height}");
 
-        idat.Position = 0;
-        using var inflated = new MemoryStream();
-        using (var zlib = new ZLibStream(idat, CompressionMode.Decompress))
+        var rects = root.Elements(svg + "rect").ToList();
+        Assert.Equal("#ffffff", rects[0].Attribute("fill")!.Value);
+        var bars = rects.Skip(1).ToList();
+        Assert.Equal(4, bars.Count);
+        Assert.True(bars.Select(b => b.Attribute("fill")!.Value).Distinct().Count() >= 2, "the chart has no coloured bars");
+        Assert.All(bars, b => Assert.True(double.Parse(b.Attribute("width")!.Value, CultureInfo.InvariantCulture) >= 1));
+
+        var texts = root.Elements(svg + "text").Select(t => t.Value).ToList();
+        Assert.Contains(texts, t => t.StartsWith("randread-4k-qd16", StringComparison.Ordinal));
+        Assert.Contains(texts, t => t.StartsWith("randrw-4k-qd16-flush32", StringComparison.Ordinal));
+        Assert.Contains("writethrough", texts);
+        Assert.Contains(texts, t => t.Contains("IOPS", StringComparison.Ordinal));
+    }
+
+    /// <summary>The JSON holds the same rows as the CSV, and each mode's guarantees.</summary>
+    private static void AssertJsonMatchesCsv(string path, List<string[]> csvRows, string[] header)
+    {
+        using var json = JsonDocument.Parse(File.ReadAllText(path));
+        var modes = json.RootElement.GetProperty("modes").EnumerateArray().ToList();
+        Assert.Equal(new[] { "writeback", "writethrough" }, modes.Select(m => m.GetProperty("mode").GetString()).ToArray());
+        Assert.Contains("every acknowledged write survives", modes[1].GetProperty("after_power_loss").GetString());
+        var results = json.RootElement.GetProperty("results").EnumerateArray().ToList();
+        Assert.Equal(csvRows.Count, results.Count);
+        foreach (var result in results)
         {
-            zlib.CopyTo(inflated);
-        }
-        var pixels = inflated.ToArray();
-        Assert.Equal(height * (1 + width * 3), pixels.Length);
-        var colours = new HashSet<int>();
-        for (var row = 0; row < height; row++)
-        {
-            var start = row * (1 + width * 3);
-            Assert.Equal(0, pixels[start]);
-            for (var x = 0; x < width; x += 7)
+            var row = Row(csvRows, result.GetProperty("mode").GetString()!, result.GetProperty("workload").GetString()!);
+            foreach (var column in new[] { "reads", "writes", "flushes", "bytes" })
             {
-                var i = start + 1 + x * 3;
-                colours.Add(pixels[i] << 16 | pixels[i + 1] << 8 | pixels[i + 2]);
+                Assert.Equal(Number(header, row, column), result.GetProperty(column).GetDouble());
             }
+            Assert.Equal(Number(header, row, "iops"), result.GetProperty("iops").GetDouble(), 0.1);
         }
-        Assert.Contains(0xffffff, colours);
-        Assert.True(colours.Count >= 3, "the chart has no coloured bars");
     }
 }

@@ -3,7 +3,7 @@ using System.Net.Sockets;
 
 namespace NbdQcow.Tests.Interop.Infrastructure;
 
-/// <summary>Asks the kernel for a free TCP port on 127.0.0.1 (other helpers' tests run at the same time).</summary>
+/// <summary>Asks the kernel for a free TCP port on 127.0.0.1 (other test runs may share the machine).</summary>
 public static class FreeTcpPort
 {
     public static int Find()

@@ -1,7 +1,7 @@
 namespace NbdQcow.Tests.Interop.Infrastructure;
 
 /// <summary>
-/// Every qcow2 variant the read tests serve (issue 3): versions, cluster sizes, refcount widths, odd and huge sizes,
+/// Every qcow2 variant the read tests serve: versions, cluster sizes, refcount widths, odd and huge sizes,
 /// compression, backing chains, extended L2, external data files and snapshots. Each image is built by qemu-img and
 /// qemu-io with the same pattern layout scaled to its cluster size, so reads of partial clusters, zero clusters,
 /// discarded clusters and data at the very end are all covered.

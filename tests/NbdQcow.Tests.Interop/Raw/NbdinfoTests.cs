@@ -19,7 +19,7 @@ public sealed class NbdinfoTests
         Assert.Equal("newstyle-fixed", json.RootElement.GetProperty("protocol").GetString());
         var exports = json.RootElement.GetProperty("exports").EnumerateArray().ToList();
         var names = exports.Select(e => e.GetProperty("export-name").GetString()).ToList();
-        // The default export name is the file name without extension (DESIGN.md).
+        // The default export name is the file name without extension.
         Assert.Contains("disk", names);
         foreach (var export in exports)
         {

@@ -1,13 +1,13 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
+using System.Text.Json;
 using NbdQcow.Cache;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Raw;
-using NbdQcow.Server.Cli.Bench;
 using Spectre.Console;
 
-namespace NbdQcow.Server.Cli;
+namespace NbdQcow.Bench;
 
 /// <summary>
 /// `nbdqcow bench`: measures each cache mode on the user's own storage, the way an operator would
@@ -19,7 +19,7 @@ internal static class BenchCommand
     private static readonly TimeSpan ServerStartTimeout = TimeSpan.FromSeconds(60);
     private static readonly TimeSpan ServerStopTimeout = TimeSpan.FromSeconds(60);
 
-    public static Command Create()
+    public static RootCommand Create()
     {
         var image = new Option<string?>("--image")
         {
@@ -55,11 +55,12 @@ internal static class BenchCommand
             DefaultValueFactory = _ => "qcow2",
         };
         var csv = new Option<string?>("--csv") { Description = "Also write the results to this CSV file." };
-        var chart = new Option<string?>("--chart") { Description = "Also draw the results as a bar chart into this PNG file." };
+        var json = new Option<string?>("--json") { Description = "Also write the results, with each mode's guarantees, to this JSON file." };
+        var chart = new Option<string?>("--chart") { Description = "Also draw the results as a bar chart into this SVG file (name ending .svg)." };
 
-        var command = new Command("bench", "Benchmark the cache modes on your storage: IOPS, MB/s, latency, and what each mode guarantees.")
+        var command = new RootCommand("nbdqcow bench: benchmark the cache modes on your storage: IOPS, MB/s, latency, and what each mode guarantees.")
         {
-            image, dir, modes, workload, seconds, size, format, csv, chart,
+            image, dir, modes, workload, seconds, size, format, csv, json, chart,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -72,6 +73,7 @@ internal static class BenchCommand
                 parseResult.GetValue(size)!,
                 parseResult.GetValue(format)!,
                 parseResult.GetValue(csv),
+                parseResult.GetValue(json),
                 parseResult.GetValue(chart));
             try
             {
@@ -86,7 +88,7 @@ internal static class BenchCommand
         return command;
     }
 
-    private sealed record Settings(string? Image, string? Dir, string Modes, string Workloads, double Seconds, string Size, string Format, string? Csv, string? Chart);
+    private sealed record Settings(string? Image, string? Dir, string Modes, string Workloads, double Seconds, string Size, string Format, string? Csv, string? Json, string? Chart);
 
     private sealed record Measurement(CacheMode Mode, BenchWorkload Workload, BenchLoadResult Load, double CpuSecondsPerGiB, double PeakRssMiB);
 
@@ -118,6 +120,11 @@ internal static class BenchCommand
         if (settings.Dir is not null && !Directory.Exists(settings.Dir))
         {
             throw new BenchUsageException($"no such directory: {settings.Dir}");
+        }
+        // Checked before minutes of measuring, not after: the chart is SVG, and an SVG named .png would open as a broken image.
+        if (settings.Chart is not null && !settings.Chart.EndsWith(".svg", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new BenchUsageException($"--chart draws an SVG file: name it with .svg (e.g. {Path.ChangeExtension(Path.GetFileName(settings.Chart), ".svg")})");
         }
 
         var (executable, prefix) = ServerExecutable();
@@ -204,6 +211,11 @@ internal static class BenchCommand
         {
             WriteCsv(settings.Csv, measurements);
             AnsiConsole.MarkupLine($"CSV written to [bold]{Markup.Escape(settings.Csv)}[/]");
+        }
+        if (settings.Json is not null)
+        {
+            WriteJson(settings.Json, modes, measurements, failures, settings.Image ?? settings.Dir!);
+            AnsiConsole.MarkupLine($"JSON written to [bold]{Markup.Escape(settings.Json)}[/]");
         }
         if (settings.Chart is not null)
         {
@@ -330,6 +342,60 @@ internal static class BenchCommand
         File.WriteAllText(path, text.ToString());
     }
 
+    /// <summary>The CSV's figures with their units in the names, plus what each mode promises and which modes failed.</summary>
+    private static void WriteJson(string path, IReadOnlyList<CacheMode> modes, List<Measurement> measurements,
+        List<(CacheMode Mode, string Message)> failures, string target)
+    {
+        using var stream = File.Create(path);
+        using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        json.WriteStartObject();
+        json.WriteString("target", Path.GetFullPath(target));
+        json.WriteStartArray("modes");
+        foreach (var mode in modes)
+        {
+            json.WriteStartObject();
+            json.WriteString("mode", mode.ToCliName());
+            json.WriteString("after_power_loss", BenchModeGuarantee.AfterPowerLoss(mode));
+            json.WriteString("after_process_kill", BenchModeGuarantee.AfterProcessKill(mode));
+            var failure = failures.Find(f => f.Mode == mode);
+            if (failure.Message is not null)
+            {
+                json.WriteString("failed", failure.Message);
+            }
+            json.WriteEndObject();
+        }
+        json.WriteEndArray();
+        json.WriteStartArray("results");
+        foreach (var m in measurements)
+        {
+            json.WriteStartObject();
+            json.WriteString("mode", m.Mode.ToCliName());
+            json.WriteString("workload", m.Workload.Name);
+            json.WriteNumber("iops", Math.Round(m.Load.Iops, 1));
+            json.WriteNumber("mb_per_s", Math.Round(m.Load.MegabytesPerSecond, 2));
+            json.WriteNumber("p50_us", Math.Round(m.Load.P50Microseconds, 1));
+            json.WriteNumber("p99_us", Math.Round(m.Load.P99Microseconds, 1));
+            json.WriteNumber("reads", m.Load.Reads);
+            json.WriteNumber("writes", m.Load.Writes);
+            json.WriteNumber("flushes", m.Load.Flushes);
+            json.WriteNumber("bytes", m.Load.Bytes);
+            json.WriteNumber("seconds", Math.Round(m.Load.Seconds, 3));
+            // NaN (no bytes moved) has no JSON spelling: null.
+            if (double.IsFinite(m.CpuSecondsPerGiB))
+            {
+                json.WriteNumber("server_cpu_s_per_gib", Math.Round(m.CpuSecondsPerGiB, 3));
+            }
+            else
+            {
+                json.WriteNull("server_cpu_s_per_gib");
+            }
+            json.WriteNumber("peak_rss_mib", Math.Round(m.PeakRssMiB, 1));
+            json.WriteEndObject();
+        }
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
+
     private static void WriteChart(string path, IReadOnlyList<CacheMode> modes, IReadOnlyList<BenchWorkload> workloads, List<Measurement> measurements, string target)
     {
         var groups = new List<BenchChartWriter.Group>();
@@ -342,20 +408,30 @@ internal static class BenchCommand
                 bars.Add(m is null
                     ? new BenchChartWriter.Bar(mode.ToCliName(), 0, "failed")
                     : new BenchChartWriter.Bar(mode.ToCliName(), m.Load.Iops,
-                        string.Create(CultureInfo.InvariantCulture, $"{m.Load.Iops:N0} IOPS  {m.Load.MegabytesPerSecond:N1} MB/s  P99 {m.Load.P99Microseconds:N0} US")));
+                        string.Create(CultureInfo.InvariantCulture, $"{m.Load.Iops:N0} IOPS · {m.Load.MegabytesPerSecond:N1} MB/s · p99 {m.Load.P99Microseconds:N0} µs")));
             }
             groups.Add(new BenchChartWriter.Group($"{w.Name}: {w.Description}", bars));
         }
         BenchChartWriter.Write(path, $"nbdqcow bench on {Path.GetFullPath(target)}", groups);
     }
 
+    /// <summary>Environment variable naming the `nbdqcow` server executable the bench starts; the launcher sets it.</summary>
+    public const string ServerVariable = "NBDQCOW_BENCH_SERVER";
+
     private static (string Executable, IReadOnlyList<string> Prefix) ServerExecutable()
     {
-        var path = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell which executable is running");
-        // Run as `dotnet nbdqcow.dll`: start the same assembly the same way.
-        if (Path.GetFileNameWithoutExtension(path).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+        var named = Environment.GetEnvironmentVariable(ServerVariable);
+        var path = string.IsNullOrEmpty(named) ? Path.Combine(AppContext.BaseDirectory, "nbdqcow") : named;
+        if (!File.Exists(path))
         {
-            return (path, [typeof(BenchCommand).Assembly.Location]);
+            throw new BenchUsageException(string.IsNullOrEmpty(named)
+                ? $"cannot find the nbdqcow server beside the bench ({path}): run the bench as `./nbdqcow bench`, or set {ServerVariable} to the nbdqcow executable"
+                : $"{ServerVariable}={named}: no such file; set it to the nbdqcow executable, or run the bench as `./nbdqcow bench`");
+        }
+        // A framework-dependent build without an app host: start the server's assembly through dotnet.
+        if (path.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+        {
+            return ("dotnet", [path]);
         }
         return (path, []);
     }

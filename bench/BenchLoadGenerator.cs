@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using NbdQcow.Protocol.Client;
 
-namespace NbdQcow.Server.Cli.Bench;
+namespace NbdQcow.Bench;
 
 /// <summary>
 /// Drives an NBD server with one <see cref="BenchWorkload"/> through the project's own NBD client:

@@ -1,4 +1,4 @@
-namespace NbdQcow.Server.Cli.Bench;
+namespace NbdQcow.Bench;
 
 /// <summary>One load shape of `nbdqcow bench`: access pattern, request size, queue depth, mix and flush rate.</summary>
 internal sealed record BenchWorkload(

@@ -1,6 +1,6 @@
 using System.Numerics;
 
-namespace NbdQcow.Server.Cli.Bench;
+namespace NbdQcow.Bench;
 
 /// <summary>
 /// Request latencies in nanoseconds, log-linear buckets (32 per power of two, so a percentile is

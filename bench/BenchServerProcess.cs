@@ -4,7 +4,7 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using System.Text;
 
-namespace NbdQcow.Server.Cli.Bench;
+namespace NbdQcow.Bench;
 
 /// <summary>
 /// A `nbdqcow serve` child process on 127.0.0.1 and a free port, measured from /proc (CPU time, peak RSS)

@@ -1,4 +1,4 @@
-namespace NbdQcow.Server.Cli.Bench;
+namespace NbdQcow.Bench;
 
 /// <summary>What the load generator measured for one workload against one server.</summary>
 internal sealed record BenchLoadResult(

@@ -1,10 +1,10 @@
 using NbdQcow.Cache;
 
-namespace NbdQcow.Server.Cli.Bench;
+namespace NbdQcow.Bench;
 
 /// <summary>
 /// What a cache mode promises after a host power loss and after the server process is killed, in the
-/// words of DESIGN.md's durability contract (with the default max dirty age of 1000 ms). In every mode
+/// words of the durability contract in ARCHITECTURE.md (with the default max dirty age of 1000 ms). In every mode
 /// except unsafe with max dirty age off, the image is never left corrupt (leaked clusters aside).
 /// </summary>
 internal static class BenchModeGuarantee
