@@ -58,7 +58,7 @@ public sealed class BufferBudget
     public static long ChargeFor(long length) => length <= 0 ? 0 : PayloadBufferPool.BufferSizeFor((int)length);
 
     /// <summary>Completes at once when <paramref name="bytes"/> fit, else when enough is released (or on cancellation).</summary>
-    internal ValueTask AcquireAsync(BufferAccount account, long bytes, CancellationToken cancellationToken)
+    public ValueTask AcquireAsync(BufferAccount account, long bytes, CancellationToken cancellationToken)
     {
         if (bytes == 0)
         {
@@ -93,7 +93,7 @@ public sealed class BufferBudget
         }
     }
 
-    internal void Release(BufferAccount account, long bytes)
+    public void Release(BufferAccount account, long bytes)
     {
         if (bytes == 0)
         {
