@@ -42,6 +42,29 @@ public sealed class BufferBudget
         }
     }
 
+    /// <summary>
+    /// Some request waits because the server-wide budget is spent (not only because its own connection holds its
+    /// share): other connections' unread replies are in its way.
+    /// </summary>
+    public bool IsContended
+    {
+        get
+        {
+            lock (_lock)
+            {
+                foreach (var waiter in _waiters)
+                {
+                    var withinShare = waiter.Account.Held == 0 || waiter.Account.Held + waiter.Bytes <= PerConnectionLimit;
+                    if (withinShare && _used != 0 && _used + waiter.Bytes > Capacity)
+                    {
+                        return true;
+                    }
+                }
+                return false;
+            }
+        }
+    }
+
     /// <summary>Milliseconds since nothing was held (0 while something is).</summary>
     public long IdleMilliseconds
     {

@@ -372,10 +372,15 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Gives large pooled buffers back once nothing has been buffered for a while (clients gone or idle).</summary>
+    /// <summary>
+    /// Every half second: gives large pooled buffers back once nothing has been buffered for a while, and while
+    /// requests wait for the buffer budget, closes connections that hold part of it but have not taken their
+    /// replies for <see cref="NbdSessionOptions.ReplyStallTimeout"/> (so clients that never read cannot starve the rest).
+    /// </summary>
     private async Task TrimLoopAsync()
     {
         var budget = _sessionOptions.Budget;
+        var stall = (long)_sessionOptions.ReplyStallTimeout.TotalMilliseconds;
         try
         {
             while (true)
@@ -385,11 +390,32 @@ public sealed class NbdServer : IAsyncDisposable
                 {
                     budget.Buffers.Trim();
                 }
+                var now = Environment.TickCount64;
+                var contended = budget.IsContended;
+                foreach (var (_, connection) in _connections)
+                {
+                    if (connection.StalledMilliseconds(now) >= stall && contended && connection.Session.BufferedBytes > 0)
+                    {
+                        CloseStalled(connection, $"holds {connection.Session.BufferedBytes / (1024 * 1024)} MiB of replies it has not read " +
+                            $"for {stall / 1000.0:0.#} s while other requests wait for buffer space");
+                    }
+                }
             }
         }
         catch (OperationCanceledException)
         {
         }
+    }
+
+    private void CloseStalled(Connection connection, string why)
+    {
+        if (connection.ClosedByServer)
+        {
+            return;
+        }
+        connection.ClosedByServer = true;
+        _log.Warn($"{connection.Peer}: {why}; closing the connection");
+        connection.SocketConnection.Dispose();
     }
 
     /// <summary>
@@ -425,17 +451,9 @@ public sealed class NbdServer : IAsyncDisposable
             foreach (var (_, connection) in _connections)
             {
                 running.Add(connection.Run);
-                var counters = connection.SocketConnection.GetCounters();
-                if (counters.BytesWaitingToBeSent == 0 || connection.SocketConnection.BytesSent != connection.BytesSentAtCheck)
+                if (connection.StalledMilliseconds(now) >= grace)
                 {
-                    connection.BytesSentAtCheck = connection.SocketConnection.BytesSent;
-                    connection.StalledSince = now;
-                }
-                else if (now - connection.StalledSince >= grace && !connection.ClosedByServer)
-                {
-                    _log.Warn($"{connection.Peer}: replies unread for {grace / 1000.0:0.#} s while stopping; closing the connection");
-                    connection.ClosedByServer = true;
-                    connection.SocketConnection.Dispose();
+                    CloseStalled(connection, $"replies unread for {grace / 1000.0:0.#} s while stopping");
                 }
             }
             try
@@ -497,7 +515,29 @@ public sealed class NbdServer : IAsyncDisposable
         /// <summary>Closed by the server while stopping (replies unread): nothing left worth waiting to send.</summary>
         public volatile bool ClosedByServer;
 
-        public long BytesSentAtCheck;
-        public long StalledSince = Environment.TickCount64;
+        private readonly object _progressLock = new();
+        private long _bytesSentAtMark;
+        private long _markedAt = Environment.TickCount64;
+
+        /// <summary>
+        /// How long replies have been waiting without the client taking at least <see cref="ProgressBytes"/> of them
+        /// (0 when nothing waits). A client that reads, however slowly, keeps resetting it.
+        /// </summary>
+        public long StalledMilliseconds(long now)
+        {
+            lock (_progressLock)
+            {
+                var sent = SocketConnection.BytesSent;
+                if (SocketConnection.GetCounters().BytesWaitingToBeSent == 0 || sent - _bytesSentAtMark >= ProgressBytes)
+                {
+                    _bytesSentAtMark = sent;
+                    _markedAt = now;
+                    return 0;
+                }
+                return now - _markedAt;
+            }
+        }
+
+        private const long ProgressBytes = 1024 * 1024;
     }
 }

@@ -65,6 +65,9 @@ public sealed partial class NbdSession
         _budget = options.Budget;
     }
 
+    /// <summary>Payload bytes this connection holds of the server's buffer budget.</summary>
+    public long BufferedBytes => _account.Held;
+
     /// <summary>True until an export is chosen; the server may close a connection still negotiating to make room.</summary>
     public bool IsNegotiating { get; private set; } = true;
 

@@ -20,6 +20,12 @@ public sealed record NbdSessionOptions
     /// <summary>Server-wide bound on payload bytes held for requests in flight.</summary>
     public BufferBudget Budget { get; init; } = new(256L * 1024 * 1024);
 
+    /// <summary>
+    /// While requests wait for the buffer budget, a connection holding part of it whose replies make no progress
+    /// for this long is closed.
+    /// </summary>
+    public TimeSpan ReplyStallTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
     /// <summary>On shutdown, a connection whose replies make no progress for this long is closed.</summary>
     public TimeSpan ShutdownStallGrace { get; init; } = TimeSpan.FromSeconds(3);
 

@@ -88,6 +88,54 @@ public sealed class UnreadRepliesTests
     }
 
     [Fact]
+    public async Task APoliteClientIsServedEvenWhenClientsNotReadingHoldTheWholeBudget()
+    {
+        // 64 MiB budget, 32 MiB per connection: two such clients spend it all.
+        await using var image = await ServedImage.StartRawAsync(64L * Mib, new ServeOptions
+        {
+            ExtraArguments = ["--max-buffered-bytes", "64M"],
+        }, prepare: path => RawImageFile.Write(path, 0, TestPattern.Bytes(13, Mib)));
+        var port = image.Server.Port!.Value;
+        var hostile = new List<RawNbdConnection>();
+        try
+        {
+            for (var c = 0; c < 4; c++)
+            {
+                var connection = await RawNbdConnection.ConnectAsync(port);
+                hostile.Add(connection);
+                await connection.HandshakeWithExportNameAsync();
+                for (var i = 0; i < 8; i++)
+                {
+                    await connection.TrySendAsync(RawNbdConnection.Request(RawNbdConnection.CommandRead, (ulong)i, 0, LargeRead));
+                }
+            }
+
+            await Task.Delay(500);
+            using var polite = await RawNbdConnection.ConnectAsync(port);
+            await polite.HandshakeWithExportNameAsync();
+            var clock = Stopwatch.StartNew();
+            await polite.SendAsync(RawNbdConnection.Request(RawNbdConnection.CommandRead, 21, 8192, 65536));
+            // Served once the server closes the clients that sat on their replies (10 s without progress).
+            var reply = await polite.TryReadSimpleReplyOrCloseAsync(TimeSpan.FromSeconds(30));
+            Assert.True(reply is { Error: 0, Cookie: 21 }, $"polite READ not answered\n{image.Server.Describe()}");
+            var data = await polite.ReceiveExactlyAsync(65536);
+            TestPattern.AssertEqual(TestPattern.Bytes(13, Mib).AsSpan(8192, 65536), data, 8192, "polite read");
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(25), $"polite READ took {clock.Elapsed.TotalSeconds:F1} s");
+            Assert.Contains("replies it has not read", image.Server.Output);
+            await polite.DisconnectAsync();
+        }
+        finally
+        {
+            foreach (var connection in hostile)
+            {
+                connection.Dispose();
+            }
+        }
+
+        await image.Server.StopAndAssertCleanExitAsync();
+    }
+
+    [Fact]
     public async Task SigtermWithAClientNotReadingItsRepliesExitsZeroWithinSeconds()
     {
         await using var image = await ServedImage.StartRawAsync(64L * Mib);

@@ -39,6 +39,22 @@ public sealed class BufferBudgetTests
     }
 
     [Fact]
+    public void Contended_only_when_a_request_within_its_share_waits_for_the_budget()
+    {
+        var budget = new BufferBudget(64 * Mib); // 32 MiB per connection
+        var a = new BufferAccount();
+        var b = new BufferAccount();
+        Assert.True(budget.AcquireAsync(a, 32 * Mib, CancellationToken.None).IsCompletedSuccessfully);
+        Assert.True(budget.AcquireAsync(b, 32 * Mib, CancellationToken.None).IsCompletedSuccessfully);
+        // Waiting on its own share only: a client's own backlog, nobody else is held up.
+        _ = budget.AcquireAsync(a, 32 * Mib, CancellationToken.None);
+        Assert.False(budget.IsContended);
+        // A connection holding nothing waits for the budget: the others' unread replies are in its way.
+        _ = budget.AcquireAsync(new BufferAccount(), 4096, CancellationToken.None);
+        Assert.True(budget.IsContended);
+    }
+
+    [Fact]
     public async Task A_request_larger_than_what_is_left_is_granted_once_nothing_is_held()
     {
         var budget = new BufferBudget(32 * Mib);
