@@ -9,8 +9,10 @@ namespace NbdQcow.Server.Nbd;
 
 /// <summary>
 /// Accepts connections on TCP and Unix sockets and runs one <see cref="NbdSession"/> per connection over
-/// Pipelines.Sockets.Unofficial. Stopping closes the listeners, lets every connection answer what it has
-/// in flight, then returns (the caller flushes and closes the exports).
+/// Pipelines.Sockets.Unofficial. Hostile clients are bounded server-wide: a connection limit (lowered to fit the
+/// open-file limit), a negotiation deadline, and the <see cref="BufferBudget"/> for payload memory. Stopping
+/// closes the listeners, lets every connection answer what it has in flight, then returns (the caller flushes
+/// and closes the exports).
 /// </summary>
 public sealed class NbdServer : IAsyncDisposable
 {

@@ -77,8 +77,6 @@ public sealed partial class NbdSession
     /// <paramref name="negotiation"/> (which includes <paramref name="stopping"/>) ends negotiation only: the
     /// handshake timeout, or the server making room for a new connection.
     /// </summary>
-    public Task RunAsync(CancellationToken stopping) => RunAsync(stopping, stopping);
-
     public async Task RunAsync(CancellationToken stopping, CancellationToken negotiation)
     {
         try
