@@ -92,6 +92,7 @@ public sealed partial class NbdSession
                         _log.Debug($"{_peer}: NBD_OPT_EXPORT_NAME for unknown export '{name}'; closing");
                         return null;
                     }
+                    IsNegotiating = false; // before the reply: once the client has it, it is being served
                     NbdServerMessageWriter.WriteExportNameReply(_output, (ulong)export.Size, export.TransmissionFlags(_style != NbdReplyStyle.Simple), _noZeroes);
                     await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
                     PrepareTransmissionFor(export);
@@ -216,6 +217,10 @@ public sealed partial class NbdSession
         // Always sent: min 1 means any alignment is accepted, so a client that did not ask loses nothing.
         var sizes = export.BlockSizes;
         NbdServerMessageWriter.WriteInfoBlockSize(_output, option, sizes.Minimum, sizes.Preferred, sizes.Maximum);
+        if (option == NbdOption.Go)
+        {
+            IsNegotiating = false; // before the ACK: once the client has it, it is being served
+        }
         NbdServerMessageWriter.WriteOptionAck(_output, option);
         await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
         return export;

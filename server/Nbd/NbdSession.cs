@@ -68,8 +68,13 @@ public sealed partial class NbdSession
     /// <summary>Payload bytes this connection holds of the server's buffer budget.</summary>
     public long BufferedBytes => _account.Held;
 
-    /// <summary>True until an export is chosen; the server may close a connection still negotiating to make room.</summary>
-    public bool IsNegotiating { get; private set; } = true;
+    /// <summary>
+    /// True until an export is chosen (cleared before the reply that tells the client so); the server may close a
+    /// connection still negotiating to make room.
+    /// </summary>
+    public bool IsNegotiating { get => Volatile.Read(ref _negotiating); private set => Volatile.Write(ref _negotiating, value); }
+
+    private bool _negotiating = true;
 
     /// <summary>
     /// Runs the connection to its end. <paramref name="stopping"/> ends negotiation at once and, in transmission,
@@ -87,7 +92,6 @@ public sealed partial class NbdSession
                 return;
             }
             _export = export;
-            IsNegotiating = false;
             _log.Debug($"{_peer}: serving export '{export.Name}' ({_style} replies)");
             await TransmitAsync(stopping).ConfigureAwait(false);
         }
