@@ -21,6 +21,15 @@ public sealed class NbdQcowOptions
 
     public string? Verbose { get; set; }
 
+    /// <summary>Connections served at once, server-wide.</summary>
+    public string? MaxConnections { get; set; }
+
+    /// <summary>Seconds a client has to finish negotiation (TLS included), or "off".</summary>
+    public string? HandshakeTimeout { get; set; }
+
+    /// <summary>Server-wide bound on request and reply payloads held in memory: a size such as 256M.</summary>
+    public string? MaxBufferedBytes { get; set; }
+
     /// <summary>"off", "on" (offered) or "require" (forced before any other option), as nbdkit's --tls.</summary>
     public string? Tls { get; set; }
 

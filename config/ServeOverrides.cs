@@ -24,6 +24,9 @@ public sealed record ServeOverrides
     public string? Control { get; init; }
     public string? Description { get; init; }
     public bool? Verbose { get; init; }
+    public string? MaxConnections { get; init; }
+    public string? HandshakeTimeout { get; init; }
+    public string? MaxBufferedBytes { get; init; }
     public string? Tls { get; init; }
     public string? TlsCertificates { get; init; }
     public bool? TlsVerifyPeer { get; init; }

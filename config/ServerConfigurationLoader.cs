@@ -37,6 +37,9 @@ public static class ServerConfigurationLoader
         {
             cli["Verbose"] = "true";
         }
+        Put(cli, "MaxConnections", overrides.MaxConnections);
+        Put(cli, "HandshakeTimeout", overrides.HandshakeTimeout);
+        Put(cli, "MaxBufferedBytes", overrides.MaxBufferedBytes);
         Put(cli, "Tls", overrides.Tls);
         Put(cli, "TlsCertificates", overrides.TlsCertificates);
         if (overrides.TlsVerifyPeer == true)
@@ -142,7 +145,7 @@ public static class ServerConfigurationLoader
         }
     }
 
-    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "Exports"];
+    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "MaxConnections", "HandshakeTimeout", "MaxBufferedBytes", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "Exports"];
 
     private static readonly string[] ExportKeys =
         ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive"];

@@ -10,6 +10,19 @@ public sealed record ServerSettings
     public required IReadOnlyList<ExportSettings> Exports { get; init; }
     public required string DefaultExport { get; init; }
     public int MaxInFlight { get; init; } = 64;
+
+    public const int DefaultMaxConnections = 512;
+    public const int DefaultHandshakeTimeoutSeconds = 10;
+    public const long DefaultMaxBufferedBytes = 256L * 1024 * 1024;
+
+    /// <summary>Connections served at once; beyond it the oldest still negotiating is dropped, or the new one is.</summary>
+    public int MaxConnections { get; init; } = DefaultMaxConnections;
+
+    /// <summary>Time a client has to finish negotiation; null: no limit.</summary>
+    public TimeSpan? HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(DefaultHandshakeTimeoutSeconds);
+
+    /// <summary>Server-wide bound on payload bytes held for requests in flight (back-pressure beyond it).</summary>
+    public long MaxBufferedBytes { get; init; } = DefaultMaxBufferedBytes;
     public bool Verbose { get; init; }
 
     /// <summary>Control socket path, or null for none.</summary>

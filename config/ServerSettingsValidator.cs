@@ -12,6 +12,13 @@ public static class ServerSettingsValidator
 
     public static readonly string[] Formats = ["raw", "qcow2"];
 
+    public const int MaxConnectionsLimit = 65536;
+
+    /// <summary>One request of the largest size (32 MiB) must always fit.</summary>
+    public const long MinBufferedBytes = 32L * 1024 * 1024;
+
+    public const long MaxBufferedBytesLimit = 64L * 1024 * 1024 * 1024;
+
     /// <param name="listenGiven">False when no layer set Listen: the default applies unless a Unix socket was asked for.</param>
     public static ServerSettings? Validate(NbdQcowOptions options, bool listenGiven, List<string> problems)
     {
@@ -42,6 +49,41 @@ public static class ServerSettingsValidator
         {
             problems.Add($"MaxInFlight: '{m}' is not allowed; allowed: an integer from 1 to 4096");
             maxInFlight = 64;
+        }
+        var maxConnections = ServerSettings.DefaultMaxConnections;
+        if (options.MaxConnections is { } c && (!int.TryParse(c, NumberStyles.None, CultureInfo.InvariantCulture, out maxConnections)
+            || maxConnections is < 1 or > MaxConnectionsLimit))
+        {
+            problems.Add($"MaxConnections: '{c}' is not allowed; allowed: an integer from 1 to {MaxConnectionsLimit}");
+            maxConnections = ServerSettings.DefaultMaxConnections;
+        }
+        TimeSpan? handshakeTimeout = TimeSpan.FromSeconds(ServerSettings.DefaultHandshakeTimeoutSeconds);
+        if (options.HandshakeTimeout is { } h)
+        {
+            if (h.Trim().Equals("off", StringComparison.OrdinalIgnoreCase))
+            {
+                handshakeTimeout = null;
+            }
+            else if (int.TryParse(h, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds) && seconds is >= 1 and <= 3600)
+            {
+                handshakeTimeout = TimeSpan.FromSeconds(seconds);
+            }
+            else
+            {
+                problems.Add($"HandshakeTimeout: '{h}' is not allowed; allowed: seconds from 1 to 3600, or 'off'");
+            }
+        }
+        var maxBufferedBytes = ServerSettings.DefaultMaxBufferedBytes;
+        if (options.MaxBufferedBytes is { } b)
+        {
+            if (SizeParser.TryParse(b, out var size) && size >= MinBufferedBytes && size <= MaxBufferedBytesLimit)
+            {
+                maxBufferedBytes = size;
+            }
+            else
+            {
+                problems.Add($"MaxBufferedBytes: '{b}' is not allowed; allowed: a size from 32M (one largest request) to 64G, e.g. 256M or 1G");
+            }
         }
         var verbose = ParseBool("Verbose", options.Verbose, false, problems);
         var tls = ValidateTls(options, problems);
@@ -97,6 +139,9 @@ public static class ServerSettingsValidator
             Exports = exports,
             DefaultExport = defaultExport,
             MaxInFlight = maxInFlight,
+            MaxConnections = maxConnections,
+            HandshakeTimeout = handshakeTimeout,
+            MaxBufferedBytes = maxBufferedBytes,
             Verbose = verbose,
             Tls = tls,
             ControlPath = control,

@@ -50,6 +50,23 @@ internal static class ServeCommand
             HelpName = "raw|qcow2", Description = "Image format: raw|qcow2 (default: probe the file header)." };
         var description = new Option<string?>("--description") {
             HelpName = "TEXT", Description = "Export description shown by `nbdinfo --list`." };
+        var maxConnections = new Option<string?>("--max-connections")
+        {
+            HelpName = "N",
+            Description = "Connections served at once, server-wide (default 512). At the limit the oldest connection still " +
+                          "negotiating is closed to make room; when every one is past negotiation, new connections are closed at once.",
+        };
+        var handshakeTimeout = new Option<string?>("--handshake-timeout")
+        {
+            HelpName = "SECONDS|off",
+            Description = "Close a client that has not finished negotiation (TLS included) within SECONDS (default 10).",
+        };
+        var maxBufferedBytes = new Option<string?>("--max-buffered-bytes")
+        {
+            HelpName = "SIZE",
+            Description = "Server-wide bound on request and reply payloads held in memory (default 256M, at least 32M); beyond it " +
+                          "the server stops reading requests until replies are sent. One connection holds at most a quarter of it.",
+        };
         var verbose = new Option<bool>("--verbose") { Description = "Log connections and request errors on stderr." };
         var tls = new Option<string?>("--tls")
         {
@@ -92,6 +109,7 @@ internal static class ServeCommand
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
             image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
+            maxConnections, handshakeTimeout, maxBufferedBytes,
             tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control,
         };
         command.SetAction(parseResult =>
@@ -128,6 +146,9 @@ internal static class ServeCommand
                 Create = createSize,
                 Description = parseResult.GetValue(description),
                 Verbose = parseResult.GetValue(verbose) ? true : null,
+                MaxConnections = parseResult.GetValue(maxConnections),
+                HandshakeTimeout = parseResult.GetValue(handshakeTimeout),
+                MaxBufferedBytes = parseResult.GetValue(maxBufferedBytes),
                 Tls = parseResult.GetValue(tls),
                 TlsCertificates = parseResult.GetValue(tlsCertificates),
                 TlsVerifyPeer = parseResult.GetValue(tlsVerifyPeer) ? true : null,

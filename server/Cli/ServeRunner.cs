@@ -61,7 +61,14 @@ internal static class ServeRunner
             }
 
             var tls = settings.Tls is { } tlsSettings ? new TlsUpgrade(tlsSettings) : null;
-            server = new NbdServer(registry, new NbdSessionOptions { MaxInFlight = settings.MaxInFlight, Tls = tls }, log);
+            server = new NbdServer(registry, new NbdSessionOptions
+            {
+                MaxInFlight = settings.MaxInFlight,
+                MaxConnections = settings.MaxConnections,
+                HandshakeTimeout = settings.HandshakeTimeout,
+                Budget = new BufferBudget(settings.MaxBufferedBytes),
+                Tls = tls,
+            }, log);
             var where = new List<string>();
             foreach (var endPoint in settings.TcpEndPoints)
             {

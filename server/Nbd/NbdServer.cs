@@ -9,8 +9,10 @@ namespace NbdQcow.Server.Nbd;
 
 /// <summary>
 /// Accepts connections on TCP and Unix sockets and runs one <see cref="NbdSession"/> per connection over
-/// Pipelines.Sockets.Unofficial. Stopping closes the listeners, lets every connection answer what it has
-/// in flight, then returns (the caller flushes and closes the exports).
+/// Pipelines.Sockets.Unofficial. Hostile clients are bounded server-wide: a connection limit (lowered to fit the
+/// open-file limit), a negotiation deadline, and the <see cref="BufferBudget"/> for payload memory. Stopping
+/// closes the listeners, lets every connection answer what it has in flight, then returns (the caller flushes
+/// and closes the exports).
 /// </summary>
 public sealed class NbdServer : IAsyncDisposable
 {
@@ -21,8 +23,13 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly List<Socket> _listeners = [];
     private readonly List<string> _socketPaths = [];
     private readonly List<Task> _acceptLoops = [];
-    private readonly ConcurrentDictionary<long, Task> _sessions = new();
+    private readonly ConcurrentDictionary<long, Connection> _connections = new();
+    private readonly RateLimitedLog _acceptErrors;
+    private readonly RateLimitedLog _refusals;
+    private Task? _trimLoop;
+    private int _descriptorsAtStart = -1;
     private long _nextSessionId;
+    private int _connectionCount;
 
     // Receive: a WRITE payload is copied out as it arrives, so the pipe never needs to hold a whole 32 MiB request.
     // Inline schedulers: the receive loop runs on the socket's completion thread (it only decodes and
@@ -33,11 +40,25 @@ public sealed class NbdServer : IAsyncDisposable
         pauseWriterThreshold: 4 * 1024 * 1024, resumeWriterThreshold: 2 * 1024 * 1024,
         minimumSegmentSize: 64 * 1024, useSynchronizationContext: false);
 
-    // Send: a whole READ reply (up to 32 MiB + header) is written before its flush.
+    // Send: READ replies go in 1 MiB pieces with a flush each, so a pipe holds at most a few MiB for a client
+    // that does not read its replies; the data waiting behind it is charged to the server's buffer budget.
     private static readonly PipeOptions SendOptions = new(
         readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.ThreadPool,
-        pauseWriterThreshold: 64 * 1024 * 1024, resumeWriterThreshold: 32 * 1024 * 1024,
+        pauseWriterThreshold: 4 * 1024 * 1024, resumeWriterThreshold: 2 * 1024 * 1024,
         minimumSegmentSize: 64 * 1024, useSynchronizationContext: false);
+
+    /// <summary>Descriptors kept free for everything but client connections (image files, the runtime's own).</summary>
+    private const int DescriptorReserve = 32;
+
+    /// <summary>Longest pause between accept attempts while the process is out of file descriptors.</summary>
+    private const int MaxAcceptBackoffMs = 1000;
+
+    /// <summary>Once nothing is buffered for this long, large pooled buffers are given back to the OS.</summary>
+    private const int TrimAfterIdleMs = 2000;
+
+    private const int ListenBacklog = 128;
+    private const int SolSocket = 1;
+    private const int SoReuseAddr = 2;
 
     private const SocketConnectionOptions ConnectionOptions = SocketConnectionOptions.InlineReads | SocketConnectionOptions.InlineWrites;
 
@@ -46,7 +67,12 @@ public sealed class NbdServer : IAsyncDisposable
         _registry = registry;
         _sessionOptions = sessionOptions ?? new NbdSessionOptions();
         _log = log ?? ServerLog.Quiet;
+        _acceptErrors = new RateLimitedLog(_log, TimeSpan.FromSeconds(10));
+        _refusals = new RateLimitedLog(_log, TimeSpan.FromSeconds(10));
     }
+
+    /// <summary>Connections open now (negotiating or serving).</summary>
+    public int ConnectionCount => Volatile.Read(ref _connectionCount);
 
     /// <summary>Endpoints actually bound (port 0 resolved), in the order they were added.</summary>
     public List<EndPoint> BoundEndPoints { get; } = [];
@@ -61,14 +87,20 @@ public sealed class NbdServer : IAsyncDisposable
             {
                 socket.DualMode = false;
             }
-            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            // SO_REUSEADDR alone: a restart may bind over connections in TIME_WAIT. .NET's ReuseAddress also sets
+            // SO_REUSEPORT on Linux, which lets a second server bind the same port and take half the clients.
+            if (OperatingSystem.IsLinux())
+            {
+                socket.SetRawSocketOption(SolSocket, SoReuseAddr, BitConverter.GetBytes(1));
+            }
             socket.Bind(endPoint);
-            socket.Listen(128);
+            socket.Listen(ListenBacklog);
         }
         catch (SocketException ex)
         {
             socket.Dispose();
-            throw new IOException($"cannot listen on {endPoint}: {ex.Message}", ex);
+            var reason = ex.SocketErrorCode == SocketError.AddressAlreadyInUse ? "address already in use" : ex.Message;
+            throw new IOException($"cannot listen on {FormatEndPoint(endPoint)}: {reason}", ex);
         }
         catch
         {
@@ -87,6 +119,10 @@ public sealed class NbdServer : IAsyncDisposable
         {
             if (IsSocketFile(path))
             {
+                if (IsServedUnixSocket(path))
+                {
+                    throw new IOException($"cannot listen on Unix socket {path}: address already in use (a server accepts connections there)");
+                }
                 File.Delete(path);
             }
             else
@@ -99,7 +135,7 @@ public sealed class NbdServer : IAsyncDisposable
         try
         {
             socket.Bind(endPoint);
-            socket.Listen(128);
+            socket.Listen(ListenBacklog);
         }
         catch (SocketException ex)
         {
@@ -114,6 +150,25 @@ public sealed class NbdServer : IAsyncDisposable
         _socketPaths.Add(path);
         Start(socket, endPoint, isTcp: false);
     }
+
+    /// <summary>A live server accepts a connection; a stale socket file left by a dead one refuses it.</summary>
+    private static bool IsServedUnixSocket(string path)
+    {
+        // Non-blocking: a live server with a full backlog answers EAGAIN instead of stalling our start.
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { Blocking = false };
+        try
+        {
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+            return true;
+        }
+        catch (SocketException ex)
+        {
+            return ex.SocketErrorCode != SocketError.ConnectionRefused;
+        }
+    }
+
+    private static string FormatEndPoint(IPEndPoint endPoint) =>
+        endPoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{endPoint.Address}]:{endPoint.Port}" : $"{endPoint.Address}:{endPoint.Port}";
 
     private static bool IsSocketFile(string path)
     {
@@ -134,17 +189,24 @@ public sealed class NbdServer : IAsyncDisposable
         _listeners.Add(listener);
         BoundEndPoints.Add(endPoint);
         _acceptLoops.Add(Task.Run(() => AcceptLoopAsync(listener, isTcp)));
+        _trimLoop ??= Task.Run(TrimLoopAsync);
+        if (_descriptorsAtStart < 0)
+        {
+            _descriptorsAtStart = DescriptorLimit.CountOpen();
+        }
     }
 
     private async Task AcceptLoopAsync(Socket listener, bool isTcp)
     {
         var token = _stopping.Token;
+        var backoffMs = 0;
         while (!token.IsCancellationRequested)
         {
             Socket client;
             try
             {
                 client = await listener.AcceptAsync(token).ConfigureAwait(false);
+                backoffMs = 0;
             }
             catch (OperationCanceledException)
             {
@@ -160,29 +222,127 @@ public sealed class NbdServer : IAsyncDisposable
                 {
                     return;
                 }
-                _log.Warn($"accept failed: {ex.Message}");
+                // Out of descriptors (EMFILE/ENFILE) or memory: the pending connection stays queued and accept fails
+                // again at once. Close the oldest connection still negotiating to free a descriptor; with none to
+                // close, wait (growing to a second) instead of spinning a core and flooding the log.
+                var freed = ex.SocketErrorCode is SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable
+                    && CloseOldestNegotiating();
+                _acceptErrors.Warn($"accept failed: {ex.Message}; {(freed ? "closed the oldest connection still negotiating" : "backing off")}");
+                if (!freed)
+                {
+                    backoffMs = Math.Clamp(backoffMs * 2, 10, MaxAcceptBackoffMs);
+                    try
+                    {
+                        await Task.Delay(backoffMs, token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+                }
                 continue;
             }
-            if (isTcp)
+            try
             {
-                client.NoDelay = true;
+                Admit(client, isTcp, token);
             }
-            var id = Interlocked.Increment(ref _nextSessionId);
-            var peer = isTcp ? client.RemoteEndPoint?.ToString() ?? "tcp" : $"unix#{id}";
-            var connection = SocketConnection.Create(client, SendOptions, ReceiveOptions, ConnectionOptions, peer);
-            var session = new NbdSession(connection, _registry, _sessionOptions, _log, peer);
-            _log.Debug($"{peer}: connected");
-            _sessions[id] = RunSessionAsync(id, connection, session, token);
+            catch (Exception ex) when (ex is SocketException or IOException or OutOfMemoryException or ObjectDisposedException)
+            {
+                _acceptErrors.Warn($"could not set up a connection: {ex.Message}");
+                client.Dispose();
+            }
         }
     }
 
-    private async Task RunSessionAsync(long id, SocketConnection connection, NbdSession session, CancellationToken token)
+    private void Admit(Socket client, bool isTcp, CancellationToken token)
+    {
+        var limit = EffectiveMaxConnections();
+        if (Volatile.Read(ref _connectionCount) >= limit && !CloseOldestNegotiating())
+        {
+            // Every slot is serving a client past negotiation: refuse at once rather than hold the descriptor.
+            var why = limit < _sessionOptions.MaxConnections ? $" (MaxConnections {_sessionOptions.MaxConnections}, lowered by the open-file limit)" : "";
+            _refusals.Warn($"{limit} connections, the limit{why}, are being served; refusing new connections");
+            client.Dispose();
+            return;
+        }
+        if (isTcp)
+        {
+            client.NoDelay = true;
+        }
+        var id = Interlocked.Increment(ref _nextSessionId);
+        var peer = isTcp ? client.RemoteEndPoint?.ToString() ?? "tcp" : $"unix#{id}";
+        var socketConnection = SocketConnection.Create(client, SendOptions, ReceiveOptions, ConnectionOptions, peer);
+        var session = new NbdSession(socketConnection, _registry, _sessionOptions, _log, peer);
+        var negotiation = CancellationTokenSource.CreateLinkedTokenSource(token);
+        if (_sessionOptions.HandshakeTimeout is { } timeout)
+        {
+            negotiation.CancelAfter(timeout);
+        }
+        var connection = new Connection(id, peer, socketConnection, session, negotiation);
+        Interlocked.Increment(ref _connectionCount);
+        _connections[id] = connection;
+        _log.Debug($"{peer}: connected");
+        connection.Run = RunSessionAsync(connection, token);
+    }
+
+    /// <summary>MaxConnections, lowered when the open-file limit would run out first.</summary>
+    private int EffectiveMaxConnections()
+    {
+        var max = _sessionOptions.MaxConnections;
+        if (DescriptorLimit.Soft() is { } soft)
+        {
+            var room = soft - Math.Max(_descriptorsAtStart, 0) - DescriptorReserve;
+            if (room < max)
+            {
+                max = (int)Math.Max(1, room);
+            }
+        }
+        return max;
+    }
+
+    /// <summary>Closes the connection that has waited longest without finishing negotiation; false if there is none.</summary>
+    private bool CloseOldestNegotiating()
+    {
+        Connection? oldest = null;
+        foreach (var (_, connection) in _connections)
+        {
+            if (connection.Session.IsNegotiating && connection.IsCounted && (oldest is null || connection.Id < oldest.Id))
+            {
+                oldest = connection;
+            }
+        }
+        if (oldest is null)
+        {
+            return false;
+        }
+        if (!oldest.TryUncount())
+        {
+            return false; // ended or closed meanwhile; its slot is free already
+        }
+        Interlocked.Decrement(ref _connectionCount);
+        try
+        {
+            oldest.Negotiation.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        // The session ends on the cancellation; closing the socket now frees its descriptor at once.
+        oldest.SocketConnection.Dispose();
+        _refusals.Warn("connection limit or descriptors exhausted: closing connections that have not finished negotiating");
+        return true;
+    }
+
+    private async Task RunSessionAsync(Connection connection, CancellationToken token)
     {
         try
         {
             await Task.Yield();
-            await session.RunAsync(token).ConfigureAwait(false);
-            await WaitUntilSentAsync(connection).ConfigureAwait(false);
+            await connection.Session.RunAsync(token, connection.Negotiation.Token).ConfigureAwait(false);
+            if (!connection.Session.IsNegotiating && !connection.ClosedByServer)
+            {
+                await WaitUntilSentAsync(connection.SocketConnection).ConfigureAwait(false);
+            }
         }
         catch (Exception ex)
         {
@@ -190,8 +350,13 @@ public sealed class NbdServer : IAsyncDisposable
         }
         finally
         {
-            connection.Dispose();
-            _sessions.TryRemove(id, out _);
+            connection.SocketConnection.Dispose();
+            connection.Negotiation.Dispose();
+            _connections.TryRemove(connection.Id, out _);
+            if (connection.TryUncount())
+            {
+                Interlocked.Decrement(ref _connectionCount);
+            }
         }
     }
 
@@ -209,7 +374,57 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Stops accepting, stops reading new requests, and waits (bounded) until in-flight requests are answered.</summary>
+    /// <summary>
+    /// Every half second: gives large pooled buffers back once nothing has been buffered for a while, and while
+    /// requests wait for the buffer budget, closes connections that hold part of it but have not taken their
+    /// replies for <see cref="NbdSessionOptions.ReplyStallTimeout"/> (so clients that never read cannot starve the rest).
+    /// </summary>
+    private async Task TrimLoopAsync()
+    {
+        var budget = _sessionOptions.Budget;
+        var stall = (long)_sessionOptions.ReplyStallTimeout.TotalMilliseconds;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(500, _stopping.Token).ConfigureAwait(false);
+                if (budget.IdleMilliseconds >= TrimAfterIdleMs)
+                {
+                    budget.Buffers.Trim();
+                }
+                var now = Environment.TickCount64;
+                var contended = budget.IsContended;
+                foreach (var (_, connection) in _connections)
+                {
+                    if (connection.StalledMilliseconds(now) >= stall && contended && connection.Session.BufferedBytes > 0)
+                    {
+                        CloseStalled(connection, $"holds {connection.Session.BufferedBytes / (1024 * 1024)} MiB of replies it has not read " +
+                            $"for {stall / 1000.0:0.#} s while other requests wait for buffer space");
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private void CloseStalled(Connection connection, string why)
+    {
+        if (connection.ClosedByServer)
+        {
+            return;
+        }
+        connection.ClosedByServer = true;
+        _log.Warn($"{connection.Peer}: {why}; closing the connection");
+        connection.SocketConnection.Dispose();
+    }
+
+    /// <summary>
+    /// Stops accepting, stops reading new requests, and waits (bounded) until in-flight requests are answered.
+    /// A client that does not read its replies would hold that wait to its end: a connection whose replies make
+    /// no progress for <see cref="NbdSessionOptions.ShutdownStallGrace"/> is closed instead.
+    /// </summary>
     public async Task StopAsync(TimeSpan drainTimeout)
     {
         if (!_stopping.IsCancellationRequested)
@@ -229,13 +444,35 @@ public sealed class NbdServer : IAsyncDisposable
         {
             // accept loops end on their own; errors were logged
         }
-        try
+        var deadline = Environment.TickCount64 + (long)drainTimeout.TotalMilliseconds;
+        var grace = (long)_sessionOptions.ShutdownStallGrace.TotalMilliseconds;
+        while (!_connections.IsEmpty && Environment.TickCount64 < deadline)
         {
-            await Task.WhenAll(_sessions.Values).WaitAsync(drainTimeout).ConfigureAwait(false);
+            var running = new List<Task>(_connections.Count);
+            var now = Environment.TickCount64;
+            foreach (var (_, connection) in _connections)
+            {
+                running.Add(connection.Run);
+                if (connection.StalledMilliseconds(now) >= grace)
+                {
+                    CloseStalled(connection, $"replies unread for {grace / 1000.0:0.#} s while stopping");
+                }
+            }
+            try
+            {
+                await Task.WhenAll(running).WaitAsync(TimeSpan.FromMilliseconds(250)).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+            }
         }
-        catch (TimeoutException)
+        if (!_connections.IsEmpty)
         {
-            _log.Warn($"{_sessions.Count} connection(s) still busy after {drainTimeout.TotalSeconds:0}s; closing anyway");
+            _log.Warn($"{_connections.Count} connection(s) still busy after {drainTimeout.TotalSeconds:0}s; closing anyway");
+        }
+        if (_trimLoop is not null)
+        {
+            await _trimLoop.ConfigureAwait(false);
         }
         foreach (var path in _socketPaths)
         {
@@ -254,5 +491,55 @@ public sealed class NbdServer : IAsyncDisposable
     {
         await StopAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
         _stopping.Dispose();
+    }
+
+    /// <summary>One accepted connection, as the server tracks it.</summary>
+    private sealed class Connection(long id, string peer, SocketConnection socketConnection, NbdSession session, CancellationTokenSource negotiation)
+    {
+        public long Id { get; } = id;
+        public string Peer { get; } = peer;
+        public SocketConnection SocketConnection { get; } = socketConnection;
+        public NbdSession Session { get; } = session;
+
+        /// <summary>Cancelled by the handshake timeout, by the server stopping, or to make room for a new connection.</summary>
+        public CancellationTokenSource Negotiation { get; } = negotiation;
+
+        public Task Run { get; set; } = Task.CompletedTask;
+
+        private int _counted = 1;
+
+        /// <summary>Still counted against the connection limit (not ended, not closed to make room).</summary>
+        public bool IsCounted => Volatile.Read(ref _counted) == 1;
+
+        /// <summary>True for the one caller that stops counting this connection.</summary>
+        public bool TryUncount() => Interlocked.Exchange(ref _counted, 0) == 1;
+
+        /// <summary>Closed by the server while stopping (replies unread): nothing left worth waiting to send.</summary>
+        public volatile bool ClosedByServer;
+
+        private readonly object _progressLock = new();
+        private long _bytesSentAtMark;
+        private long _markedAt = Environment.TickCount64;
+
+        /// <summary>
+        /// How long replies have been waiting without the client taking at least <see cref="ProgressBytes"/> of them
+        /// (0 when nothing waits). A client that reads, however slowly, keeps resetting it.
+        /// </summary>
+        public long StalledMilliseconds(long now)
+        {
+            lock (_progressLock)
+            {
+                var sent = SocketConnection.BytesSent;
+                if (SocketConnection.GetCounters().BytesWaitingToBeSent == 0 || sent - _bytesSentAtMark >= ProgressBytes)
+                {
+                    _bytesSentAtMark = sent;
+                    _markedAt = now;
+                    return 0;
+                }
+                return now - _markedAt;
+            }
+        }
+
+        private const long ProgressBytes = 1024 * 1024;
     }
 }

@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using System.Text;
+using NbdQcow.Config;
 using NbdQcow.Image;
 using NbdQcow.Protocol;
 using NbdQcow.Server.Exports;
@@ -28,6 +29,15 @@ public sealed partial class NbdSession
             return null;
         }
         _noZeroes = (clientFlags.Value & NbdClientFlags.NoZeroes) != 0;
+        // Without NBD_FLAG_C_FIXED_NEWSTYLE the client speaks the original newstyle: it understands no option
+        // replies, so NBD_OPT_EXPORT_NAME is the only option it may send, and TLS (which needs option replies)
+        // is impossible. As qemu-nbd: serve EXPORT_NAME, close on anything else.
+        var fixedNewstyle = (clientFlags.Value & NbdClientFlags.FixedNewstyle) != 0;
+        if (!fixedNewstyle && _options.Tls is { Mode: TlsMode.Require })
+        {
+            _log.Debug($"{_peer}: client without fixed newstyle cannot start TLS, which is required; closing");
+            return null;
+        }
 
         while (true)
         {
@@ -37,8 +47,17 @@ public sealed partial class NbdSession
                 return null;
             }
             var option = header.Value.Option;
+            if (!fixedNewstyle && option != NbdOption.ExportName)
+            {
+                _log.Debug($"{_peer}: option {(uint)option} from a client without fixed newstyle (only NBD_OPT_EXPORT_NAME is allowed); closing");
+                return null;
+            }
             if (header.Value.Length > NbdLimits.MaxOptionPayload)
             {
+                if (!fixedNewstyle)
+                {
+                    return null; // no option reply can tell this client why
+                }
                 if (!await SkipAsync(header.Value.Length, cancellationToken).ConfigureAwait(false))
                 {
                     return null;
@@ -73,6 +92,7 @@ public sealed partial class NbdSession
                         _log.Debug($"{_peer}: NBD_OPT_EXPORT_NAME for unknown export '{name}'; closing");
                         return null;
                     }
+                    IsNegotiating = false; // before the reply: once the client has it, it is being served
                     NbdServerMessageWriter.WriteExportNameReply(_output, (ulong)export.Size, export.TransmissionFlags(_style != NbdReplyStyle.Simple), _noZeroes);
                     await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
                     PrepareTransmissionFor(export);
@@ -197,6 +217,10 @@ public sealed partial class NbdSession
         // Always sent: min 1 means any alignment is accepted, so a client that did not ask loses nothing.
         var sizes = export.BlockSizes;
         NbdServerMessageWriter.WriteInfoBlockSize(_output, option, sizes.Minimum, sizes.Preferred, sizes.Maximum);
+        if (option == NbdOption.Go)
+        {
+            IsNegotiating = false; // before the ACK: once the client has it, it is being served
+        }
         NbdServerMessageWriter.WriteOptionAck(_output, option);
         await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
         return export;

@@ -16,7 +16,7 @@ public sealed partial class NbdSession
     {
         using (stopping.Register(static state => ((PipeReader)state!).CancelPendingRead(), _input))
         {
-            await ReceiveLoopAsync().ConfigureAwait(false);
+            await ReceiveLoopAsync(stopping).ConfigureAwait(false);
         }
         // Answer everything already dispatched before the connection closes: take every slot back.
         for (var i = 0; i < _options.MaxInFlight; i++)
@@ -25,7 +25,7 @@ public sealed partial class NbdSession
         }
     }
 
-    private async Task ReceiveLoopAsync()
+    private async Task ReceiveLoopAsync(CancellationToken stopping)
     {
         var threshold = (ulong)_options.LargeRequestThreshold;
         while (true)
@@ -51,6 +51,21 @@ public sealed partial class NbdSession
             {
                 await _largeSlots.WaitAsync().ConfigureAwait(false);
             }
+            // Payload memory comes out of the server-wide budget: wait here, reading nothing more, until it fits.
+            var charge = request.Command is NbdCommand.Read or NbdCommand.Write && request.Length <= NbdLimits.MaxPayload
+                ? BufferBudget.ChargeFor((long)request.Length) : 0;
+            try
+            {
+                await _budget.AcquireAsync(_account, charge, stopping).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                if (large)
+                {
+                    _largeSlots.Release();
+                }
+                return;
+            }
             byte[]? payload = null;
             var oversized = false;
             if (request.Command == NbdCommand.Write && request.Length > 0)
@@ -65,16 +80,21 @@ public sealed partial class NbdSession
                     }
                     if (!await SkipAsync(request.Length, CancellationToken.None).ConfigureAwait(false))
                     {
+                        if (large)
+                        {
+                            _largeSlots.Release();
+                        }
                         return;
                     }
                     oversized = true;
                 }
                 else
                 {
-                    payload = ArrayPool<byte>.Shared.Rent((int)request.Length);
+                    payload = _budget.Buffers.Rent((int)request.Length);
                     if (!await ReadIntoAsync(payload, (int)request.Length, CancellationToken.None).ConfigureAwait(false))
                     {
-                        ArrayPool<byte>.Shared.Return(payload);
+                        _budget.Buffers.Return(payload);
+                        _budget.Release(_account, charge);
                         if (large)
                         {
                             _largeSlots.Release();
@@ -102,6 +122,7 @@ public sealed partial class NbdSession
             work.Payload = payload;
             work.Oversized = oversized;
             work.HoldsLargeSlot = large;
+            work.Charged = charge;
             if (runInline)
             {
                 await ExecuteAsync(work).ConfigureAwait(false);
@@ -213,8 +234,9 @@ public sealed partial class NbdSession
         {
             if (work.Payload is { } payload)
             {
-                ArrayPool<byte>.Shared.Return(payload);
+                _budget.Buffers.Return(payload);
             }
+            _budget.Release(_account, work.Charged);
             if (work.HoldsLargeSlot)
             {
                 _largeSlots.Release();
@@ -378,7 +400,7 @@ public sealed partial class NbdSession
             await SendErrorAsync(cookie, offset, NbdErrnoMapping.ToErrno(ex.Error), ex.Message, errorAsChunk).ConfigureAwait(false);
             return;
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (Exception ex) when (ex is not (OperationCanceledException or ReplyNotSentException))
         {
             _log.Warn($"{_peer}: {request.Command} at {offset}+{length} failed: {ex}");
             await SendErrorAsync(cookie, offset, NbdErrno.Io, "internal error: " + ex.Message, errorAsChunk).ConfigureAwait(false);
@@ -396,7 +418,7 @@ public sealed partial class NbdSession
     private async Task ReadAndReplyAsync(IBlockDevice device, NbdRequest request)
     {
         var length = (int)request.Length;
-        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        var buffer = _budget.Buffers.Rent(length);
         try
         {
             try
@@ -416,7 +438,7 @@ public sealed partial class NbdSession
                 if (_style == NbdReplyStyle.Simple)
                 {
                     NbdServerMessageWriter.WriteSimpleReply(_output, NbdErrno.None, request.Cookie);
-                    _output.Write(data.Span);
+                    await WritePayloadAsync(data).ConfigureAwait(false);
                 }
                 else if (length >= HoleReplyThreshold && (request.Flags & NbdCommandFlags.DontFragment) == 0
                     && data.Span.IndexOfAnyExcept((byte)0) < 0)
@@ -426,9 +448,14 @@ public sealed partial class NbdSession
                 else
                 {
                     NbdServerMessageWriter.WriteOffsetDataHeader(_output, _style, NbdReplyFlags.Done, request.Cookie, request.Offset, request.Offset, length);
-                    _output.Write(data.Span);
+                    await WritePayloadAsync(data).ConfigureAwait(false);
                 }
                 await _output.FlushAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not (ReplyNotSentException or OperationCanceledException))
+            {
+                // The pipe or socket is gone (the client left, or the server closed it while stopping).
+                throw new ReplyNotSentException($"connection closed while sending a reply: {ex.Message}", ex);
             }
             finally
             {
@@ -437,8 +464,31 @@ public sealed partial class NbdSession
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            _budget.Buffers.Return(buffer);
         }
+    }
+
+    /// <summary>Largest piece of a READ reply copied into the send pipe before a flush.</summary>
+    private const int ReplyChunk = 1024 * 1024;
+
+    /// <summary>
+    /// Copies a READ reply's data into the send pipe a piece at a time, flushing between pieces: a client that does
+    /// not read its replies then holds at most the pipe's pause threshold in the pipe, plus the charged buffer.
+    /// The caller holds the send lock and flushes the last piece.
+    /// </summary>
+    private async ValueTask WritePayloadAsync(ReadOnlyMemory<byte> data)
+    {
+        while (data.Length > ReplyChunk)
+        {
+            _output.Write(data.Span[..ReplyChunk]);
+            data = data[ReplyChunk..];
+            var flushed = await _output.FlushAsync().ConfigureAwait(false);
+            if (flushed.IsCompleted)
+            {
+                throw new ReplyNotSentException("connection closed while sending a reply");
+            }
+        }
+        _output.Write(data.Span);
     }
 
     private async Task BlockStatusAndReplyAsync(RequestWork work)

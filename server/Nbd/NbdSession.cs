@@ -39,6 +39,8 @@ public sealed partial class NbdSession
     private readonly SemaphoreSlim _slots;
     private readonly SemaphoreSlim _largeSlots;
     private readonly ConcurrentQueue<RequestWork> _workPool = new();
+    private readonly BufferBudget _budget;
+    private readonly BufferAccount _account = new();
 
     private bool _noZeroes;
     private NbdReplyStyle _style = NbdReplyStyle.Simple;
@@ -60,17 +62,31 @@ public sealed partial class NbdSession
         _peer = peer;
         _slots = new SemaphoreSlim(options.MaxInFlight, options.MaxInFlight);
         _largeSlots = new SemaphoreSlim(options.MaxLargeInFlight, options.MaxLargeInFlight);
+        _budget = options.Budget;
     }
+
+    /// <summary>Payload bytes this connection holds of the server's buffer budget.</summary>
+    public long BufferedBytes => _account.Held;
+
+    /// <summary>
+    /// True until an export is chosen (cleared before the reply that tells the client so); the server may close a
+    /// connection still negotiating to make room.
+    /// </summary>
+    public bool IsNegotiating { get => Volatile.Read(ref _negotiating); private set => Volatile.Write(ref _negotiating, value); }
+
+    private bool _negotiating = true;
 
     /// <summary>
     /// Runs the connection to its end. <paramref name="stopping"/> ends negotiation at once and, in transmission,
     /// stops reading new requests; requests already dispatched are answered before this returns.
+    /// <paramref name="negotiation"/> (which includes <paramref name="stopping"/>) ends negotiation only: the
+    /// handshake timeout, or the server making room for a new connection.
     /// </summary>
-    public async Task RunAsync(CancellationToken stopping)
+    public async Task RunAsync(CancellationToken stopping, CancellationToken negotiation)
     {
         try
         {
-            var export = await NegotiateAsync(stopping).ConfigureAwait(false);
+            var export = await NegotiateAsync(negotiation).ConfigureAwait(false);
             if (export is null)
             {
                 return;
@@ -81,6 +97,10 @@ public sealed partial class NbdSession
         }
         catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
+        }
+        catch (OperationCanceledException) when (negotiation.IsCancellationRequested)
+        {
+            _log.Debug($"{_peer}: negotiation not finished in time (or closed to make room); closing");
         }
         catch (Exception ex) when (ex is IOException or InvalidOperationException or ObjectDisposedException or System.Net.Sockets.SocketException)
         {

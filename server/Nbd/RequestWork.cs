@@ -24,6 +24,9 @@ internal sealed class RequestWork : IThreadPoolWorkItem
     /// <summary>Holds a slot of the large-request limit, released when the reply is sent.</summary>
     public bool HoldsLargeSlot;
 
+    /// <summary>Bytes of the server-wide buffer budget this request holds until its reply is sent.</summary>
+    public long Charged;
+
     /// <summary>Reused extent list for BLOCK_STATUS.</summary>
     public readonly List<BlockExtent> Extents = new(16);
 
@@ -35,6 +38,7 @@ internal sealed class RequestWork : IThreadPoolWorkItem
         Payload = null;
         Oversized = false;
         HoldsLargeSlot = false;
+        Charged = 0;
         Extents.Clear();
     }
 }

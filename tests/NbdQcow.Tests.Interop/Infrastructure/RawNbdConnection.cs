@@ -178,6 +178,38 @@ public sealed class RawNbdConnection : IDisposable
         }
     }
 
+    /// <summary>
+    /// Everything the server sends until it closes the connection, or null if it has not closed within
+    /// <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<byte[]?> ReceiveUntilCloseAsync(TimeSpan timeout)
+    {
+        var received = new MemoryStream();
+        var buffer = new byte[4096];
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            while (true)
+            {
+                var n = await socket.ReceiveAsync(buffer, SocketFlags.None, deadline.Token);
+                if (n == 0)
+                {
+                    return received.ToArray();
+                }
+
+                received.Write(buffer, 0, n);
+            }
+        }
+        catch (SocketException)
+        {
+            return received.ToArray();
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+    }
+
     public async Task<byte[]> ReceiveExactlyAsync(int length)
     {
         var buffer = new byte[length];

@@ -38,6 +38,38 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     }
 
     [Fact]
+    public void Connection_and_memory_limits_have_defaults_and_come_from_the_command_line_file_or_environment()
+    {
+        var defaults = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" }, NoEnvironment);
+        Assert.Equal((512, (TimeSpan?)TimeSpan.FromSeconds(10), 256L << 20),
+            (defaults.MaxConnections, defaults.HandshakeTimeout, defaults.MaxBufferedBytes));
+
+        var cli = ServerConfigurationLoader.Load(null, new ServeOverrides
+        {
+            ImagePath = "a.img", MaxConnections = "8", HandshakeTimeout = "off", MaxBufferedBytes = "1G",
+        }, NoEnvironment);
+        Assert.Equal((8, (TimeSpan?)null, 1L << 30), (cli.MaxConnections, cli.HandshakeTimeout, cli.MaxBufferedBytes));
+
+        var file = WriteConfig("""{ "MaxConnections": "100", "HandshakeTimeout": "30", "Exports": [ { "Path": "b.img" } ] }""");
+        var fromFile = ServerConfigurationLoader.Load(file, new ServeOverrides(),
+            [new("NBDQCOW__MAXBUFFEREDBYTES", "64M")]);
+        Assert.Equal((100, (TimeSpan?)TimeSpan.FromSeconds(30), 64L << 20),
+            (fromFile.MaxConnections, fromFile.HandshakeTimeout, fromFile.MaxBufferedBytes));
+    }
+
+    [Fact]
+    public void Bad_connection_and_memory_limits_are_refused_naming_the_key_and_what_is_allowed()
+    {
+        var refusal = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides
+        {
+            ImagePath = "a.img", MaxConnections = "0", HandshakeTimeout = "10s", MaxBufferedBytes = "1M",
+        }, NoEnvironment));
+        Assert.Contains(refusal.Problems, p => p.StartsWith("MaxConnections: '0' is not allowed; allowed: an integer from 1", StringComparison.Ordinal));
+        Assert.Contains(refusal.Problems, p => p.StartsWith("HandshakeTimeout: '10s' is not allowed; allowed: seconds from 1 to 3600, or 'off'", StringComparison.Ordinal));
+        Assert.Contains(refusal.Problems, p => p.StartsWith("MaxBufferedBytes: '1M' is not allowed; allowed: a size from 32M", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Command_line_options_describe_the_image_export()
     {
         var settings = ServerConfigurationLoader.Load(null, new ServeOverrides

@@ -122,6 +122,27 @@ public sealed class TlsSessionTests : IDisposable
     private static NbdOptionReplyType Final(IReadOnlyList<NbdOptionReply> replies) => replies[^1].Header.Type;
 
     [Fact]
+    public async Task Require_closes_a_client_without_fixed_newstyle_which_cannot_start_tls()
+    {
+        await using var server = Start(TlsMode.Require);
+        using var timeout = new CancellationTokenSource(Timeout);
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, server.Port), timeout.Token);
+        var greeting = new byte[18];
+        for (var got = 0; got < greeting.Length;)
+        {
+            got += await socket.ReceiveAsync(greeting.AsMemory(got), timeout.Token);
+        }
+        await socket.SendAsync(new byte[4], timeout.Token); // client flags 0: no NBD_FLAG_C_FIXED_NEWSTYLE
+        var rest = new byte[64];
+        // At once: well before the handshake timeout (10 s) would close it anyway.
+        using var soon = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+        var received = await socket.ReceiveAsync(rest, soon.Token);
+        Assert.Equal(0, received); // closed, nothing sent: such a client understands no option reply
+        Assert.Contains("without fixed newstyle", Log);
+    }
+
+    [Fact]
     public async Task Require_mode_refuses_every_option_but_STARTTLS_and_ABORT_with_TLS_REQD_until_TLS()
     {
         await using var server = Start(TlsMode.Require);
