@@ -51,8 +51,9 @@ public sealed partial class Qcow2Image : IQemuStatusSource
                 }
             }
         }
+        // Past the end of a shorter backing file the zeroes it reads as belong to that layer (qemu counts them so).
         if (length > within)
-            AppendStatus(extents, first, length - within, 0); // past the end of the backing file: nobody has it
+            AppendStatus(extents, first, length - within, Backing is null ? 0u : 2u);
     }
 
     private static void AppendStatus(List<StatusExtent> extents, int first, long length, uint value)

@@ -42,14 +42,10 @@ internal sealed class RawBackingImage(IHostFile file) : IBlockDevice, IQemuStatu
         return default;
     }
 
-    /// <summary>A raw layer holds every byte up to its end (as qemu sees a raw file); past it nobody does.</summary>
+    /// <summary>A raw layer holds every byte (as qemu sees a raw file), and the zeroes past its end count as its own.</summary>
     public ValueTask GetAllocationDepthAsync(long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default)
     {
-        long within = Math.Clamp(Size - offset, 0, length);
-        if (within > 0)
-            extents.Add(new StatusExtent(within, 1));
-        if (length > within)
-            extents.Add(new StatusExtent(length - within, 0));
+        extents.Add(new StatusExtent(length, 1));
         return default;
     }
 
