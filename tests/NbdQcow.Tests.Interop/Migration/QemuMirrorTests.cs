@@ -38,7 +38,7 @@ public sealed class QemuMirrorTests
 
         await using var server = await ServerProcess.StartAsync(new ServeOptions { ImagePath = target, UnixSocket = true, ExportName = "tgt" });
         var sourceSocket = folder.File("qsd-nbd.sock");
-        await using var daemon = await QemuStorageDaemon.StartAsync(
+        await using var daemon = await QemuQmpProcess.StartStorageDaemonAsync(
         [
             "--blockdev", $"{{\"driver\":\"qcow2\",\"node-name\":\"src\",\"file\":{{\"driver\":\"file\",\"filename\":{JsonSerializer.Serialize(source)}}}}}",
             "--nbd-server", $"addr.type=unix,addr.path={sourceSocket}",
