@@ -123,6 +123,31 @@ public sealed class QemuMetaContextTests
         (await ToolRunner.RunAsync("qemu-io", "-r", "-f", "qcow2", "-c", "read -P 5 1M 64k", image)).EnsureSuccess();
     }
 
+    [Fact]
+    public async Task One_block_status_answers_base_allocation_depth_and_dirty_bitmap_together_and_REQ_ONE_gives_one_extent_each()
+    {
+        using var folder = new TempDirectory("contexts");
+        var image = folder.File("disk.qcow2");
+        await QemuImage.CreateQcow2Async(image, "64M");
+        await QemuImage.IoAsync(image, "qcow2", "write -P 1 0 1M");
+        (await ToolRunner.RunAsync("qemu-img", "bitmap", "--add", image, "b0")).EnsureSuccess();
+        await using var server = await ServerProcess.StartAsync(new ServeOptions { ImagePath = image, UnixSocket = true, ExtraArguments = ["--bitmap", "b0"] });
+
+        var result = (await ToolRunner.RunPythonScriptAsync("qemu_meta_contexts.py", [server.Uri(), "b0"])).EnsureSuccess(server.Describe());
+        using var json = JsonDocument.Parse(result.Stdout);
+        long[] Answer(string request, string context) =>
+            json.RootElement.GetProperty(request).GetProperty(context).EnumerateArray().Select(e => e.GetInt64()).ToArray();
+        const long Mib = 1 << 20;
+        // 0-1M written before the bitmap, 2M+64k written through nbdqcow; the rest never written.
+        Assert.Equal([Mib, 0, Mib, 3, 64 << 10, 0, 2 * Mib - (64 << 10), 3], Answer("full", "base:allocation"));
+        Assert.Equal([Mib, 1, Mib, 0, 64 << 10, 1, 2 * Mib - (64 << 10), 0], Answer("full", Depth));
+        Assert.Equal([2 * Mib, 0, 64 << 10, 1, 2 * Mib - (64 << 10), 0], Answer("full", "qemu:dirty-bitmap:b0"));
+        Assert.Equal([Mib, 0], Answer("one", "base:allocation"));
+        Assert.Equal([Mib, 1], Answer("one", Depth));
+        Assert.Equal([2 * Mib, 0], Answer("one", "qemu:dirty-bitmap:b0"));
+        await server.StopAndAssertCleanExitAsync();
+    }
+
     internal readonly record struct MapEntry(long Offset, long Length, uint Type);
 
     /// <summary>`nbdinfo --map=CONTEXT --json`: the extents of one meta context over the whole export.</summary>
