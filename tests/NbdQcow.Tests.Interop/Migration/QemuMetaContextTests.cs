@@ -54,6 +54,48 @@ public sealed class QemuMetaContextTests
     }
 
     [Fact]
+    public async Task A_copy_of_an_export_through_its_allocation_depth_keeps_the_chain_shape()
+    {
+        using var folder = new TempDirectory("shape");
+        var baseImage = folder.File("base.qcow2");
+        await QemuImage.CreateQcow2Async(baseImage, "64M");
+        await QemuImage.IoAsync(baseImage, "qcow2", "write -P 1 0 8M");
+        var top = folder.File("top.qcow2");
+        await QemuImage.CreateQcow2Async(top, "64M", backing: baseImage, backingFormat: "qcow2");
+        await QemuImage.IoAsync(top, "qcow2", "write -P 4 3M 2M", "write -z 1M 64k", "write -P 5 40M 64k");
+        await using var server = await ServerProcess.StartAsync(new ServeOptions { ImagePath = top, UnixSocket = true, ReadOnly = true, ExportName = "top" });
+        var uri = server.Uri("top");
+
+        // The layer's own extents (depth 1), copied by copy-on-read into an overlay of the export, then hung on the base.
+        var local = (await MapAsync(uri, Depth, server.Describe())).Where(e => e.Type == 1).Select(e => (e.Offset, e.Length)).ToList();
+        Assert.Equal([(1L << 20, 64L << 10), (3L << 20, 2L << 20), (40L << 20, 64L << 10)], local);
+        var copy = folder.File("copy.qcow2");
+        (await ToolRunner.RunAsync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", uri, "-F", "raw", copy, "64M"])).EnsureSuccess();
+        var reads = new List<string> { "-C", "-f", "qcow2" };
+        foreach (var (offset, length) in local)
+        {
+            reads.AddRange(["-c", $"read {offset} {length}"]);
+        }
+        reads.Add(copy);
+        (await ToolRunner.RunAsync("qemu-io", reads)).EnsureSuccess(server.Describe());
+        (await ToolRunner.RunAsync("qemu-img", ["rebase", "-u", "-f", "qcow2", "-b", baseImage, "-F", "qcow2", copy])).EnsureSuccess();
+        await server.StopAndAssertCleanExitAsync();
+
+        // Same shape (the zero cluster over the base's data included) and the same contents as the original top layer.
+        var copied = new List<(long, long)>();
+        var map = (await ToolRunner.RunAsync("qemu-img", "map", "--output=json", "-f", "qcow2", copy)).EnsureSuccess();
+        foreach (var entry in System.Text.Json.Nodes.JsonNode.Parse(map.Stdout)!.AsArray())
+        {
+            if ((int)entry!["depth"]! == 0 && (bool)entry["present"]!)
+            {
+                copied.Add(((long)entry["start"]!, (long)entry["length"]!));
+            }
+        }
+        Assert.Equal(local, copied);
+        await QemuImage.AssertIdenticalAsync(top, "qcow2", copy, "qcow2");
+    }
+
+    [Fact]
     public async Task Dirty_bitmap_maps_equal_qemu_nbd_after_writes_through_nbdqcow_and_the_bitmap_is_in_use_meanwhile()
     {
         using var folder = new TempDirectory("bitmap");
