@@ -94,7 +94,6 @@ internal static class ServeCommand
             HelpName = "NAME",
             Description = "Offer the image's persistent dirty bitmap NAME as the meta context qemu:dirty-bitmap:NAME (as qemu-nbd -B), " +
                           "for incremental backup; repeatable. A missing or inconsistent (in use) bitmap is refused at start.",
-            AllowMultipleArgumentsPerToken = false,
         };
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
