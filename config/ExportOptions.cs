@@ -20,4 +20,6 @@ public sealed class ExportOptions
     public string? Inactive { get; set; }
     /// <summary>Create the image with this size (e.g. 10G) when the file is missing.</summary>
     public string? Create { get; set; }
+    /// <summary>Persistent dirty bitmaps of the image offered as qemu:dirty-bitmap:NAME meta contexts.</summary>
+    public List<string>? Bitmaps { get; set; }
 }

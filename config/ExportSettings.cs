@@ -22,4 +22,6 @@ public sealed record ExportSettings
     public bool Inactive { get; init; }
     /// <summary>Size to create the image with when missing, or null.</summary>
     public long? CreateSize { get; init; }
+    /// <summary>Persistent dirty bitmaps offered as qemu:dirty-bitmap:NAME (incremental backup).</summary>
+    public IReadOnlyList<string> Bitmaps { get; init; } = [];
 }

@@ -20,6 +20,8 @@ public sealed record ServeOverrides
     /// <summary>"on", "off" (--no-lock) or "force-share" (--force-share).</summary>
     public string? Locking { get; init; }
     public bool? Inactive { get; init; }
+    /// <summary>Persistent dirty bitmaps to offer (--bitmap, repeatable); null when none was named.</summary>
+    public IReadOnlyList<string>? Bitmaps { get; init; }
     /// <summary>Control socket path (--control).</summary>
     public string? Control { get; init; }
     public string? Description { get; init; }

@@ -135,6 +135,10 @@ public static class ServerConfigurationLoader
         Put(cli, prefix + "Description", o.Description);
         Put(cli, prefix + "Locking", o.Locking);
         Put(cli, prefix + "Inactive", o.Inactive is null ? null : o.Inactive.Value ? "true" : "false");
+        for (var i = 0; o.Bitmaps is not null && i < o.Bitmaps.Count; i++)
+        {
+            Put(cli, $"{prefix}Bitmaps:{i}", o.Bitmaps[i]);
+        }
     }
 
     private static void Put(Dictionary<string, string?> cli, string key, string? value)
@@ -148,7 +152,7 @@ public static class ServerConfigurationLoader
     private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "MaxConnections", "HandshakeTimeout", "MaxBufferedBytes", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "Exports"];
 
     private static readonly string[] ExportKeys =
-        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive"];
+        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive", "Bitmaps"];
 
     /// <summary>A misspelt key would otherwise be ignored silently.</summary>
     private static void CheckKnownKeys(IConfiguration configuration, List<string> problems)

@@ -256,6 +256,22 @@ public static class ServerSettingsValidator
         var snapshot = string.IsNullOrWhiteSpace(o.Snapshot) ? null : o.Snapshot;
         var locking = ParseLocking($"{key}:Locking", o.Locking, readOnly || snapshot is not null, problems);
         var inactive = ParseBool($"{key}:Inactive", o.Inactive, false, problems);
+        var bitmaps = new List<string>();
+        foreach (var bitmap in o.Bitmaps ?? [])
+        {
+            if (string.IsNullOrEmpty(bitmap) || bitmap.Length > 1023)
+            {
+                problems.Add($"{key}:Bitmaps: '{bitmap}' is not a bitmap name; allowed: 1 to 1023 characters, as qemu-img bitmap names them");
+            }
+            else if (bitmaps.Contains(bitmap))
+            {
+                problems.Add($"{key}:Bitmaps: '{bitmap}' is named twice; allowed: each bitmap once");
+            }
+            else
+            {
+                bitmaps.Add(bitmap);
+            }
+        }
         if (problems.Count > before)
         {
             return null;
@@ -275,6 +291,7 @@ public static class ServerSettingsValidator
             CreateSize = createSize,
             Locking = locking,
             Inactive = inactive,
+            Bitmaps = bitmaps,
         };
     }
 

@@ -3,7 +3,7 @@ using NbdQcow.Cache;
 namespace NbdQcow.Image.Qcow2;
 
 /// <summary>A raw file used read-only as a qcow2 backing file (guest offset = file offset, beyond the end reads zero).</summary>
-internal sealed class RawBackingImage(IHostFile file) : IBlockDevice
+internal sealed class RawBackingImage(IHostFile file) : IBlockDevice, IQemuStatusSource
 {
     public long Size { get; } = file.Length;
 
@@ -41,6 +41,18 @@ internal sealed class RawBackingImage(IHostFile file) : IBlockDevice
         }
         return default;
     }
+
+    /// <summary>A raw layer holds every byte (as qemu sees a raw file), and the zeroes past its end count as its own.</summary>
+    public ValueTask GetAllocationDepthAsync(long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default)
+    {
+        extents.Add(new StatusExtent(length, 1));
+        return default;
+    }
+
+    public ValueTask GetDirtyBitmapStatusAsync(string bitmap, long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default) =>
+        throw new BlockDeviceException(BlockError.Invalid, $"backing file {file.Path} is raw: no bitmap \"{bitmap}\"");
+
+    public string? CheckBitmapExportable(string bitmap) => "a raw file has no persistent bitmaps";
 
     public ValueTask CacheAsync(long offset, long length, CancellationToken cancellationToken = default) => default;
 

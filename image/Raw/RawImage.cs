@@ -9,7 +9,7 @@ namespace NbdQcow.Image.Raw;
 /// age on (writeback/none/unsafe) a background flush bounds how long a change stays volatile.
 /// The host file is synchronous, so every method completes before it returns.
 /// </summary>
-public sealed class RawImage : IBlockDevice
+public sealed partial class RawImage : IBlockDevice
 {
     private const int ZeroChunk = 1 << 20;
     private static readonly byte[] Zeroes = new byte[ZeroChunk];

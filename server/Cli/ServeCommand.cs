@@ -106,11 +106,17 @@ internal static class ServeCommand
             Description = "Unix socket for control commands, one JSON object per line: {\"command\":\"status\"|\"inactivate\"|\"activate\"} " +
                           "(see `nbdqcow control`). Inactivate hands the image over (flush, close, release the write lock); activate takes it back.",
         };
+        var bitmap = new Option<string[]>("--bitmap")
+        {
+            HelpName = "NAME",
+            Description = "Offer the image's persistent dirty bitmap NAME as the meta context qemu:dirty-bitmap:NAME (as qemu-nbd -B), " +
+                          "for incremental backup; repeatable. A missing or inconsistent (in use) bitmap is refused at start.",
+        };
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
             image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
             maxConnections, handshakeTimeout, maxBufferedBytes,
-            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control,
+            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap,
         };
         command.SetAction(parseResult =>
         {
@@ -132,6 +138,7 @@ internal static class ServeCommand
             {
                 Locking = parseResult.GetValue(noLock) ? "off" : parseResult.GetValue(forceShare) ? "force-share" : null,
                 Inactive = parseResult.GetValue(inactive) ? true : null,
+                Bitmaps = parseResult.GetValue(bitmap) is { Length: > 0 } bitmaps ? bitmaps : null,
                 Control = parseResult.GetValue(control),
                 ImagePath = imagePath,
                 Listen = parseResult.GetValue(listen),

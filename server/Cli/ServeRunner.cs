@@ -17,6 +17,20 @@ namespace NbdQcow.Server.Cli;
 /// </summary>
 internal static class ServeRunner
 {
+    /// <summary>A bitmap named for export must exist and be consistent now, or the server does not start (and closes the image).</summary>
+    private static async Task RefuseUnexportableBitmapsAsync(ExportSettings export, IBlockDevice device)
+    {
+        foreach (var bitmap in export.Bitmaps)
+        {
+            var problem = device is IQemuStatusSource source ? source.CheckBitmapExportable(bitmap) : "the image format has no persistent bitmaps";
+            if (problem is not null)
+            {
+                await device.DisposeAsync().ConfigureAwait(false);
+                throw new InvalidDataException($"{export.Path}: bitmap \"{bitmap}\" cannot be exported: {problem}");
+            }
+        }
+    }
+
     public static async Task<int> RunAsync(ServerSettings settings)
     {
         var log = new ServerLog(Console.Error, settings.Verbose);
@@ -56,8 +70,9 @@ internal static class ServeRunner
                     // A damaged or hostile header: one line naming the image and the field, not a stack trace.
                     throw new InvalidDataException($"{export.Path}: {ex.Message}", ex);
                 }
+                await RefuseUnexportableBitmapsAsync(export, device).ConfigureAwait(false);
                 if (device is HandoffBlockDevice handoff) handoffs.Add(new(export.Name, handoff));
-                registry.Add(new NbdExport(export.Name, device, export.ReadOnly, export.Description), export.Name == settings.DefaultExport);
+                registry.Add(new NbdExport(export.Name, device, export.ReadOnly, export.Description, export.Bitmaps), export.Name == settings.DefaultExport);
             }
 
             var tls = settings.Tls is { } tlsSettings ? new TlsUpgrade(tlsSettings) : null;

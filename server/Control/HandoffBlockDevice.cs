@@ -19,7 +19,7 @@ namespace NbdQcow.Server.Control;
 /// qcow2 image clean) and so drops caches and write locks; activating opens the image afresh (locks first, then the
 /// header and metadata are read again), so nothing from before the handover is trusted.
 /// </summary>
-public sealed class HandoffBlockDevice : IBlockDevice
+public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource
 {
     private const int ActiveState = 0;
     private const int InactiveState = 1;
@@ -237,6 +237,33 @@ public sealed class HandoffBlockDevice : IBlockDevice
         try { await device.GetBlockStatusAsync(offset, length, extents, cancellationToken).ConfigureAwait(false); }
         finally { Exit(); }
     }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask GetAllocationDepthAsync(long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default)
+    {
+        var device = Enter();
+        try { await QemuStatus(device).GetAllocationDepthAsync(offset, length, extents, cancellationToken).ConfigureAwait(false); }
+        finally { Exit(); }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask GetDirtyBitmapStatusAsync(string bitmap, long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default)
+    {
+        var device = Enter();
+        try { await QemuStatus(device).GetDirtyBitmapStatusAsync(bitmap, offset, length, extents, cancellationToken).ConfigureAwait(false); }
+        finally { Exit(); }
+    }
+
+    /// <summary>Checked against the open image; while inactive nothing can be said until activation (requests fail then anyway).</summary>
+    public string? CheckBitmapExportable(string bitmap)
+    {
+        if (!TryEnter(out var device)) return null;
+        try { return device is IQemuStatusSource source ? source.CheckBitmapExportable(bitmap) : "the image format has no persistent bitmaps"; }
+        finally { Exit(); }
+    }
+
+    private IQemuStatusSource QemuStatus(IBlockDevice device) => device as IQemuStatusSource
+        ?? throw new BlockDeviceException(BlockError.NotSupported, $"{Path}: the image format has no qemu block status");
 
     public async ValueTask DisposeAsync()
     {

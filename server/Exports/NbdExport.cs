@@ -9,9 +9,10 @@ namespace NbdQcow.Server.Exports;
 /// </summary>
 public sealed class NbdExport
 {
-    public NbdExport(string name, IBlockDevice device, bool readOnly = false, string? description = null)
+    public NbdExport(string name, IBlockDevice device, bool readOnly = false, string? description = null, IReadOnlyList<string>? bitmaps = null)
     {
         Name = name;
+        Bitmaps = bitmaps ?? [];
         Device = device;
         ReadOnly = readOnly || (device.Features & BlockDeviceFeatures.ReadOnly) != 0;
         Description = description;
@@ -30,6 +31,9 @@ public sealed class NbdExport
     public string? Description { get; }
 
     public IBlockDevice Device { get; }
+
+    /// <summary>Persistent dirty bitmaps offered as qemu:dirty-bitmap:NAME; context id = index + <see cref="NbdQemuMetaContexts.FirstBitmapContextId"/>.</summary>
+    public IReadOnlyList<string> Bitmaps { get; }
 
     public bool ReadOnly { get; }
 

@@ -183,6 +183,7 @@ public sealed partial class NbdSession
     {
         // Fixes the header style for transmission; meta contexts chosen for another export do not carry over.
         _baseAllocation = _baseAllocation && ReferenceEquals(_metaContextExport, export) && _style != NbdReplyStyle.Simple;
+        KeepQemuMetaContextsFor(export);
         _extended = _style == NbdReplyStyle.Extended;
     }
 
@@ -255,6 +256,7 @@ public sealed partial class NbdSession
             {
                 NbdServerMessageWriter.WriteMetaContextReply(_output, option, 0, NbdLimits.BaseAllocation);
             }
+            ListQemuMetaContexts(option, export, request.Queries);
         }
         else
         {
@@ -268,6 +270,7 @@ public sealed partial class NbdSession
             {
                 NbdServerMessageWriter.WriteMetaContextReply(_output, option, NbdLimits.BaseAllocationContextId, NbdLimits.BaseAllocation);
             }
+            SetQemuMetaContexts(option, export, request.Queries);
         }
         NbdServerMessageWriter.WriteOptionAck(_output, option);
         await _output.FlushAsync(cancellationToken).ConfigureAwait(false);

@@ -61,6 +61,7 @@ public sealed partial class NbdSession
         // The spec: nothing negotiated in plain text carries over into the TLS session.
         _style = NbdReplyStyle.Simple;
         _baseAllocation = false;
+        ForgetQemuMetaContexts();
         _metaContextExport = null;
         _log.Debug($"{_peer}: TLS established ({transport.Description})");
         return true;

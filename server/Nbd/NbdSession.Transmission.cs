@@ -376,7 +376,7 @@ public sealed partial class NbdSession
                     break;
 
                 case NbdCommand.BlockStatus:
-                    if (!_baseAllocation)
+                    if (!AnyMetaContext)
                     {
                         await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "no meta context negotiated", true).ConfigureAwait(false);
                         return;
@@ -496,36 +496,42 @@ public sealed partial class NbdSession
         var request = work.Request;
         var export = _export;
         var extents = work.Extents;
-        if ((export.Features & BlockDeviceFeatures.BlockStatus) != 0)
+        if (_baseAllocation && (export.Features & BlockDeviceFeatures.BlockStatus) != 0)
         {
             await export.Device.GetBlockStatusAsync((long)request.Offset, (long)request.Length, extents).ConfigureAwait(false);
         }
-        if (extents.Count == 0)
+        if (_baseAllocation && extents.Count == 0)
         {
             extents.Add(new BlockExtent((long)request.Length, BlockExtentFlags.Data));
         }
+        await CollectQemuStatusAsync(work).ConfigureAwait(false);
         var maxExtents = (request.Flags & NbdCommandFlags.ReqOne) != 0 ? 1 : MaxExtentsPerReply;
         var count = CountDescriptors(extents, request.Length, maxExtents);
 
         await _sendLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            NbdServerMessageWriter.WriteBlockStatusHeader(_output, _style, NbdReplyFlags.Done, request.Cookie, request.Offset,
-                NbdLimits.BaseAllocationContextId, count);
-            var remaining = request.Length;
-            var written = 0;
-            for (var i = 0; i < extents.Count && written < count; i++)
+            if (_baseAllocation)
             {
-                var extent = extents[i];
-                if (extent.Length <= 0)
+                var done = work.StatusChunks.Count == 0 ? NbdReplyFlags.Done : NbdReplyFlags.None;
+                NbdServerMessageWriter.WriteBlockStatusHeader(_output, _style, done, request.Cookie, request.Offset,
+                    NbdLimits.BaseAllocationContextId, count);
+                var remaining = request.Length;
+                var written = 0;
+                for (var i = 0; i < extents.Count && written < count; i++)
                 {
-                    continue;
+                    var extent = extents[i];
+                    if (extent.Length <= 0)
+                    {
+                        continue;
+                    }
+                    var take = Math.Min((ulong)extent.Length, remaining);
+                    NbdServerMessageWriter.WriteBlockDescriptor(_output, _style, take, (uint)extent.Flags);
+                    remaining -= take;
+                    written++;
                 }
-                var take = Math.Min((ulong)extent.Length, remaining);
-                NbdServerMessageWriter.WriteBlockDescriptor(_output, _style, take, (uint)extent.Flags);
-                remaining -= take;
-                written++;
             }
+            WriteQemuStatusChunks(work);
             await _output.FlushAsync().ConfigureAwait(false);
         }
         finally

@@ -30,6 +30,12 @@ internal sealed class RequestWork : IThreadPoolWorkItem
     /// <summary>Reused extent list for BLOCK_STATUS.</summary>
     public readonly List<BlockExtent> Extents = new(16);
 
+    /// <summary>Reused extents of the qemu meta contexts, one run per context in <see cref="StatusChunks"/>.</summary>
+    public readonly List<StatusExtent> StatusExtents = new(16);
+
+    /// <summary>Per selected qemu context: its id and where its extents sit in <see cref="StatusExtents"/>.</summary>
+    public readonly List<(uint ContextId, int First, int Count)> StatusChunks = new(4);
+
     public void Execute() => _ = Session.ExecuteAsync(this);
 
     public void Reset()
@@ -40,5 +46,7 @@ internal sealed class RequestWork : IThreadPoolWorkItem
         HoldsLargeSlot = false;
         Charged = 0;
         Extents.Clear();
+        StatusExtents.Clear();
+        StatusChunks.Clear();
     }
 }

@@ -25,7 +25,9 @@ public sealed class QemuNbdProcess : IAsyncDisposable
     public int ProcessId => process.Id;
 
     /// <summary>Starts qemu-nbd on <paramref name="image"/> and waits (bounded) until its socket exists.</summary>
-    public static async Task<QemuNbdProcess> StartAsync(string image, string format, bool readOnly = false)
+    /// <param name="extraArguments">More qemu-nbd options, e.g. -A or -B NAME.</param>
+    public static async Task<QemuNbdProcess> StartAsync(string image, string format, bool readOnly = false,
+        IReadOnlyList<string>? extraArguments = null)
     {
         var folder = new TempDirectory("qnbd");
         var socket = folder.File("qemu.sock");
@@ -43,6 +45,10 @@ public sealed class QemuNbdProcess : IAsyncDisposable
         if (readOnly)
         {
             start.ArgumentList.Add("--read-only");
+        }
+        foreach (var argument in extraArguments ?? [])
+        {
+            start.ArgumentList.Add(argument);
         }
         start.ArgumentList.Add(image);
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start qemu-nbd");
