@@ -38,7 +38,7 @@ public static class Qcow2Recovery
         var overlay = new RecoveryTableOverlay(options.History, report);
         var image = new DamagedImage(file, header, overlay, report);
         image.MarkStructure();
-        report.CheckSummary = CheckSummary(file, image.FileClusters);
+        report.CheckSummary = CheckDamagedImage(file, image);
 
         long slots = geometry.RequiredL1Entries;
         var active = L1ViewReader.Read(image, "active", header.L1TableOffset, header.L1Size, slots, null);
@@ -66,6 +66,7 @@ public static class Qcow2Recovery
         foreach (var s in snapshots) ViewReferenceMarker.Mark(image, s.View, referenced, null, snapshotGuestByHost, sharedWith: active);
         options.Progress?.Report(new RecoveryProgress("reading tables", 1, 1));
 
+        var conflicts = MappingConflicts.Find(image, recovered);
         var scan = OrphanClusterScan.Run(image, referenced, options.Progress);
         long guestClusters = (long)((header.Size + (ulong)geometry.ClusterSize - 1) >> geometry.ClusterBits);
         var placement = OrphanL2Placer.Place(image, active, scan.L2Candidates, activeData, snapshotGuestByHost, guestClusters);
@@ -79,11 +80,11 @@ public static class Qcow2Recovery
         {
             await using (var writer = RecoveredImageWriter.Create(partial, options.Format, virtualSize, geometry, backing, header.BackingFormat))
             {
-                await WriteViewAsync(image, writer, recovered, options.Snapshot is null ? placement : null,
+                await WriteViewAsync(image, writer, recovered, conflicts, options.Snapshot is null ? placement : null,
                     options.FillFromSnapshots ? snapshots.Where(s => s.View != recovered).ToList() : [], options.Progress);
                 await writer.FlushAsync();
             }
-            WriteLostAndFound(image, lostFolder, imagePath, placement, scan);
+            WriteLostAndFound(image, lostFolder, imagePath, placement, scan, conflicts);
             File.Move(partial, output, overwrite: options.Force);
             HostDirectory.SyncParentOf(output);
         }
@@ -193,18 +194,31 @@ public static class Qcow2Recovery
         return resolved;
     }
 
-    private static string CheckSummary(IHostFile file, long fileClusters)
+    /// <summary>
+    /// Runs the read-only consistency check: what it finds (corruptions, leaks) is damage even when every mapping is
+    /// intact, and only a check without corruptions lets refcounts serve as evidence (a zeroed refcount table would
+    /// otherwise call every cluster free).
+    /// </summary>
+    private static string CheckDamagedImage(IHostFile file, DamagedImage image)
     {
-        if (fileClusters > MaxCheckedClusters)
-            return $"not run: the file has {fileClusters} clusters, more than {MaxCheckedClusters}";
+        if (image.FileClusters > MaxCheckedClusters)
+            return $"not run: the file has {image.FileClusters} clusters, more than {MaxCheckedClusters}";
         try
         {
             var result = Qcow2Checker.Check(file, Qcow2RepairMode.None);
-            if (result.FatalError is not null) return $"could not complete: {result.FatalError}";
+            if (result.FatalError is not null)
+            {
+                image.Report.Damage("check", $"the consistency check of the damaged image could not complete: {result.FatalError}");
+                return $"could not complete: {result.FatalError}";
+            }
+            if (result.Corruptions > 0 || result.Leaks > 0)
+                image.Report.Damage("check", $"the consistency check of the damaged image finds {result.Corruptions} corruptions and {result.Leaks} leaked clusters (refcounts disagree with the tables)");
+            image.RefcountsConsistent = result.Corruptions == 0;
             return $"{result.Corruptions} corruptions, {result.Leaks} leaked clusters, {result.MappedGuestClusters}/{result.TotalGuestClusters} guest clusters mapped";
         }
         catch (Exception e) when (e is Qcow2FormatException or IOException or ArgumentException or OverflowException or IndexOutOfRangeException)
         {
+            image.Report.Damage("check", $"the consistency check of the damaged image could not complete: {e.Message}");
             return $"could not complete: {e.Message}";
         }
     }
@@ -260,7 +274,7 @@ public static class Qcow2Recovery
         placement.PlacedBySlot.Clear();
     }
 
-    private static async Task WriteViewAsync(DamagedImage image, RecoveredImageWriter writer, L1View view, OrphanL2Placement? placement,
+    private static async Task WriteViewAsync(DamagedImage image, RecoveredImageWriter writer, L1View view, MappingConflicts conflicts, OrphanL2Placement? placement,
         IReadOnlyList<SnapshotView> fillFrom, IProgress<RecoveryProgress>? progress)
     {
         var table = new byte[image.Geometry.ClusterSize];
@@ -288,7 +302,7 @@ public static class Qcow2Recovery
                 report.Notes.Add($"L1 slot {slot} filled from {fill.View.Name} (taken {fill.Snapshot.Date:u}): its data is as old as that snapshot");
             }
             image.ReadTable(l2, table);
-            var counts = await writer.WriteTableAsync(image, source, slot, l2, table);
+            var counts = await writer.WriteTableAsync(image, source, slot, l2, table, conflicts);
             report.DataClustersRecovered += counts.Data;
             report.CompressedClustersRecovered += counts.Compressed;
             report.ZeroClustersRecovered += counts.Zero;
@@ -299,8 +313,24 @@ public static class Qcow2Recovery
         progress?.Report(new RecoveryProgress("writing recovered clusters", view.Slots, view.Slots));
     }
 
+    /// <summary>Reads a standard cluster or decodes a compressed one into <paramref name="cluster"/>; false when it does not decompress.</summary>
+    private static bool ReadMapped(DamagedImage image, Format.L2Entry entry, byte[] cluster, byte[] compressed)
+    {
+        if (!entry.IsCompressed)
+        {
+            image.File.Read(entry.HostOffset, cluster);
+            return true;
+        }
+        var d = entry.Compressed(image.Geometry.ClusterBits);
+        int take = (int)Math.Min(Math.Min(d.CompressedLength, compressed.Length), Math.Max(0, image.FileLength - d.HostOffset));
+        image.File.Read(d.HostOffset, compressed.AsSpan(0, take));
+        if (ClusterDecompressor.TryDecompress(image.Header.CompressionType, compressed, take, cluster)) return true;
+        image.Report.Loss("compressed", $"compressed data at 0x{d.HostOffset:x} does not decompress; not saved");
+        return false;
+    }
+
     private static void WriteLostAndFound(DamagedImage image, string folder, string imagePath, OrphanL2Placement placement,
-        OrphanClusterScan scan)
+        OrphanClusterScan scan, MappingConflicts conflicts)
     {
         var g = image.Geometry;
         var report = image.Report;
@@ -330,7 +360,7 @@ public static class Qcow2Recovery
                     image.File.Read(d.HostOffset, compressed.AsSpan(0, take));
                     if (!ClusterDecompressor.TryDecompress(image.Header.CompressionType, compressed, take, cluster))
                     {
-                        report.Damage("compressed", $"{note}: compressed data at 0x{host:x} does not decompress; not saved");
+                        report.Loss("compressed", $"{note}: compressed data at 0x{host:x} does not decompress; not saved");
                         continue;
                     }
                     note += " (decompressed)";
@@ -342,14 +372,27 @@ public static class Qcow2Recovery
                     if (g.ExtendedL2) note += $" (subcluster bitmap 0x{entry.Bitmap:x16}: only allocated subclusters hold data)";
                 }
                 lost.Add(cluster, host, "l2-data", guests, decision.CandidateSlotCount, note, decision.HostOffset, j);
+                report.LostGuestClusters++;
             }
+        }
+        foreach (var conflict in conflicts.Conflicts)
+        {
+            if (conflict.Winner is not null) continue;
+            var guests = conflict.GuestClusters.Select(x => x << g.ClusterBits).ToList();
+            if (!ReadMapped(image, conflict.Entry, cluster, compressed)) continue; // reported as it was written
+            lost.Add(cluster, conflict.HostOffset, "conflict", guests, guests.Count, conflict.Reason);
         }
         foreach (long host in scan.OrphanData)
         {
             if (placement.Claimed.Get(image.ClusterOf(host))) continue;
             report.OrphanDataClusters++;
             image.File.Read(host, cluster);
-            lost.Add(cluster, host, "orphan-data", [], 0, $"no table maps this cluster, its guest offset is unknown; {refcounts.Describe(image.ClusterOf(host))}");
+            bool freed = image.RefcountsConsistent && refcounts.Get(image.ClusterOf(host)) == 0;
+            if (freed) report.FreedLeftovers++;
+            else report.LostGuestClusters++;
+            lost.Add(cluster, host, freed ? "freed-data" : "orphan-data", [], 0, freed
+                ? "no table maps this cluster and the refcounts (consistent with the tables) call it free: the leftover of a freed cluster, kept in case"
+                : $"no table maps this cluster, its guest offset is unknown; {refcounts.Describe(image.ClusterOf(host))}");
         }
         lost.Complete();
         report.LostClusters = lost.Clusters;

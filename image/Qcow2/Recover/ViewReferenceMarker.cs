@@ -6,7 +6,7 @@ namespace NbdQcow.Image.Qcow2.Recover;
 /// </summary>
 internal static class ViewReferenceMarker
 {
-    /// <param name="viewData">When given, a data cluster referenced twice within the view is reported.</param>
+    /// <param name="viewData">When given, marks the data clusters the view maps (and its damaged entries count as losses).</param>
     /// <param name="sharedWith">Tables this view shares with that one at the same slot are skipped (already walked).</param>
     /// <param name="guestClusterByHost">When given, records which guest cluster first mapped each host data cluster.</param>
     public static void Mark(DamagedImage image, L1View view, HostClusterBitmap referenced, HostClusterBitmap? viewData,
@@ -27,7 +27,9 @@ internal static class ViewReferenceMarker
                 string? problem = image.L2EntryProblem(entry);
                 if (problem is not null)
                 {
-                    image.Report.Damage("l2-entry", $"{view.Name} L2 table 0x{l2:x} entry {j} (guest 0x{guestCluster << g.ClusterBits:x}) = 0x{entry.Raw:x16}: {problem}; skipped");
+                    string message = $"{view.Name} L2 table 0x{l2:x} entry {j} (guest 0x{guestCluster << g.ClusterBits:x}) = 0x{entry.Raw:x16}: {problem}; skipped";
+                    if (viewData is not null) image.Report.Loss("l2-entry", message);
+                    else image.Report.Damage("l2-entry", message);
                     continue;
                 }
                 if (entry.IsCompressed)
@@ -41,8 +43,7 @@ internal static class ViewReferenceMarker
                 if (entry.HostOffset == 0) continue;
                 long host = image.ClusterOf(entry.HostOffset);
                 referenced.Set(host);
-                if (viewData is not null && viewData.Set(host))
-                    image.Report.Damage("mapping", $"{view.Name}: host cluster 0x{entry.HostOffset:x} is mapped twice (again at guest 0x{guestCluster << g.ClusterBits:x}); both guest clusters get its content");
+                viewData?.Set(host); // a cluster mapped twice is a conflict, decided (or not) by MappingConflicts
                 if (guestClusterByHost is not null)
                     guestClusterByHost.TryAdd(host, guestCluster);
             }
