@@ -20,7 +20,7 @@ internal static class OrphanL2Placer
         int Standard, int Copied);
 
     public static OrphanL2Placement Place(DamagedImage image, L1View view, IReadOnlyList<long> tableOffsets,
-        HostClusterBitmap viewData, Dictionary<long, long> snapshotGuestByHost, long guestClusters)
+        HostClusterBitmap viewData, Dictionary<long, long> snapshotGuestByHost, long guestClusters, List<CompressedStreamScan.KnownStream> streams)
     {
         var g = image.Geometry;
         var result = new OrphanL2Placement(image.FileClusters);
@@ -42,6 +42,7 @@ internal static class OrphanL2Placer
                 if (entry.IsCompressed)
                 {
                     var d = entry.Compressed(g.ClusterBits);
+                    streams.Add(new CompressedStreamScan.KnownStream(d.HostOffset, d.CompressedLength, -1));
                     long end = Math.Min(d.HostOffset + d.CompressedLength, image.FileLength) - 1;
                     for (long hc = image.ClusterOf(d.HostOffset); hc <= image.ClusterOf(end); hc++)
                         targets.Add((j, hc, true));

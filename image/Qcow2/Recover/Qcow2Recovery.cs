@@ -62,14 +62,19 @@ public static class Qcow2Recovery
         var activeData = new HostClusterBitmap(image.FileClusters);
         var snapshotGuestByHost = new Dictionary<long, long>();
         options.Progress?.Report(new RecoveryProgress("reading tables", 0, 1));
-        ViewReferenceMarker.Mark(image, active, referenced, activeData, null);
-        foreach (var s in snapshots) ViewReferenceMarker.Mark(image, s.View, referenced, null, snapshotGuestByHost, sharedWith: active);
+        var streams = new List<CompressedStreamScan.KnownStream>();
+        ViewReferenceMarker.Mark(image, active, referenced, activeData, null, streams: streams);
+        foreach (var s in snapshots) ViewReferenceMarker.Mark(image, s.View, referenced, null, snapshotGuestByHost, sharedWith: active, streams: streams);
         options.Progress?.Report(new RecoveryProgress("reading tables", 1, 1));
 
         var conflicts = MappingConflicts.Find(image, recovered);
         var scan = OrphanClusterScan.Run(image, referenced, options.Progress);
         long guestClusters = (long)((header.Size + (ulong)geometry.ClusterSize - 1) >> geometry.ClusterBits);
-        var placement = OrphanL2Placer.Place(image, active, scan.L2Candidates, activeData, snapshotGuestByHost, guestClusters);
+        var placement = OrphanL2Placer.Place(image, active, scan.L2Candidates, activeData, snapshotGuestByHost, guestClusters, streams);
+        options.Progress?.Report(new RecoveryProgress("searching shared clusters for lost compressed streams", 0, 1));
+        var lostStreams = CompressedStreamScan.Run(image, streams, guestClusters);
+        streams.Clear();
+        options.Progress?.Report(new RecoveryProgress("searching shared clusters for lost compressed streams", 1, 1));
         if (options.Snapshot is not null) MovePlacementsToLostAndFound(report, placement);
         ReportSlotsOnlySnapshotsMap(image, active, snapshots, placement);
         foreach (var (slot, table) in placement.PlacedBySlot)
@@ -84,7 +89,7 @@ public static class Qcow2Recovery
                     options.FillFromSnapshots ? snapshots.Where(s => s.View != recovered).ToList() : [], options.Progress);
                 await writer.FlushAsync();
             }
-            WriteLostAndFound(image, lostFolder, imagePath, placement, scan, conflicts);
+            WriteLostAndFound(image, lostFolder, imagePath, placement, scan, conflicts, lostStreams);
             File.Move(partial, output, overwrite: options.Force);
             HostDirectory.SyncParentOf(output);
         }
@@ -330,7 +335,7 @@ public static class Qcow2Recovery
     }
 
     private static void WriteLostAndFound(DamagedImage image, string folder, string imagePath, OrphanL2Placement placement,
-        OrphanClusterScan scan, MappingConflicts conflicts)
+        OrphanClusterScan scan, MappingConflicts conflicts, CompressedStreamScan lostStreams)
     {
         var g = image.Geometry;
         var report = image.Report;
@@ -381,6 +386,15 @@ public static class Qcow2Recovery
             var guests = conflict.GuestClusters.Select(x => x << g.ClusterBits).ToList();
             if (!ReadMapped(image, conflict.Entry, cluster, compressed)) continue; // reported as it was written
             lost.Add(cluster, conflict.HostOffset, "conflict", guests, guests.Count, conflict.Reason);
+        }
+        foreach (var found in lostStreams.Found)
+        {
+            int take = (int)Math.Min(Math.Min(found.Length, compressed.Length), image.FileLength - found.Start);
+            image.File.Read(found.Start, compressed.AsSpan(0, take));
+            if (!ClusterDecompressor.TryDecompress(image.Header.CompressionType, compressed, take, cluster)) continue; // decoded once already
+            var guests = found.HintGuestClusters.Select(x => x << g.ClusterBits).ToList();
+            lost.Add(cluster, found.Start, "compressed-stream", guests, guests.Count, found.Note + " (saved decompressed)");
+            report.Loss("compressed", found.Note + "; saved decompressed to lost+found");
         }
         foreach (long host in scan.OrphanData)
         {

@@ -8,9 +8,10 @@ internal static class ViewReferenceMarker
 {
     /// <param name="viewData">When given, marks the data clusters the view maps (and its damaged entries count as losses).</param>
     /// <param name="sharedWith">Tables this view shares with that one at the same slot are skipped (already walked).</param>
+    /// <param name="streams">When given, collects every compressed stream the view maps.</param>
     /// <param name="guestClusterByHost">When given, records which guest cluster first mapped each host data cluster.</param>
     public static void Mark(DamagedImage image, L1View view, HostClusterBitmap referenced, HostClusterBitmap? viewData,
-        Dictionary<long, long>? guestClusterByHost, L1View? sharedWith = null)
+        Dictionary<long, long>? guestClusterByHost, L1View? sharedWith = null, List<CompressedStreamScan.KnownStream>? streams = null)
     {
         var g = image.Geometry;
         var table = new byte[g.ClusterSize];
@@ -35,6 +36,7 @@ internal static class ViewReferenceMarker
                 if (entry.IsCompressed)
                 {
                     var d = entry.Compressed(g.ClusterBits);
+                    streams?.Add(new CompressedStreamScan.KnownStream(d.HostOffset, d.CompressedLength, guestCluster));
                     long end = Math.Min(d.HostOffset + d.CompressedLength, image.FileLength);
                     for (long c = image.ClusterOf(d.HostOffset); c <= image.ClusterOf(end - 1); c++)
                         referenced.Set(c);
