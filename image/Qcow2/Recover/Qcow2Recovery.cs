@@ -24,6 +24,10 @@ public static class Qcow2Recovery
     {
         string output = options.OutputPath;
         string lostFolder = LostAndFoundPathFor(output);
+        // Locks first: a writer on the image (or a user of an output --force would replace) refuses before anything changes.
+        using var sourceLock = File.Exists(imagePath) ? AcquireLock(imagePath, options.Locking, readOnly: true) : null;
+        using var outputLock = options.Force && File.Exists(output) && !SameFile(imagePath, output) && options.Locking != ImageLocking.Off
+            ? AcquireLock(output, ImageLocking.On, readOnly: false) : null;
         CheckPaths(imagePath, output, lostFolder, options);
 
         using var file = OpenReadOnly(imagePath);
@@ -83,7 +87,8 @@ public static class Qcow2Recovery
         string partial = $"{output}.partial-{Environment.ProcessId}";
         try
         {
-            await using (var writer = RecoveredImageWriter.Create(partial, options.Format, virtualSize, geometry, backing, header.BackingFormat))
+            await using (var writer = RecoveredImageWriter.Create(partial, options.Format, virtualSize, geometry, backing, header.BackingFormat,
+                options.Locking == ImageLocking.Off ? ImageLocking.Off : ImageLocking.On))
             {
                 await WriteViewAsync(image, writer, recovered, conflicts, options.Snapshot is null ? placement : null,
                     options.FillFromSnapshots ? snapshots.Where(s => s.View != recovered).ToList() : [], options.Progress);
@@ -99,6 +104,20 @@ public static class Qcow2Recovery
             throw;
         }
         return report;
+    }
+
+    private static ImageLock? AcquireLock(string path, ImageLocking locking, bool readOnly)
+    {
+        try
+        {
+            return ImageLock.Acquire(path, locking, readOnly);
+        }
+        catch (ImageLockConflictException e)
+        {
+            throw new RecoveryInputException(readOnly
+                ? $"{e.Message}; recover reads an image nobody writes (-U/--force-share reads it anyway, at the risk of a moment's state)"
+                : $"{e.Message}; --force will not replace an output someone uses", e);
+        }
     }
 
     private static void CheckPaths(string imagePath, string output, string lostFolder, RecoveryOptions options)

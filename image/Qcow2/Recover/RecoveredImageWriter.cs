@@ -27,9 +27,9 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
     public long Size => _device.Size;
 
     public static RecoveredImageWriter Create(string path, RecoveryOutputFormat format, long virtualSize, Qcow2Geometry geometry,
-        string? backingFile, string? backingFormat)
+        string? backingFile, string? backingFormat, ImageLocking locking)
     {
-        var open = new ImageOpenOptions { CacheMode = CacheMode.Writeback, MaxDirtyAge = null };
+        var open = new ImageOpenOptions { CacheMode = CacheMode.Writeback, MaxDirtyAge = null, Locking = locking };
         if (format == RecoveryOutputFormat.Raw)
         {
             RawImageCreator.Create(path, (virtualSize + 511) & ~511L);

@@ -1,3 +1,5 @@
+using NbdQcow.Cache;
+
 namespace NbdQcow.Image.Qcow2.Recover;
 
 /// <summary>What `nbdqcow recover` was asked to do.</summary>
@@ -19,4 +21,9 @@ public sealed record RecoveryOptions
     /// <summary>Metadata history (journal) to apply and to use as placement evidence; empty = none.</summary>
     public IReadOnlyList<IRecoveryHistorySource> History { get; init; } = [];
     public IProgress<RecoveryProgress>? Progress { get; init; }
+    /// <summary>
+    /// Image locks as qemu takes them: a reader's lock on the damaged image (ForceShare: read even while a writer has
+    /// it) and a writer's lock on the output, including an existing output that --force replaces. Off in the library.
+    /// </summary>
+    public ImageLocking Locking { get; init; } = ImageLocking.Off;
 }
