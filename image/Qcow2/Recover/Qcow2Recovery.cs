@@ -45,7 +45,7 @@ public static class Qcow2Recovery
         report.CheckSummary = CheckDamagedImage(file, image);
 
         long slots = geometry.RequiredL1Entries;
-        var active = L1ViewReader.Read(image, "active", header.L1TableOffset, header.L1Size, slots, null);
+        var active = L1ViewReader.Read(image, "active", header.L1TableOffset, header.L1Size, slots, null, countLosses: options.Snapshot is null);
         var snapshots = ReadSnapshotViews(image);
         L1ViewReader.MarkTables(image, active);
         foreach (var s in snapshots) L1ViewReader.MarkTables(image, s.View);
