@@ -178,10 +178,22 @@ internal static class OrphanL2Placer
                 if (compressed) continue;
                 if (!owner.TryAdd(host, i) && owner[host] != i) pairs.Add((owner[host], i));
             }
-        if (pairs.Count == 0) return candidates;
         var stale = new HashSet<int>();
+        if (image.RefcountsConsistent)
+        {
+            // qemu (and this project) make a new table's refcount durable before the table itself, so a lost live
+            // table keeps refcount >= 1; a refcount-0 table beside it was freed (a deleted snapshot's, a COW original).
+            int live = candidates.FindIndex(c => refcounts.Get(image.ClusterOf(c.Offset)) >= 1);
+            if (live >= 0)
+                for (int i = 0; i < candidates.Count; i++)
+                    if (refcounts.Get(image.ClusterOf(candidates[i].Offset)) == 0 && stale.Add(i))
+                        MarkStale(image, candidates[i], $"stale: its cluster has refcount 0 on disk (freed) while the refcounts agree with the tables " +
+                            $"and orphan L2 table 0x{candidates[live].Offset:x} has refcount {refcounts.Get(image.ClusterOf(candidates[live].Offset))} " +
+                            "(a lost live table keeps the refcount written before it)");
+        }
         foreach (var (a, b) in pairs)
         {
+            if (stale.Contains(a) || stale.Contains(b)) continue;
             if (StaleAgainst(image, refcounts, candidates[a], candidates[b]) is { } whyA) { if (stale.Add(a)) MarkStale(image, candidates[a], whyA); }
             else if (StaleAgainst(image, refcounts, candidates[b], candidates[a]) is { } whyB) { if (stale.Add(b)) MarkStale(image, candidates[b], whyB); }
         }
