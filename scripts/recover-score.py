@@ -43,15 +43,22 @@ def run(cmd, cwd, check=True):
     return p
 
 
+SECTOR = 512
+
+
 def tag(seed, offset, gen):
-    head = MAGIC + struct.pack(">QQI", seed, offset, gen)
-    return (head * (BLOCK // len(head) + 1))[:BLOCK]
+    """A 4 KiB block whose every 512-byte sector names its own guest offset (512-byte clusters split blocks)."""
+    out = b""
+    for sector in range(offset, offset + BLOCK, SECTOR):
+        head = MAGIC + struct.pack(">QQI", seed, sector, gen)
+        out += (head * (SECTOR // len(head) + 1))[:SECTOR]
+    return out
 
 
-def parse_tag(block):
-    if not block.startswith(MAGIC):
+def parse_tag(sector):
+    if not sector.startswith(MAGIC):
         return None
-    seed, offset, gen = struct.unpack(">QQI", block[8:28])
+    seed, offset, gen = struct.unpack(">QQI", sector[8:28])
     return seed, offset, gen
 
 
@@ -164,7 +171,26 @@ def damage(img, kind, rnd):
     return True
 
 
+def data_ranges(path):
+    """(start, end) of the data regions of a sparse file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, pos = os.fstat(fd).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            yield start, end
+            pos = end
+    finally:
+        os.close(fd)
+
+
 def score(cwd, expected, seed):
+    """Per written block: in place (every sector right), saved (every sector right or in lost+found), lost, or WRONG
+    (a sector reads anything but its data or zero). Data anywhere else in the output counts as WRONG too."""
     out_raw = os.path.join(cwd, "out.raw")
     run(["qemu-img", "convert", "-O", "raw", os.path.join(cwd, "out.qcow2"), out_raw], cwd)
     saved = set()
@@ -172,27 +198,40 @@ def score(cwd, expected, seed):
     if os.path.exists(lost_raw):
         with open(lost_raw, "rb") as f:
             while True:
-                b = f.read(BLOCK)
+                b = f.read(SECTOR)
                 if not b:
                     break
                 t = parse_tag(b)
-                if t and t[0] == seed:
+                if t and t[0] == seed and b == tag(seed, t[1] & ~(BLOCK - 1), t[2])[t[1] % BLOCK:t[1] % BLOCK + SECTOR]:
                     saved.add((t[1], t[2]))
     counts = {"in-place": 0, "saved": 0, "lost": 0, "WRONG": 0}
     with open(out_raw, "rb") as f:
         for off, want in sorted(expected.items()):
             f.seek(off)
             got = f.read(BLOCK)
-            t = parse_tag(want)
             if got == want:
                 counts["in-place"] += 1
                 continue
-            if got.strip(b"\0") != b"":
-                counts["WRONG"] += 1
-            elif (t[1], t[2]) in saved:
-                counts["saved"] += 1
-            else:
-                counts["lost"] += 1
+            state = "saved"
+            for i in range(0, BLOCK, SECTOR):
+                g, w = got[i:i + SECTOR], want[i:i + SECTOR]
+                if g == w:
+                    continue
+                if g.strip(b"\0") != b"":
+                    state = "WRONG"
+                    break
+                t = parse_tag(w)
+                if (t[1], t[2]) not in saved:
+                    state = "lost"
+            counts[state] += 1
+        # Anything non-zero at a block nobody wrote was invented.
+        for start, end in data_ranges(out_raw):
+            for block in range(start // BLOCK * BLOCK, end, BLOCK):
+                if block in expected:
+                    continue
+                f.seek(block)
+                if f.read(BLOCK).strip(b"\0") != b"":
+                    counts["WRONG"] += 1
     os.unlink(out_raw)
     return counts
 

@@ -28,6 +28,7 @@ internal static class OrphanL2Placer
         var candidateSet = new HashSet<long>(tableOffsets);
         var candidates = new List<Candidate>();
         var staleCopyEvidence = new Dictionary<long, (long Slot, long CopyOffset)>();
+        bool multiClusterCopyReported = false;
         foreach (long offset in tableOffsets)
         {
             image.ReadTable(offset, table);
@@ -60,6 +61,15 @@ internal static class OrphanL2Placer
                 // An L1 table copy whose L2 tables are now orphans: evidence, not a table of data.
                 image.Report.StaleMetadataTables++;
                 image.Report.OrphanL2Tables--;
+                // One cluster of an L1 that spans several does not say which slots it holds (its first, its second...):
+                // its entries name slots only when the whole L1 fits in one cluster.
+                if (view.Slots > g.ClusterSize / 8)
+                {
+                    if (!multiClusterCopyReported)
+                        image.Report.Notes.Add($"an old L1 table copy at 0x{offset:x} was not used as evidence: the L1 spans several clusters, so one cluster of it does not say which slots it holds");
+                    multiClusterCopyReported = true;
+                    continue;
+                }
                 for (int j = 0; j < g.ClusterSize / 8 && j < view.Slots; j++)
                 {
                     var entry = new L1Entry(BigEndianTable.Get(table, j));

@@ -171,4 +171,29 @@ public sealed class RecoverEvidenceTests
         Assert.Equal(RecoveryExitCode.RecoveredWithLosses, report.ExitCode);
         Assert.Contains("CONFLICT", text);
     }
+
+    [Fact]
+    public async Task Old_L1_copy_spanning_several_clusters_never_places_a_table_at_the_slot_of_its_index_within_one_cluster()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 2G
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x71 0 8k' -c 'write -P 0x72 1600M 8k' >/dev/null
+            """);
+        string image = folder.File("img.qcow2");
+        // 2 GiB of 4 KiB clusters: 1024 L1 entries in two clusters; 1600M is slot 800, entry 288 of the second cluster.
+        RecoverFixture.WriteU64(image, 40, 1UL << 50); // the header's L1 offset is lost
+
+        var report = await RecoverFixture.RecoverAsync(image, folder.File("out.qcow2"));
+
+        string text = RecoveryReportFormatter.ToText(report);
+        RecoverFixture.AssertCheckClean(folder.File("out.qcow2"));
+        // Slot 288 (576 MiB) must not receive slot 800's data; nothing says where either table belongs.
+        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 576M 8k' -c 'read -P 0 0 8k' | grep -c '^read' | grep -q 2");
+        Assert.Equal(0, report.OrphanL2TablesPlaced);
+        var lost = LostEntries(folder.File("out.qcow2"));
+        var raw = File.ReadAllBytes(folder.File("out.qcow2.lost/clusters.raw"));
+        Assert.Equal(2, lost.Count(e => e.GetProperty("kind").GetString() == "l2-data" && raw[e.GetProperty("offset-in-data-file").GetInt64()] == 0x72)); // saved, not placed
+        Assert.Equal(RecoveryExitCode.RecoveredWithLosses, report.ExitCode);
+    }
 }
