@@ -62,7 +62,11 @@ internal static class L1ViewReader
                 string message = $"{name} L1 entry {i} = 0x{entry.Raw:x16}: {problem}; slot left unmapped";
                 // A table past the end of the file is gone with its mappings; a table refused for other reasons may
                 // still be found by the scan and placed, so only that is a loss for certain.
-                if (countLosses && table >= image.FileLength) image.Report.Loss("l1-entry", message);
+                if (countLosses && table >= image.FileLength)
+                {
+                    image.Report.Loss("l1-entry", message);
+                    image.Report.Range(i * image.Geometry.L2Coverage, image.Geometry.L2Coverage, "lost", message);
+                }
                 else image.Report.Damage("l1-entry", message);
                 continue;
             }

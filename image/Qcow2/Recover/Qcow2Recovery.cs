@@ -103,6 +103,7 @@ public static class Qcow2Recovery
             File.Delete(partial);
             throw;
         }
+        report.Ranges.Sort((a, b) => a.GuestOffset != b.GuestOffset ? a.GuestOffset.CompareTo(b.GuestOffset) : b.Length.CompareTo(a.Length));
         return report;
     }
 
@@ -326,6 +327,10 @@ public static class Qcow2Recovery
                 report.Notes.Add($"L1 slot {slot} filled from {fill.View.Name} (taken {fill.Snapshot.Date:u}): its data is as old as that snapshot");
             }
             image.ReadTable(l2, table);
+            long start = slot * image.Geometry.L2Coverage;
+            report.Range(start, Math.Min(image.Geometry.L2Coverage, writer.Size - start), "in-place",
+                fromOrphan ? $"orphan L2 table 0x{l2:x} placed at L1 slot {slot}: {report.OrphanDecisions.FirstOrDefault(d => d.PlacedSlot == slot)?.Reason}"
+                : fromSnapshot ? $"{source} (--fill-from-snapshots, older data)" : $"{source} L1/L2 tables");
             var counts = await writer.WriteTableAsync(image, source, slot, l2, table, conflicts);
             report.DataClustersRecovered += counts.Data;
             report.CompressedClustersRecovered += counts.Compressed;
@@ -335,6 +340,15 @@ public static class Qcow2Recovery
             if (fromSnapshot) report.ClustersFilledFromSnapshots += counts.Data + counts.Compressed;
         }
         progress?.Report(new RecoveryProgress("writing recovered clusters", view.Slots, view.Slots));
+        var g = image.Geometry;
+        foreach (var conflict in conflicts.Conflicts)
+            foreach (long guest in conflict.GuestClusters)
+                report.Range(guest << g.ClusterBits, g.ClusterSize, guest == conflict.Winner ? "in-place" : "lost+found",
+                    guest == conflict.Winner ? $"contested cluster decided by evidence: {conflict.Reason}" : $"contested cluster: {conflict.Reason}");
+        if (placement is not null)
+            foreach (var d in placement.Unplaced)
+                if (d.CandidateSlotCount == 1 && d.CandidateSlots.Count == 1)
+                    report.Range(d.CandidateSlots[0] * g.L2Coverage, g.L2Coverage, "lost+found", $"orphan L2 table 0x{d.HostOffset:x} (its data) belongs here but was not placed: {d.Reason}");
     }
 
     /// <summary>Reads a standard cluster or decodes a compressed one into <paramref name="cluster"/>; false when it does not decompress.</summary>

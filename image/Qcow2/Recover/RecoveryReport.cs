@@ -42,6 +42,9 @@ public sealed class RecoveryReport
     public long CompressedStreamsFound { get; internal set; }
 
     public List<OrphanL2Decision> OrphanDecisions { get; } = new();
+    /// <summary>Per guest range: in place from which evidence, saved to lost+found, or lost (capped; <see cref="RangeCount"/> is exact).</summary>
+    public List<RecoveredRange> Ranges { get; } = new();
+    public long RangeCount { get; private set; }
     public long FindingCount { get; private set; }
     public List<RecoveryFinding> Findings { get; } = new();
     /// <summary>Things the operator should know that are not damage (backing file not followed, snapshots filled).</summary>
@@ -65,6 +68,18 @@ public sealed class RecoveryReport
     {
         LostGuestClusters += clusters;
         Damage(kind, message);
+    }
+
+    internal void Range(long guestOffset, long length, string outcome, string evidence)
+    {
+        if (length <= 0) return;
+        if (Ranges.Count > 0 && Ranges[^1] is var last && last.Outcome == outcome && last.Evidence == evidence && last.GuestOffset + last.Length == guestOffset)
+        {
+            Ranges[^1] = last with { Length = last.Length + length };
+            return;
+        }
+        RangeCount++;
+        if (Ranges.Count < MaxMessages) Ranges.Add(new RecoveredRange(guestOffset, length, outcome, evidence));
     }
 
     internal void Damage(string kind, string message)

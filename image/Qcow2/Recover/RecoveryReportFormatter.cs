@@ -21,6 +21,9 @@ public static class RecoveryReportFormatter
                 ? $"PLACED orphan L2 table 0x{d.HostOffset:x} ({d.DataClusters} data clusters) at L1 slot {slot}: {d.Reason}"
                 : d.CandidateSlotCount == 0 && d.Reason.StartsWith("stale", StringComparison.Ordinal) ? $"STALE orphan L2 table 0x{d.HostOffset:x}: {d.Reason}"
                 : $"NOT PLACED orphan L2 table 0x{d.HostOffset:x} ({d.DataClusters} data clusters), candidate slots [{string.Join(", ", d.CandidateSlots)}{(d.CandidateSlotCount > d.CandidateSlots.Count ? ", ..." : "")}]: {d.Reason}");
+        foreach (var range in r.Ranges)
+            t.AppendLine($"RANGE 0x{range.GuestOffset:x}+0x{range.Length:x} {range.Outcome}: {range.Evidence}");
+        if (r.RangeCount > r.Ranges.Count) t.AppendLine($"... and {r.RangeCount - r.Ranges.Count} more ranges");
         foreach (var f in r.Findings) t.AppendLine(f.Kind == "conflict" ? $"CONFLICT: {f.Message}" : $"DAMAGE {f.Kind}: {f.Message}");
         if (r.FindingCount > r.Findings.Count) t.AppendLine($"... and {r.FindingCount - r.Findings.Count} more damage messages");
         foreach (var n in r.Notes) t.AppendLine($"NOTE {n}");
@@ -87,6 +90,18 @@ public static class RecoveryReportFormatter
                 w.WriteEndObject();
             }
             w.WriteEndArray();
+            w.WriteStartArray("ranges");
+            foreach (var range in r.Ranges)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("guest-offset", range.GuestOffset);
+                w.WriteNumber("length", range.Length);
+                w.WriteString("outcome", range.Outcome);
+                w.WriteString("evidence", range.Evidence);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteNumber("range-count", r.RangeCount);
             w.WriteStartObject("lost-and-found");
             if (r.LostAndFoundPath is not null) w.WriteString("path", Path.GetFullPath(r.LostAndFoundPath));
             else w.WriteNull("path");

@@ -29,7 +29,11 @@ internal static class ViewReferenceMarker
                 if (problem is not null)
                 {
                     string message = $"{view.Name} L2 table 0x{l2:x} entry {j} (guest 0x{guestCluster << g.ClusterBits:x}) = 0x{entry.Raw:x16}: {problem}; skipped";
-                    if (viewData is not null) image.Report.Loss("l2-entry", message);
+                    if (viewData is not null)
+                    {
+                        image.Report.Loss("l2-entry", message);
+                        image.Report.Range(guestCluster << g.ClusterBits, g.ClusterSize, "lost", message);
+                    }
                     else image.Report.Damage("l2-entry", message);
                     continue;
                 }

@@ -60,6 +60,11 @@ public sealed class RecoverEvidenceTests
         // Slot 1's own data, which the misdirected write orphaned, is saved too.
         Assert.Equal(16, lost.Count(e => e.GetProperty("kind").GetString() == "orphan-data" && raw[e.GetProperty("offset-in-data-file").GetInt64()] == 0x22));
         Assert.Contains("CONFLICT", text);
+        // The report says per guest range what happened: slot 0 and 1 in place from the active tables, the
+        // contested clusters in lost+found.
+        Assert.Contains(report.Ranges, r => r.GuestOffset == 0 && r.Outcome == "in-place" && r.Evidence.Contains("active"));
+        Assert.Contains(report.Ranges, r => r.GuestOffset == 2L << 20 && r.Length == 4096 && r.Outcome == "lost+found" && r.Evidence.Contains("contested"));
+        Assert.Contains("RANGE 0x200000+0x1000 lost+found", text);
     }
 
     [Fact]
