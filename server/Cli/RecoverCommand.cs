@@ -27,8 +27,9 @@ internal static class RecoverCommand
              host clusters shared with live ones, decoded and saved.
         Refcounts are evidence only when the read-only check finds them consistent. The backing file is not
         followed unless --keep-backing. IMAGE is locked as a reader (-U: even while a writer has it), FILE as a writer.
-        A damaged header (magic, version, cluster_bits, ...) stops with the field named: without it the geometry
-        and table locations are unknown, and a scan under a guessed geometry would be a guess.
+        A garbage cluster_bits is probed from the shapes of L2 tables in the file (or given with --cluster-size);
+        lost table offsets can be given with --l1-offset/--refcount-offset. Other header damage (magic, version,
+        ...) stops with the field named.
         A report goes to stdout (--json for one JSON object); progress to stderr when it is a terminal (not with --quiet).
         Exit codes: 0 nothing damaged, all mapped data recovered; 1 damage found and recovered completely (every
         guest cluster back in place); 2 bad usage, unreadable or locked input (nothing written); 3 recovered with
@@ -59,15 +60,38 @@ internal static class RecoverCommand
         {
             Description = "Read IMAGE even while a writer has it locked (as qemu-img -U); the result may be a moment's state of a changing image.",
         };
+        var clusterSize = new Option<string?>("--cluster-size")
+        {
+            Description = "Cluster size to use instead of the header's (512 to 2M, e.g. 64k). Without it a garbage cluster_bits is probed " +
+                "from the shapes of L2 tables in the file.",
+        };
+        var l1Offset = new Option<string?>("--l1-offset") { Description = "Active L1 table offset to use instead of the header's (bytes, 0x... for hex)." };
+        var refcountOffset = new Option<string?>("--refcount-offset") { Description = "Refcount table offset to use instead of the header's (bytes, 0x... for hex)." };
         var command = new Command("recover", "Recover the data of a damaged qcow2 image into a new image, with a report of what was found, placed and not placed.\n" + Explanation)
         {
-            image, output, format, force, snapshot, fill, keepBacking, json, ignoreJournal, quiet, forceShare,
+            image, output, format, force, snapshot, fill, keepBacking, json, ignoreJournal, quiet, forceShare, clusterSize, l1Offset, refcountOffset,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
             string path = parseResult.GetValue(image)!;
+            int? size;
+            long? l1, refcounts;
+            try
+            {
+                size = parseResult.GetValue(clusterSize) is { } text ? ParseClusterSize(text) : null;
+                l1 = ParseOffset(parseResult.GetValue(l1Offset), "--l1-offset", size);
+                refcounts = ParseOffset(parseResult.GetValue(refcountOffset), "--refcount-offset", size);
+            }
+            catch (FormatException e)
+            {
+                Console.Error.WriteLine($"nbdqcow recover: {e.Message}");
+                return RecoveryExitCode.Unusable;
+            }
             var options = new RecoveryOptions
             {
+                ClusterSize = size,
+                L1Offset = l1,
+                RefcountOffset = refcounts,
                 OutputPath = parseResult.GetValue(output)!,
                 Format = parseResult.GetValue(format) == "raw" ? RecoveryOutputFormat.Raw : RecoveryOutputFormat.Qcow2,
                 Force = parseResult.GetValue(force),
@@ -97,6 +121,34 @@ internal static class RecoverCommand
             }
         });
         return command;
+    }
+
+    private static int ParseClusterSize(string text)
+    {
+        long value;
+        try
+        {
+            value = NbdQcow.Image.Qcow2.Qcow2Creator.ParseSize(text);
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or OverflowException)
+        {
+            throw new FormatException($"--cluster-size {text}: {e.Message}");
+        }
+        if (value is < 512 or > 2 << 20 || (value & (value - 1)) != 0)
+            throw new FormatException($"--cluster-size {text}: must be a power of two from 512 to 2M");
+        return (int)value;
+    }
+
+    private static long? ParseOffset(string? text, string option, int? clusterSize)
+    {
+        if (text is null) return null;
+        bool hex = text.StartsWith("0x", StringComparison.OrdinalIgnoreCase);
+        if (!long.TryParse(hex ? text[2..] : text, hex ? System.Globalization.NumberStyles.HexNumber : System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out long value) || value <= 0)
+            throw new FormatException($"{option} {text}: not a positive byte offset");
+        if ((value & 511) != 0 || (clusterSize is { } c && value % c != 0))
+            throw new FormatException($"{option} {text}: tables are cluster aligned");
+        return value;
     }
 
     private static async Task<RecoveryReport> RunWithProgressAsync(string path, RecoveryOptions options)

@@ -31,8 +31,8 @@ public static class Qcow2Recovery
         CheckPaths(imagePath, output, lostFolder, options);
 
         using var file = OpenReadOnly(imagePath);
-        var header = ReadHeader(imagePath, file);
         var report = new RecoveryReport { ImagePath = imagePath, OutputPath = output, OutputFormat = options.Format };
+        var header = ReadHeader(imagePath, file, options, report);
         report.ClusterSize = header.ClusterSize;
         report.HostFileLength = file.Length;
         CheckHeaderUsable(imagePath, header, report);
@@ -164,11 +164,11 @@ public static class Qcow2Recovery
         }
     }
 
-    private static Qcow2Header ReadHeader(string path, IHostFile file)
+    private static Qcow2Header ReadHeader(string path, IHostFile file, RecoveryOptions options, RecoveryReport report)
     {
         try
         {
-            return Qcow2Header.Read(file);
+            return DamagedHeaderReader.Read(path, file, options, report);
         }
         catch (Qcow2FormatException e) when (e.Field == "magic")
         {

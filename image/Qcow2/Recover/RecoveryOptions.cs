@@ -26,4 +26,10 @@ public sealed record RecoveryOptions
     /// it) and a writer's lock on the output, including an existing output that --force replaces. Off in the library.
     /// </summary>
     public ImageLocking Locking { get; init; } = ImageLocking.Off;
+    /// <summary>Cluster size to use instead of the header's cluster_bits (a power of two, 512 B to 2 MiB); null = header, or probed when garbage.</summary>
+    public int? ClusterSize { get; init; }
+    /// <summary>Active L1 table offset to use instead of the header's.</summary>
+    public long? L1Offset { get; init; }
+    /// <summary>Refcount table offset to use instead of the header's.</summary>
+    public long? RefcountOffset { get; init; }
 }

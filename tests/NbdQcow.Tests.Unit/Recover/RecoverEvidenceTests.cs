@@ -201,4 +201,48 @@ public sealed class RecoverEvidenceTests
         Assert.Equal(2, lost.Count(e => e.GetProperty("kind").GetString() == "l2-data" && raw[e.GetProperty("offset-in-data-file").GetInt64()] == 0x72)); // saved, not placed
         Assert.Equal(RecoveryExitCode.RecoveredWithLosses, report.ExitCode);
     }
+
+    [Theory]
+    [InlineData("4k", 4096)]
+    [InlineData("64k", 65536)]
+    public async Task Garbage_cluster_bits_is_probed_from_L2_table_shapes_or_taken_from_cluster_size(string cluster, int clusterSize)
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, $"""
+            qemu-img create -q -f qcow2 -o cluster_size={cluster} img.qcow2 64M
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x81 0 256k' -c 'write -P 0x82 40M 64k' >/dev/null
+            cp img.qcow2 original.qcow2
+            """);
+        string image = folder.File("img.qcow2");
+        RecoverFixture.WriteBytes(image, 20, [0, 0, 0, 0x33]); // cluster_bits = 51
+
+        var probed = await RecoverFixture.RecoverAsync(image, folder.File("probed.qcow2"));
+        var given = await RecoverFixture.RecoverAsync(image, folder.File("given.qcow2"), new RecoveryOptions { OutputPath = "", ClusterSize = clusterSize });
+
+        Assert.Equal(clusterSize, probed.ClusterSize);
+        Assert.Contains(probed.Findings, f => f.Kind == "header" && f.Message.Contains("probed"));
+        Assert.True(RecoverFixture.Identical(folder.File("probed.qcow2"), folder.File("original.qcow2")), RecoveryReportFormatter.ToText(probed));
+        Assert.True(RecoverFixture.Identical(folder.File("given.qcow2"), folder.File("original.qcow2")), RecoveryReportFormatter.ToText(given));
+        Assert.Contains(given.Findings, f => f.Kind == "header" && f.Message.Contains("--cluster-size"));
+        Assert.Equal(RecoveryExitCode.RecoveredCompletely, given.ExitCode);
+    }
+
+    [Fact]
+    public async Task Lost_L1_offset_is_taken_from_l1_offset()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 2G
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x91 0 8k' -c 'write -P 0x92 1600M 8k' >/dev/null
+            cp img.qcow2 original.qcow2
+            """);
+        string image = folder.File("img.qcow2");
+        long l1 = RecoverFixture.L1TableOffset(image);
+        RecoverFixture.WriteU64(image, 40, 0); // the L1 offset is lost; the L1 spans two clusters, so no copy evidence helps
+
+        var report = await RecoverFixture.RecoverAsync(image, folder.File("out.qcow2"), new RecoveryOptions { OutputPath = "", L1Offset = l1 });
+
+        Assert.True(RecoverFixture.Identical(folder.File("out.qcow2"), folder.File("original.qcow2")), RecoveryReportFormatter.ToText(report));
+        Assert.Equal(RecoveryExitCode.RecoveredCompletely, report.ExitCode);
+    }
 }
