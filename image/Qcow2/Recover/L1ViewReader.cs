@@ -14,6 +14,7 @@ internal static class L1ViewReader
     {
         var l2 = new long[slots];
         var damaged = new bool[slots];
+        var pastEnd = new bool[slots];
         long offset = (long)Math.Min(l1Offset, long.MaxValue);
         if (l1Size > (ulong)slots)
         {
@@ -62,6 +63,7 @@ internal static class L1ViewReader
                 string message = $"{name} L1 entry {i} = 0x{entry.Raw:x16}: {problem}; slot left unmapped";
                 // A table past the end of the file is gone with its mappings; a table refused for other reasons may
                 // still be found by the scan and placed, so only that is a loss for certain.
+                if (table >= image.FileLength) pastEnd[i] = true;
                 if (countLosses && table >= image.FileLength)
                 {
                     image.Report.Loss("l1-entry", message);
@@ -72,7 +74,7 @@ internal static class L1ViewReader
             }
             l2[i] = table;
         }
-        return new L1View(name, offset, l2, damaged, date);
+        return new L1View(name, offset, l2, damaged, date, pastEnd);
     }
 
     /// <summary>Marks the view's L2 tables as metadata (after all views are read, so tables shared between views are fine).</summary>

@@ -125,6 +125,8 @@ internal static class OrphanL2Placer
 
             if (refusal is null && evidence is { } e && view.L2Offsets[e.Slot] != 0)
                 refusal = $"{e.Reason}, but that slot already has an L2 table (0x{view.L2Offsets[e.Slot]:x})";
+            if (refusal is null && evidence is { } e3 && view.PastEnd[e3.Slot] && !historyEvidence.ContainsKey(c.Offset))
+                refusal = $"{e3.Reason}, but the {view.Name} L1 entry of that slot names a newer table past the end of the file (cut off): this one is older";
             if (refusal is null && evidence is { } e2 && !open.Contains(e2.Slot))
                 refusal = $"{e2.Reason}, but its entries reach past the virtual size there";
             if (refusal is null && evidence is { } placed)
