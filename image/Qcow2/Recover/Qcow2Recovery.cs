@@ -42,7 +42,7 @@ public static class Qcow2Recovery
         var overlay = new RecoveryTableOverlay(options.History, report);
         var image = new DamagedImage(file, header, overlay, report);
         image.MarkStructure();
-        report.CheckSummary = CheckDamagedImage(file, image);
+        report.CheckSummary = CheckDamagedImage(imagePath, file, image);
 
         long slots = geometry.RequiredL1Entries;
         var active = L1ViewReader.Read(image, "active", header.L1TableOffset, header.L1Size, slots, null, countLosses: options.Snapshot is null);
@@ -224,13 +224,14 @@ public static class Qcow2Recovery
     /// intact, and only a check without corruptions lets refcounts serve as evidence (a zeroed refcount table would
     /// otherwise call every cluster free).
     /// </summary>
-    private static string CheckDamagedImage(IHostFile file, DamagedImage image)
+    private static string CheckDamagedImage(string imagePath, IHostFile file, DamagedImage image)
     {
         if (image.FileClusters > MaxCheckedClusters)
             return $"not run: the file has {image.FileClusters} clusters, more than {MaxCheckedClusters}";
         try
         {
-            var result = Qcow2Checker.Check(file, Qcow2RepairMode.None);
+            // With a pending journal laid over the tables, check what recovery sees: the journal applied in memory.
+            var result = image.Overlay.IsEmpty ? Qcow2Checker.Check(file, Qcow2RepairMode.None) : Qcow2Checker.Check(imagePath, Qcow2RepairMode.None);
             if (result.FatalError is not null)
             {
                 image.Report.Damage("check", $"the consistency check of the damaged image could not complete: {result.FatalError}");
