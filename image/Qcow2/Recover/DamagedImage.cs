@@ -32,6 +32,8 @@ internal sealed class DamagedImage
     /// <summary>Host clusters holding metadata of any kind.</summary>
     public HostClusterBitmap Metadata { get; }
     public IReadOnlyList<Qcow2Snapshot> Snapshots { get; private set; } = [];
+    /// <summary>The read-only check found no corruption, so on-disk refcounts may serve as evidence (refcount 0 = freed).</summary>
+    public bool RefcountsConsistent { get; set; }
 
     public long ClusterOf(long hostOffset) => hostOffset >> Geometry.ClusterBits;
 

@@ -25,4 +25,10 @@ internal sealed class HostClusterBitmap
         word |= bit;
         return was;
     }
+
+    public void Clear(long cluster)
+    {
+        if (cluster < 0 || cluster >= Count) return;
+        _bits[cluster >> 6] &= ~(1UL << (int)(cluster & 63));
+    }
 }

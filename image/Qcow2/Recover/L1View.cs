@@ -6,8 +6,9 @@ namespace NbdQcow.Image.Qcow2.Recover;
 /// </summary>
 internal sealed class L1View
 {
-    public L1View(string name, long l1Offset, long[] l2Offsets, bool[] damaged, DateTimeOffset? date)
+    public L1View(string name, long l1Offset, long[] l2Offsets, bool[] damaged, DateTimeOffset? date, bool[]? pastEnd = null)
     {
+        PastEnd = pastEnd ?? new bool[l2Offsets.Length];
         Name = name;
         L1Offset = l1Offset;
         L2Offsets = l2Offsets;
@@ -22,6 +23,8 @@ internal sealed class L1View
     /// <summary>Per slot: the entry was non-zero but refused.</summary>
     public bool[] Damaged { get; }
     public DateTimeOffset? Date { get; }
+    /// <summary>Per slot: the entry named an L2 table past the end of the file (cut off): any table still in the file is an older one.</summary>
+    public bool[] PastEnd { get; }
     public long Slots => L2Offsets.Length;
 
     public long L2At(long slot) => slot < L2Offsets.Length ? L2Offsets[slot] : 0;

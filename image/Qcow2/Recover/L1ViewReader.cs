@@ -9,10 +9,12 @@ namespace NbdQcow.Image.Qcow2.Recover;
 /// </summary>
 internal static class L1ViewReader
 {
-    public static L1View Read(DamagedImage image, string name, ulong l1Offset, ulong l1Size, long slots, DateTimeOffset? date)
+    /// <param name="countLosses">The view is the one recovered: an L2 table lost past the end of the file costs data.</param>
+    public static L1View Read(DamagedImage image, string name, ulong l1Offset, ulong l1Size, long slots, DateTimeOffset? date, bool countLosses = false)
     {
         var l2 = new long[slots];
         var damaged = new bool[slots];
+        var pastEnd = new bool[slots];
         long offset = (long)Math.Min(l1Offset, long.MaxValue);
         if (l1Size > (ulong)slots)
         {
@@ -58,12 +60,21 @@ internal static class L1ViewReader
             if (problem is not null)
             {
                 damaged[i] = true;
-                image.Report.Damage("l1-entry", $"{name} L1 entry {i} = 0x{entry.Raw:x16}: {problem}; slot left unmapped");
+                string message = $"{name} L1 entry {i} = 0x{entry.Raw:x16}: {problem}; slot left unmapped";
+                // A table past the end of the file is gone with its mappings; a table refused for other reasons may
+                // still be found by the scan and placed, so only that is a loss for certain.
+                if (table >= image.FileLength) pastEnd[i] = true;
+                if (countLosses && table >= image.FileLength)
+                {
+                    image.Report.Loss("l1-entry", message);
+                    image.Report.Range(i * image.Geometry.L2Coverage, image.Geometry.L2Coverage, "lost", message);
+                }
+                else image.Report.Damage("l1-entry", message);
                 continue;
             }
             l2[i] = table;
         }
-        return new L1View(name, offset, l2, damaged, date);
+        return new L1View(name, offset, l2, damaged, date, pastEnd);
     }
 
     /// <summary>Marks the view's L2 tables as metadata (after all views are read, so tables shared between views are fine).</summary>

@@ -24,11 +24,15 @@ public static class Qcow2Recovery
     {
         string output = options.OutputPath;
         string lostFolder = LostAndFoundPathFor(output);
+        // Locks first: a writer on the image (or a user of an output --force would replace) refuses before anything changes.
+        using var sourceLock = File.Exists(imagePath) ? AcquireLock(imagePath, options.Locking, readOnly: true) : null;
+        using var outputLock = options.Force && File.Exists(output) && !SameFile(imagePath, output) && options.Locking != ImageLocking.Off
+            ? AcquireLock(output, ImageLocking.On, readOnly: false) : null;
         CheckPaths(imagePath, output, lostFolder, options);
 
         using var file = OpenReadOnly(imagePath);
-        var header = ReadHeader(imagePath, file);
         var report = new RecoveryReport { ImagePath = imagePath, OutputPath = output, OutputFormat = options.Format };
+        var header = ReadHeader(imagePath, file, options, report);
         report.ClusterSize = header.ClusterSize;
         report.HostFileLength = file.Length;
         CheckHeaderUsable(imagePath, header, report);
@@ -38,10 +42,10 @@ public static class Qcow2Recovery
         var overlay = new RecoveryTableOverlay(options.History, report);
         var image = new DamagedImage(file, header, overlay, report);
         image.MarkStructure();
-        report.CheckSummary = CheckSummary(file, image.FileClusters);
+        report.CheckSummary = CheckDamagedImage(imagePath, file, image);
 
         long slots = geometry.RequiredL1Entries;
-        var active = L1ViewReader.Read(image, "active", header.L1TableOffset, header.L1Size, slots, null);
+        var active = L1ViewReader.Read(image, "active", header.L1TableOffset, header.L1Size, slots, null, countLosses: options.Snapshot is null);
         var snapshots = ReadSnapshotViews(image);
         L1ViewReader.MarkTables(image, active);
         foreach (var s in snapshots) L1ViewReader.MarkTables(image, s.View);
@@ -62,13 +66,19 @@ public static class Qcow2Recovery
         var activeData = new HostClusterBitmap(image.FileClusters);
         var snapshotGuestByHost = new Dictionary<long, long>();
         options.Progress?.Report(new RecoveryProgress("reading tables", 0, 1));
-        ViewReferenceMarker.Mark(image, active, referenced, activeData, null);
-        foreach (var s in snapshots) ViewReferenceMarker.Mark(image, s.View, referenced, null, snapshotGuestByHost, sharedWith: active);
+        var streams = new List<CompressedStreamScan.KnownStream>();
+        ViewReferenceMarker.Mark(image, active, referenced, activeData, null, streams: streams);
+        foreach (var s in snapshots) ViewReferenceMarker.Mark(image, s.View, referenced, null, snapshotGuestByHost, sharedWith: active, streams: streams);
         options.Progress?.Report(new RecoveryProgress("reading tables", 1, 1));
 
+        var conflicts = MappingConflicts.Find(image, recovered);
         var scan = OrphanClusterScan.Run(image, referenced, options.Progress);
         long guestClusters = (long)((header.Size + (ulong)geometry.ClusterSize - 1) >> geometry.ClusterBits);
-        var placement = OrphanL2Placer.Place(image, active, scan.L2Candidates, activeData, snapshotGuestByHost, guestClusters);
+        var placement = OrphanL2Placer.Place(image, active, scan.L2Candidates, activeData, snapshotGuestByHost, guestClusters, streams);
+        options.Progress?.Report(new RecoveryProgress("searching shared clusters for lost compressed streams", 0, 1));
+        var lostStreams = CompressedStreamScan.Run(image, streams, guestClusters);
+        streams.Clear();
+        options.Progress?.Report(new RecoveryProgress("searching shared clusters for lost compressed streams", 1, 1));
         if (options.Snapshot is not null) MovePlacementsToLostAndFound(report, placement);
         ReportSlotsOnlySnapshotsMap(image, active, snapshots, placement);
         foreach (var (slot, table) in placement.PlacedBySlot)
@@ -77,13 +87,14 @@ public static class Qcow2Recovery
         string partial = $"{output}.partial-{Environment.ProcessId}";
         try
         {
-            await using (var writer = RecoveredImageWriter.Create(partial, options.Format, virtualSize, geometry, backing, header.BackingFormat))
+            await using (var writer = RecoveredImageWriter.Create(partial, options.Format, virtualSize, geometry, backing, header.BackingFormat,
+                options.Locking == ImageLocking.Off ? ImageLocking.Off : ImageLocking.On))
             {
-                await WriteViewAsync(image, writer, recovered, options.Snapshot is null ? placement : null,
+                await WriteViewAsync(image, writer, recovered, conflicts, options.Snapshot is null ? placement : null,
                     options.FillFromSnapshots ? snapshots.Where(s => s.View != recovered).ToList() : [], options.Progress);
                 await writer.FlushAsync();
             }
-            WriteLostAndFound(image, lostFolder, imagePath, placement, scan);
+            WriteLostAndFound(image, lostFolder, imagePath, placement, scan, conflicts, lostStreams);
             File.Move(partial, output, overwrite: options.Force);
             HostDirectory.SyncParentOf(output);
         }
@@ -92,7 +103,22 @@ public static class Qcow2Recovery
             File.Delete(partial);
             throw;
         }
+        report.Ranges.Sort((a, b) => a.GuestOffset != b.GuestOffset ? a.GuestOffset.CompareTo(b.GuestOffset) : b.Length.CompareTo(a.Length));
         return report;
+    }
+
+    private static ImageLock? AcquireLock(string path, ImageLocking locking, bool readOnly)
+    {
+        try
+        {
+            return ImageLock.Acquire(path, locking, readOnly);
+        }
+        catch (ImageLockConflictException e)
+        {
+            throw new RecoveryInputException(readOnly
+                ? $"{e.Message}; recover reads an image nobody writes (-U/--force-share reads it anyway, at the risk of a moment's state)"
+                : $"{e.Message}; --force will not replace an output someone uses", e);
+        }
     }
 
     private static void CheckPaths(string imagePath, string output, string lostFolder, RecoveryOptions options)
@@ -138,11 +164,11 @@ public static class Qcow2Recovery
         }
     }
 
-    private static Qcow2Header ReadHeader(string path, IHostFile file)
+    private static Qcow2Header ReadHeader(string path, IHostFile file, RecoveryOptions options, RecoveryReport report)
     {
         try
         {
-            return Qcow2Header.Read(file);
+            return DamagedHeaderReader.Read(path, file, options, report);
         }
         catch (Qcow2FormatException e) when (e.Field == "magic")
         {
@@ -193,18 +219,32 @@ public static class Qcow2Recovery
         return resolved;
     }
 
-    private static string CheckSummary(IHostFile file, long fileClusters)
+    /// <summary>
+    /// Runs the read-only consistency check: what it finds (corruptions, leaks) is damage even when every mapping is
+    /// intact, and only a check without corruptions lets refcounts serve as evidence (a zeroed refcount table would
+    /// otherwise call every cluster free).
+    /// </summary>
+    private static string CheckDamagedImage(string imagePath, IHostFile file, DamagedImage image)
     {
-        if (fileClusters > MaxCheckedClusters)
-            return $"not run: the file has {fileClusters} clusters, more than {MaxCheckedClusters}";
+        if (image.FileClusters > MaxCheckedClusters)
+            return $"not run: the file has {image.FileClusters} clusters, more than {MaxCheckedClusters}";
         try
         {
-            var result = Qcow2Checker.Check(file, Qcow2RepairMode.None);
-            if (result.FatalError is not null) return $"could not complete: {result.FatalError}";
+            // With a pending journal laid over the tables, check what recovery sees: the journal applied in memory.
+            var result = image.Overlay.IsEmpty ? Qcow2Checker.Check(file, Qcow2RepairMode.None) : Qcow2Checker.Check(imagePath, Qcow2RepairMode.None);
+            if (result.FatalError is not null)
+            {
+                image.Report.Damage("check", $"the consistency check of the damaged image could not complete: {result.FatalError}");
+                return $"could not complete: {result.FatalError}";
+            }
+            if (result.Corruptions > 0 || result.Leaks > 0)
+                image.Report.Damage("check", $"the consistency check of the damaged image finds {result.Corruptions} corruptions and {result.Leaks} leaked clusters (refcounts disagree with the tables)");
+            image.RefcountsConsistent = result.Corruptions == 0;
             return $"{result.Corruptions} corruptions, {result.Leaks} leaked clusters, {result.MappedGuestClusters}/{result.TotalGuestClusters} guest clusters mapped";
         }
         catch (Exception e) when (e is Qcow2FormatException or IOException or ArgumentException or OverflowException or IndexOutOfRangeException)
         {
+            image.Report.Damage("check", $"the consistency check of the damaged image could not complete: {e.Message}");
             return $"could not complete: {e.Message}";
         }
     }
@@ -260,7 +300,7 @@ public static class Qcow2Recovery
         placement.PlacedBySlot.Clear();
     }
 
-    private static async Task WriteViewAsync(DamagedImage image, RecoveredImageWriter writer, L1View view, OrphanL2Placement? placement,
+    private static async Task WriteViewAsync(DamagedImage image, RecoveredImageWriter writer, L1View view, MappingConflicts conflicts, OrphanL2Placement? placement,
         IReadOnlyList<SnapshotView> fillFrom, IProgress<RecoveryProgress>? progress)
     {
         var table = new byte[image.Geometry.ClusterSize];
@@ -288,7 +328,11 @@ public static class Qcow2Recovery
                 report.Notes.Add($"L1 slot {slot} filled from {fill.View.Name} (taken {fill.Snapshot.Date:u}): its data is as old as that snapshot");
             }
             image.ReadTable(l2, table);
-            var counts = await writer.WriteTableAsync(image, source, slot, l2, table);
+            long start = slot * image.Geometry.L2Coverage;
+            report.Range(start, Math.Min(image.Geometry.L2Coverage, writer.Size - start), "in-place",
+                fromOrphan ? $"orphan L2 table 0x{l2:x} placed at L1 slot {slot}: {report.OrphanDecisions.FirstOrDefault(d => d.PlacedSlot == slot)?.Reason}"
+                : fromSnapshot ? $"{source} (--fill-from-snapshots, older data)" : $"{source} L1/L2 tables");
+            var counts = await writer.WriteTableAsync(image, source, slot, l2, table, conflicts);
             report.DataClustersRecovered += counts.Data;
             report.CompressedClustersRecovered += counts.Compressed;
             report.ZeroClustersRecovered += counts.Zero;
@@ -297,10 +341,35 @@ public static class Qcow2Recovery
             if (fromSnapshot) report.ClustersFilledFromSnapshots += counts.Data + counts.Compressed;
         }
         progress?.Report(new RecoveryProgress("writing recovered clusters", view.Slots, view.Slots));
+        var g = image.Geometry;
+        foreach (var conflict in conflicts.Conflicts)
+            foreach (long guest in conflict.GuestClusters)
+                report.Range(guest << g.ClusterBits, g.ClusterSize, guest == conflict.Winner ? "in-place" : "lost+found",
+                    guest == conflict.Winner ? $"contested cluster decided by evidence: {conflict.Reason}" : $"contested cluster: {conflict.Reason}");
+        if (placement is not null)
+            foreach (var d in placement.Unplaced)
+                if (d.CandidateSlotCount == 1 && d.CandidateSlots.Count == 1)
+                    report.Range(d.CandidateSlots[0] * g.L2Coverage, g.L2Coverage, "lost+found", $"orphan L2 table 0x{d.HostOffset:x} (its data) belongs here but was not placed: {d.Reason}");
+    }
+
+    /// <summary>Reads a standard cluster or decodes a compressed one into <paramref name="cluster"/>; false when it does not decompress.</summary>
+    private static bool ReadMapped(DamagedImage image, Format.L2Entry entry, byte[] cluster, byte[] compressed)
+    {
+        if (!entry.IsCompressed)
+        {
+            image.File.Read(entry.HostOffset, cluster);
+            return true;
+        }
+        var d = entry.Compressed(image.Geometry.ClusterBits);
+        int take = (int)Math.Min(Math.Min(d.CompressedLength, compressed.Length), Math.Max(0, image.FileLength - d.HostOffset));
+        image.File.Read(d.HostOffset, compressed.AsSpan(0, take));
+        if (ClusterDecompressor.TryDecompress(image.Header.CompressionType, compressed, take, cluster)) return true;
+        image.Report.Loss("compressed", $"compressed data at 0x{d.HostOffset:x} does not decompress; not saved");
+        return false;
     }
 
     private static void WriteLostAndFound(DamagedImage image, string folder, string imagePath, OrphanL2Placement placement,
-        OrphanClusterScan scan)
+        OrphanClusterScan scan, MappingConflicts conflicts, CompressedStreamScan lostStreams)
     {
         var g = image.Geometry;
         var report = image.Report;
@@ -330,7 +399,7 @@ public static class Qcow2Recovery
                     image.File.Read(d.HostOffset, compressed.AsSpan(0, take));
                     if (!ClusterDecompressor.TryDecompress(image.Header.CompressionType, compressed, take, cluster))
                     {
-                        report.Damage("compressed", $"{note}: compressed data at 0x{host:x} does not decompress; not saved");
+                        report.Loss("compressed", $"{note}: compressed data at 0x{host:x} does not decompress; not saved");
                         continue;
                     }
                     note += " (decompressed)";
@@ -342,14 +411,36 @@ public static class Qcow2Recovery
                     if (g.ExtendedL2) note += $" (subcluster bitmap 0x{entry.Bitmap:x16}: only allocated subclusters hold data)";
                 }
                 lost.Add(cluster, host, "l2-data", guests, decision.CandidateSlotCount, note, decision.HostOffset, j);
+                report.LostGuestClusters++;
             }
+        }
+        foreach (var conflict in conflicts.Conflicts)
+        {
+            if (conflict.Winner is not null) continue;
+            var guests = conflict.GuestClusters.Select(x => x << g.ClusterBits).ToList();
+            if (!ReadMapped(image, conflict.Entry, cluster, compressed)) continue; // reported as it was written
+            lost.Add(cluster, conflict.HostOffset, "conflict", guests, guests.Count, conflict.Reason);
+        }
+        foreach (var found in lostStreams.Found)
+        {
+            int take = (int)Math.Min(Math.Min(found.Length, compressed.Length), image.FileLength - found.Start);
+            image.File.Read(found.Start, compressed.AsSpan(0, take));
+            if (!ClusterDecompressor.TryDecompress(image.Header.CompressionType, compressed, take, cluster)) continue; // decoded once already
+            var guests = found.HintGuestClusters.Select(x => x << g.ClusterBits).ToList();
+            lost.Add(cluster, found.Start, "compressed-stream", guests, guests.Count, found.Note + " (saved decompressed)");
+            report.Loss("compressed", found.Note + "; saved decompressed to lost+found");
         }
         foreach (long host in scan.OrphanData)
         {
             if (placement.Claimed.Get(image.ClusterOf(host))) continue;
             report.OrphanDataClusters++;
             image.File.Read(host, cluster);
-            lost.Add(cluster, host, "orphan-data", [], 0, $"no table maps this cluster, its guest offset is unknown; {refcounts.Describe(image.ClusterOf(host))}");
+            bool freed = image.RefcountsConsistent && refcounts.Get(image.ClusterOf(host)) == 0;
+            if (freed) report.FreedLeftovers++;
+            else report.LostGuestClusters++;
+            lost.Add(cluster, host, freed ? "freed-data" : "orphan-data", [], 0, freed
+                ? "no table maps this cluster and the refcounts (consistent with the tables) call it free: the leftover of a freed cluster, kept in case"
+                : $"no table maps this cluster, its guest offset is unknown; {refcounts.Describe(image.ClusterOf(host))}");
         }
         lost.Complete();
         report.LostClusters = lost.Clusters;

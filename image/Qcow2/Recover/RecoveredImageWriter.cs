@@ -27,9 +27,9 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
     public long Size => _device.Size;
 
     public static RecoveredImageWriter Create(string path, RecoveryOutputFormat format, long virtualSize, Qcow2Geometry geometry,
-        string? backingFile, string? backingFormat)
+        string? backingFile, string? backingFormat, ImageLocking locking)
     {
-        var open = new ImageOpenOptions { CacheMode = CacheMode.Writeback, MaxDirtyAge = null };
+        var open = new ImageOpenOptions { CacheMode = CacheMode.Writeback, MaxDirtyAge = null, Locking = locking };
         if (format == RecoveryOutputFormat.Raw)
         {
             RawImageCreator.Create(path, (virtualSize + 511) & ~511L);
@@ -50,7 +50,8 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
     public readonly record struct TableCounts(long Data, long Compressed, long Zero, long Bytes);
 
     /// <summary>Writes the guest clusters mapped by the L2 table <paramref name="table"/> placed at L1 slot <paramref name="slot"/>.</summary>
-    public async Task<TableCounts> WriteTableAsync(DamagedImage image, string source, long slot, long tableOffset, byte[] table)
+    /// <param name="conflicts">Guest clusters whose claim on a contested host cluster lost (or was not decided) are not written.</param>
+    public async Task<TableCounts> WriteTableAsync(DamagedImage image, string source, long slot, long tableOffset, byte[] table, MappingConflicts conflicts)
     {
         var g = image.Geometry;
         long data = 0, compressed = 0, zero = 0, bytes = 0;
@@ -62,6 +63,7 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
             if (guest >= Size) break;
             int length = (int)Math.Min(g.ClusterSize, Size - guest);
             if (image.L2EntryProblem(entry) is not null) continue; // reported when the view was walked
+            if (conflicts.Skips((slot << g.L2Bits) + j)) continue; // contested: in lost+found with every candidate
             if (entry.IsCompressed)
             {
                 if (await WriteCompressedAsync(image, source, entry, guest, length)) { compressed++; bytes += length; }
@@ -115,7 +117,8 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
         image.File.Read(host, _cluster); // bytes past the end of the file read as zero
         long missing = host + needed - image.FileLength;
         if (missing > 0)
-            image.Report.Damage("data", $"{source}: data cluster 0x{host:x} for guest 0x{guest:x} is cut short by the end of the file; its last {missing} bytes read as zero");
+            image.Report.Loss("data", $"{source}: data cluster 0x{host:x} for guest 0x{guest:x} is cut short by the end of the file; its last {missing} bytes read as zero");
+            image.Report.Range(guest + needed - missing, missing, "lost", $"data cluster 0x{host:x} is cut short by the end of the file");
     }
 
     private async Task<bool> WriteCompressedAsync(DamagedImage image, string source, L2Entry entry, long guest, int length)
@@ -126,7 +129,7 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
         image.File.Read(d.HostOffset, _compressed.AsSpan(0, take));
         if (!ClusterDecompressor.TryDecompress(image.Header.CompressionType, _compressed, take, _cluster))
         {
-            image.Report.Damage("compressed", $"{source}: compressed cluster at 0x{d.HostOffset:x} ({d.CompressedLength} bytes) for guest 0x{guest:x} does not decompress; left unmapped");
+            image.Report.Loss("compressed", $"{source}: compressed cluster at 0x{d.HostOffset:x} ({d.CompressedLength} bytes) for guest 0x{guest:x} does not decompress; left unmapped");
             return false;
         }
         await WriteAsync(guest, _cluster.AsMemory(0, length));

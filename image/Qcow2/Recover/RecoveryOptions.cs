@@ -1,3 +1,5 @@
+using NbdQcow.Cache;
+
 namespace NbdQcow.Image.Qcow2.Recover;
 
 /// <summary>What `nbdqcow recover` was asked to do.</summary>
@@ -19,4 +21,15 @@ public sealed record RecoveryOptions
     /// <summary>Metadata history (journal) to apply and to use as placement evidence; empty = none.</summary>
     public IReadOnlyList<IRecoveryHistorySource> History { get; init; } = [];
     public IProgress<RecoveryProgress>? Progress { get; init; }
+    /// <summary>
+    /// Image locks as qemu takes them: a reader's lock on the damaged image (ForceShare: read even while a writer has
+    /// it) and a writer's lock on the output, including an existing output that --force replaces. Off in the library.
+    /// </summary>
+    public ImageLocking Locking { get; init; } = ImageLocking.Off;
+    /// <summary>Cluster size to use instead of the header's cluster_bits (a power of two, 512 B to 2 MiB); null = header, or probed when garbage.</summary>
+    public int? ClusterSize { get; init; }
+    /// <summary>Active L1 table offset to use instead of the header's.</summary>
+    public long? L1Offset { get; init; }
+    /// <summary>Refcount table offset to use instead of the header's.</summary>
+    public long? RefcountOffset { get; init; }
 }

@@ -19,15 +19,24 @@ public static class RecoveryReportFormatter
         foreach (var d in r.OrphanDecisions)
             t.AppendLine(d.PlacedSlot is { } slot
                 ? $"PLACED orphan L2 table 0x{d.HostOffset:x} ({d.DataClusters} data clusters) at L1 slot {slot}: {d.Reason}"
+                : d.CandidateSlotCount == 0 && d.Reason.StartsWith("stale", StringComparison.Ordinal) ? $"STALE orphan L2 table 0x{d.HostOffset:x}: {d.Reason}"
                 : $"NOT PLACED orphan L2 table 0x{d.HostOffset:x} ({d.DataClusters} data clusters), candidate slots [{string.Join(", ", d.CandidateSlots)}{(d.CandidateSlotCount > d.CandidateSlots.Count ? ", ..." : "")}]: {d.Reason}");
-        foreach (var f in r.Findings) t.AppendLine($"DAMAGE {f.Kind}: {f.Message}");
+        foreach (var range in r.Ranges)
+            t.AppendLine($"RANGE 0x{range.GuestOffset:x}+0x{range.Length:x} {range.Outcome}: {range.Evidence}");
+        if (r.RangeCount > r.Ranges.Count) t.AppendLine($"... and {r.RangeCount - r.Ranges.Count} more ranges");
+        foreach (var f in r.Findings) t.AppendLine(f.Kind == "conflict" ? $"CONFLICT: {f.Message}" : $"DAMAGE {f.Kind}: {f.Message}");
         if (r.FindingCount > r.Findings.Count) t.AppendLine($"... and {r.FindingCount - r.Findings.Count} more damage messages");
         foreach (var n in r.Notes) t.AppendLine($"NOTE {n}");
         if (r.LostAndFoundPath is not null)
             t.AppendLine($"LOST+FOUND: {r.LostClusters} clusters nothing could place were saved to {r.LostAndFoundPath}/ (index.json names each one's origin and candidate guest offsets)");
-        t.AppendLine(r.ExitCode == 0
-            ? "Result: everything the image maps was recovered; no damage found."
-            : $"Result: {r.FindingCount} damage findings, {r.LostClusters} clusters in lost+found; everything that could be placed was written.");
+        t.AppendLine(r.ExitCode switch
+        {
+            RecoveryExitCode.Clean => "Result (exit 0): everything the image maps was recovered; no damage found.",
+            RecoveryExitCode.RecoveredCompletely => $"Result (exit 1): damage found ({r.FindingCount} findings) and recovered completely: every guest cluster it touched is back in place" +
+                (r.FreedLeftovers > 0 ? $"; {r.FreedLeftovers} freed leftovers kept in lost+found." : "."),
+            _ => $"Result (exit 3): recovered with losses: {r.LostGuestClusters} guest clusters are not in place ({r.LostClusters} clusters in lost+found, " +
+                $"{r.ConflictingClusters} conflicts); {r.FindingCount} damage findings; everything that could be placed was written.",
+        });
         return t.ToString();
     }
 
@@ -62,6 +71,8 @@ public static class RecoveryReportFormatter
             w.WriteNumber("orphan-data-clusters", r.OrphanDataClusters);
             w.WriteNumber("stale-refcount-blocks", r.StaleRefcountBlocks);
             w.WriteNumber("stale-table-copies", r.StaleMetadataTables);
+            w.WriteNumber("stale-l2-tables", r.StaleL2Tables);
+            w.WriteNumber("compressed-streams-found", r.CompressedStreamsFound);
             w.WriteEndObject();
             w.WriteStartArray("orphan-l2-tables");
             foreach (var d in r.OrphanDecisions)
@@ -79,10 +90,25 @@ public static class RecoveryReportFormatter
                 w.WriteEndObject();
             }
             w.WriteEndArray();
+            w.WriteStartArray("ranges");
+            foreach (var range in r.Ranges)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("guest-offset", range.GuestOffset);
+                w.WriteNumber("length", range.Length);
+                w.WriteString("outcome", range.Outcome);
+                w.WriteString("evidence", range.Evidence);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteNumber("range-count", r.RangeCount);
             w.WriteStartObject("lost-and-found");
             if (r.LostAndFoundPath is not null) w.WriteString("path", Path.GetFullPath(r.LostAndFoundPath));
             else w.WriteNull("path");
             w.WriteNumber("clusters", r.LostClusters);
+            w.WriteNumber("freed-leftovers", r.FreedLeftovers);
+            w.WriteNumber("conflicts", r.ConflictingClusters);
+            w.WriteNumber("guest-clusters-not-in-place", r.LostGuestClusters);
             w.WriteEndObject();
             w.WriteNumber("damage-count", r.FindingCount);
             w.WriteStartArray("damage");

@@ -6,11 +6,12 @@ namespace NbdQcow.Image.Qcow2.Recover;
 /// </summary>
 internal static class ViewReferenceMarker
 {
-    /// <param name="viewData">When given, a data cluster referenced twice within the view is reported.</param>
+    /// <param name="viewData">When given, marks the data clusters the view maps (and its damaged entries count as losses).</param>
     /// <param name="sharedWith">Tables this view shares with that one at the same slot are skipped (already walked).</param>
+    /// <param name="streams">When given, collects every compressed stream the view maps.</param>
     /// <param name="guestClusterByHost">When given, records which guest cluster first mapped each host data cluster.</param>
     public static void Mark(DamagedImage image, L1View view, HostClusterBitmap referenced, HostClusterBitmap? viewData,
-        Dictionary<long, long>? guestClusterByHost, L1View? sharedWith = null)
+        Dictionary<long, long>? guestClusterByHost, L1View? sharedWith = null, List<CompressedStreamScan.KnownStream>? streams = null)
     {
         var g = image.Geometry;
         var table = new byte[g.ClusterSize];
@@ -27,12 +28,19 @@ internal static class ViewReferenceMarker
                 string? problem = image.L2EntryProblem(entry);
                 if (problem is not null)
                 {
-                    image.Report.Damage("l2-entry", $"{view.Name} L2 table 0x{l2:x} entry {j} (guest 0x{guestCluster << g.ClusterBits:x}) = 0x{entry.Raw:x16}: {problem}; skipped");
+                    string message = $"{view.Name} L2 table 0x{l2:x} entry {j} (guest 0x{guestCluster << g.ClusterBits:x}) = 0x{entry.Raw:x16}: {problem}; skipped";
+                    if (viewData is not null)
+                    {
+                        image.Report.Loss("l2-entry", message);
+                        image.Report.Range(guestCluster << g.ClusterBits, g.ClusterSize, "lost", message);
+                    }
+                    else image.Report.Damage("l2-entry", message);
                     continue;
                 }
                 if (entry.IsCompressed)
                 {
                     var d = entry.Compressed(g.ClusterBits);
+                    streams?.Add(new CompressedStreamScan.KnownStream(d.HostOffset, d.CompressedLength, guestCluster));
                     long end = Math.Min(d.HostOffset + d.CompressedLength, image.FileLength);
                     for (long c = image.ClusterOf(d.HostOffset); c <= image.ClusterOf(end - 1); c++)
                         referenced.Set(c);
@@ -41,8 +49,7 @@ internal static class ViewReferenceMarker
                 if (entry.HostOffset == 0) continue;
                 long host = image.ClusterOf(entry.HostOffset);
                 referenced.Set(host);
-                if (viewData is not null && viewData.Set(host))
-                    image.Report.Damage("mapping", $"{view.Name}: host cluster 0x{entry.HostOffset:x} is mapped twice (again at guest 0x{guestCluster << g.ClusterBits:x}); both guest clusters get its content");
+                viewData?.Set(host); // a cluster mapped twice is a conflict, decided (or not) by MappingConflicts
                 if (guestClusterByHost is not null)
                     guestClusterByHost.TryAdd(host, guestCluster);
             }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using NbdQcow.Cache;
 using NbdQcow.Tests.Unit.HostIo;
 using NbdQcow.Tests.Unit.Qcow2;
 
@@ -67,7 +68,7 @@ public sealed class RecoverCommandTests
             qemu-img create -q -f raw disk.raw 1M
             qemu-img create -q -f qcow2 img.qcow2 1M
             cp img.qcow2 bad.qcow2
-            printf '\x00\x00\x00\x28' | dd of=bad.qcow2 bs=1 seek=20 conv=notrunc status=none
+            printf '\x00\x00\x00\x09' | dd of=bad.qcow2 bs=1 seek=4 conv=notrunc status=none
             """);
         string before = RecoverFixture.Sha256(folder.File("img.qcow2"));
 
@@ -82,7 +83,7 @@ public sealed class RecoverCommandTests
 
         var header = Nbdqcow(folder.FolderPath, "recover", "bad.qcow2", "--output", "out.qcow2");
         Assert.Equal(2, header.Exit);
-        Assert.Contains("cluster_bits = 40", header.Stderr);
+        Assert.Contains("version = 9", header.Stderr); // a garbage cluster_bits is probed instead; a version is not guessed
 
         var missing = Nbdqcow(folder.FolderPath, "recover", "img.qcow2");
         Assert.Equal(2, missing.Exit); // --output is required: bad usage
@@ -97,7 +98,38 @@ public sealed class RecoverCommandTests
     {
         var (exit, stdout, _) = Nbdqcow(Path.GetTempPath(), "recover", "--help");
         Assert.Equal(0, exit);
-        foreach (var word in new[] { "--output", "--format", "--force", "--snapshot", "--fill-from-snapshots", "--keep-backing", "--json", "lost", "Exit codes" })
+        foreach (var word in new[] { "--output", "--format", "--force", "--snapshot", "--fill-from-snapshots", "--keep-backing", "--json", "lost", "Exit codes", "--quiet", "--force-share", "3 recovered with" })
             Assert.Contains(word, stdout);
+    }
+
+    [Fact]
+    public void Recover_is_refused_while_a_writer_holds_the_image_unless_force_share_and_never_replaces_an_output_in_use()
+    {
+        using var folder = new DiskBackedTempFolder();
+        QemuTools.Bash(folder.FolderPath, """
+            qemu-img create -q -f qcow2 -o cluster_size=64k img.qcow2 64M
+            qemu-io -f qcow2 img.qcow2 -c 'write -P 0x61 0 128k' >/dev/null
+            qemu-img create -q -f qcow2 used.qcow2 1M
+            """);
+        using (ImageLock.Acquire(folder.File("img.qcow2"), ImageLocking.On, readOnly: false))
+        {
+            var refused = Nbdqcow(folder.FolderPath, "recover", "img.qcow2", "--output", "out.qcow2");
+            Assert.Equal(2, refused.Exit);
+            Assert.Contains("--force-share", refused.Stderr);
+            Assert.False(File.Exists(folder.File("out.qcow2")));
+
+            var shared = Nbdqcow(folder.FolderPath, "recover", "img.qcow2", "--output", "out.qcow2", "-U", "--quiet");
+            Assert.Equal(0, shared.Exit);
+            Assert.Equal("", shared.Stderr);
+        }
+        string usedBefore = RecoverFixture.Sha256(folder.File("used.qcow2"));
+        using (ImageLock.Acquire(folder.File("used.qcow2"), ImageLocking.On, readOnly: true))
+        {
+            var replace = Nbdqcow(folder.FolderPath, "recover", "img.qcow2", "--output", "used.qcow2", "--force");
+            Assert.Equal(2, replace.Exit);
+            Assert.Contains("--force will not replace an output someone uses", replace.Stderr);
+        }
+        Assert.Equal(usedBefore, RecoverFixture.Sha256(folder.File("used.qcow2")));
+        Assert.Equal(0, Nbdqcow(folder.FolderPath, "recover", "img.qcow2", "--output", "used.qcow2", "--force").Exit);
     }
 }

@@ -35,7 +35,7 @@ public sealed class RecoverLostL1EntryTests
         Assert.Equal(0, decision.PlacedSlot);
         Assert.Contains("only L1 slot", decision.Reason);
         Assert.Equal(dataClusters, report.ClustersFromOrphanTables);
-        Assert.Equal(1, report.ExitCode); // the lost L1 entry is damage, even though everything was placed
+        Assert.Equal(RecoveryExitCode.RecoveredCompletely, report.ExitCode); // the lost L1 entry is damage, and everything was placed
         Assert.Equal(0, report.LostClusters);
     }
 
@@ -123,7 +123,7 @@ public sealed class RecoverLostL1EntryTests
 
         var report = await RecoverFixture.RecoverAsync(image, folder.File("out.qcow2"));
 
-        Assert.Equal(1, report.ExitCode);
+        Assert.Equal(RecoveryExitCode.RecoveredWithLosses, report.ExitCode); // data in lost+found only: recovered with losses
         Assert.Equal(2, report.OrphanDecisions.Count);
         Assert.All(report.OrphanDecisions, d => Assert.Null(d.PlacedSlot));
         Assert.Equal(2 + 2 + 1, report.LostClusters); // two tables, 2 + 1 data clusters
