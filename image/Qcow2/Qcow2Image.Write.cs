@@ -230,6 +230,8 @@ public sealed partial class Qcow2Image
         if (IsReadOnly) return;
         try
         {
+            // After a failed fdatasync no flush is acknowledged again (unsafe promises nothing, so it keeps acknowledging).
+            if (Options.CacheMode != CacheMode.Unsafe) SyncFailures.ThrowIfFailed(Path);
             switch (Options.CacheMode)
             {
                 case CacheMode.Writethrough:
@@ -999,6 +1001,20 @@ public sealed partial class Qcow2Image
         MarkCorrupt();
         throw new BlockDeviceException(BlockError.Io,
             $"qcow2 image {Path}: refusing a data write at host offset 0x{host:x} (+{length}) that overlaps metadata; the image is marked corrupt, check it with: nbdqcow check {Path}");
+    }
+
+    /// <summary>
+    /// A failed fdatasync may have lost table writes: set the dirty bit so the next read-write open rebuilds the
+    /// refcounts (as after an unclean shutdown), and keep it, since no later flush (nor a clean close) can succeed.
+    /// Written without a sync: there is no good one to wait for; if it does not reach the disk either, neither did
+    /// anything after the last good flush.
+    /// </summary>
+    private void MarkDirtyAfterSyncFailure(HostIoException failure)
+    {
+        if (Header.Version < 3) return;
+        var features = Header.IncompatibleFeatures | Qcow2IncompatibleFeatures.Dirty;
+        Header.IncompatibleFeatures = features;
+        WriteHeaderField(72, (ulong)features);
     }
 
     private void MarkCorrupt()

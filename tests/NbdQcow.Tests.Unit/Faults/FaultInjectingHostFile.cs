@@ -1,0 +1,88 @@
+using NbdQcow.Cache;
+
+namespace NbdQcow.Tests.Unit.Faults;
+
+/// <summary>
+/// A host file decorator that fails the calls its <see cref="FaultPlan"/> picks with EIO, ENOSPC, EDQUOT or a
+/// short write, and otherwise forwards to the real file. A failed call changes nothing, except a short write,
+/// which stores the first half of its data as a real short pwrite would.
+/// </summary>
+public sealed class FaultInjectingHostFile(IHostFile inner, FaultPlan plan) : IHostFile
+{
+    private const int Eio = 5;
+    private const int Enospc = 28;
+    private const int Edquot = 122;
+
+    /// <summary>A factory opening real host files behind <paramref name="plan"/>.</summary>
+    public static HostFileFactory Factory(FaultPlan plan) =>
+        (path, options) => new FaultInjectingHostFile(HostFile.Open(path, options), plan);
+
+    public string Path => inner.Path;
+
+    public bool IsDirect => inner.IsDirect;
+
+    public bool IsReadOnly => inner.IsReadOnly;
+
+    public long Length => inner.Length;
+
+    public void Read(long offset, Span<byte> buffer)
+    {
+        if (plan.ShouldFail(HostCallKind.Read)) throw Failure("pread");
+        inner.Read(offset, buffer);
+    }
+
+    public void Write(long offset, ReadOnlySpan<byte> data)
+    {
+        if (plan.ShouldFail(HostCallKind.Write))
+        {
+            if (plan.Fault == HostFault.ShortWrite && data.Length > 1) inner.Write(offset, data[..(data.Length / 2)]);
+            throw Failure("pwrite");
+        }
+        inner.Write(offset, data);
+    }
+
+    public void Flush()
+    {
+        if (plan.ShouldFail(HostCallKind.Flush)) throw Failure("fdatasync");
+        inner.Flush();
+    }
+
+    public void SetLength(long length)
+    {
+        if (plan.ShouldFail(HostCallKind.SetLength)) throw Failure("ftruncate");
+        inner.SetLength(length);
+    }
+
+    public bool TryPunchHole(long offset, long length)
+    {
+        if (plan.ShouldFail(HostCallKind.Allocate)) throw Failure("fallocate(PUNCH_HOLE)");
+        return inner.TryPunchHole(offset, length);
+    }
+
+    public bool TryZeroRange(long offset, long length)
+    {
+        if (plan.ShouldFail(HostCallKind.Allocate)) throw Failure("fallocate(ZERO_RANGE)");
+        return inner.TryZeroRange(offset, length);
+    }
+
+    public bool TryAllocateZeroed(long offset, long length)
+    {
+        if (plan.ShouldFail(HostCallKind.Allocate)) throw Failure("fallocate");
+        return inner.TryAllocateZeroed(offset, length);
+    }
+
+    public long SeekData(long offset) => inner.SeekData(offset);
+
+    public long SeekHole(long offset) => inner.SeekHole(offset);
+
+    public void AdviseWillNeed(long offset, long length) => inner.AdviseWillNeed(offset, length);
+
+    public void Dispose() => inner.Dispose();
+
+    private HostIoException Failure(string operation) => new(operation, inner.Path, plan.Fault switch
+    {
+        HostFault.NoSpace or HostFault.ShortWrite => Enospc,
+        HostFault.QuotaExceeded => Edquot,
+        _ => Eio,
+    }, "injected by the test");
+}
