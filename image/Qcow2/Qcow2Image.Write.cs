@@ -545,7 +545,7 @@ public sealed partial class Qcow2Image
         long guestCluster = offset >> g.ClusterBits;
         long clusterStart = g.StartOfCluster(offset);
         int inCluster = g.OffsetInCluster(offset);
-        bool committed = false;
+        bool committed = false, linked = false;
         try
         {
             // What part of the cluster to write: all of it, unless extended L2 lets untouched subclusters keep
@@ -611,6 +611,7 @@ public sealed partial class Qcow2Image
                 }
                 if (newHost) Refcounts.AddReferenceDependencies(host, l2.Table);
                 WriteL2Entry(l2.Data, index, updated);
+                linked = true;
                 MetadataCache.MarkDirtyAfterEarlierWrites(l2.Table);
                 ReleaseOldHost(old, host, l2.Table);
                 committed = true;
@@ -626,11 +627,32 @@ public sealed partial class Qcow2Image
             if (!committed)
             {
                 await MetadataLock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-                _inflight.Remove(guestCluster);
-                MetadataLock.Release();
-                // A cluster allocated for a write that failed stays allocated and unreferenced: a leak, never a corruption.
+                try
+                {
+                    _inflight.Remove(guestCluster);
+                    // The cluster allocated for a write that failed (ENOSPC, EIO) is referenced by nothing: give it back,
+                    // so a write retried until space returns allocates once, not once per attempt, and leaks nothing.
+                    if (newHost && !linked) ReleaseUnlinkedCluster(host);
+                }
+                finally
+                {
+                    MetadataLock.Release();
+                }
             }
             mine.SetResult();
+        }
+    }
+
+    /// <summary>Drops the refcount of a cluster allocated for a write that failed before any L2 entry pointed at it. Under the lock.</summary>
+    private void ReleaseUnlinkedCluster(long host)
+    {
+        try
+        {
+            Refcounts.Change(host, Geometry.ClusterSize, -1);
+        }
+        catch (IOException)
+        {
+            // Reading the refcount block failed: the cluster stays allocated and unreferenced, a leak, never a corruption.
         }
     }
 
