@@ -20,4 +20,10 @@ public sealed class ExportOptions
     public string? Inactive { get; set; }
     /// <summary>Create the image with this size (e.g. 10G) when the file is missing.</summary>
     public string? Create { get; set; }
+    /// <summary>report (default), enospc, retry or stop.</summary>
+    public string? WriteErrorPolicy { get; set; }
+    /// <summary>report (default) or retry.</summary>
+    public string? ReadErrorPolicy { get; set; }
+    /// <summary>Milliseconds a held request is retried before its error is reported.</summary>
+    public string? ErrorRetryTimeout { get; set; }
 }

@@ -22,4 +22,10 @@ public sealed record ExportSettings
     public bool Inactive { get; init; }
     /// <summary>Size to create the image with when missing, or null.</summary>
     public long? CreateSize { get; init; }
+    public WriteErrorPolicy WriteErrorPolicy { get; init; } = WriteErrorPolicy.Report;
+    public ReadErrorPolicy ReadErrorPolicy { get; init; } = ReadErrorPolicy.Report;
+    /// <summary>How long a held request is retried before its error goes to the client.</summary>
+    public TimeSpan ErrorRetryTimeout { get; init; } = DefaultErrorRetryTimeout;
+
+    public static readonly TimeSpan DefaultErrorRetryTimeout = TimeSpan.FromSeconds(60);
 }

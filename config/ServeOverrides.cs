@@ -20,6 +20,9 @@ public sealed record ServeOverrides
     /// <summary>"on", "off" (--no-lock) or "force-share" (--force-share).</summary>
     public string? Locking { get; init; }
     public bool? Inactive { get; init; }
+    public string? WriteErrorPolicy { get; init; }
+    public string? ReadErrorPolicy { get; init; }
+    public string? ErrorRetryTimeout { get; init; }
     /// <summary>Control socket path (--control).</summary>
     public string? Control { get; init; }
     public string? Description { get; init; }

@@ -132,6 +132,9 @@ public static class ServerConfigurationLoader
         Put(cli, prefix + "Description", o.Description);
         Put(cli, prefix + "Locking", o.Locking);
         Put(cli, prefix + "Inactive", o.Inactive is null ? null : o.Inactive.Value ? "true" : "false");
+        Put(cli, prefix + "WriteErrorPolicy", o.WriteErrorPolicy);
+        Put(cli, prefix + "ReadErrorPolicy", o.ReadErrorPolicy);
+        Put(cli, prefix + "ErrorRetryTimeout", o.ErrorRetryTimeout);
     }
 
     private static void Put(Dictionary<string, string?> cli, string key, string? value)
@@ -145,7 +148,8 @@ public static class ServerConfigurationLoader
     private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "Exports"];
 
     private static readonly string[] ExportKeys =
-        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive"];
+        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive",
+         "WriteErrorPolicy", "ReadErrorPolicy", "ErrorRetryTimeout"];
 
     /// <summary>A misspelt key would otherwise be ignored silently.</summary>
     private static void CheckKnownKeys(IConfiguration configuration, List<string> problems)
