@@ -27,6 +27,8 @@ public sealed class SyncLatchedHostFile(IHostFile inner, SyncFailureLatch latch)
 
     public bool TryAllocateZeroed(long offset, long length) => inner.TryAllocateZeroed(offset, length);
 
+    public bool TryReserve(long offset, long length) => inner.TryReserve(offset, length);
+
     public long SeekData(long offset) => inner.SeekData(offset);
 
     public long SeekHole(long offset) => inner.SeekHole(offset);

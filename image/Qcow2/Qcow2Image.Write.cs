@@ -90,6 +90,7 @@ public sealed partial class Qcow2Image
         cache.EvictionUsesBarriers = !unsafeWithoutBound;
         _refcounts = new Qcow2Refcounts(File, cache, Header, map);
         _metadataMap = map;
+        ReserveTableSpace();
         if (Options.Journal) StartJournal(cache);
         if (Options.CacheMode.HasVolatileCache() && Options.MaxDirtyAge is { } maxAge)
             _dirtyAge = new DirtyAgeFlusher(maxAge, DurableFlushAsync, Options.TimeProvider, Options.BackgroundError);
@@ -964,6 +965,7 @@ public sealed partial class Qcow2Image
         if (l1.IsAllocated && l1.IsCopied)
             return MetadataCache.Get(l1.L2TableOffset);
         long offset = Refcounts.Allocate(1);
+        ReserveTableCluster(offset);
         MetadataMap.Add(offset, g.ClusterSize);
         var lease = MetadataCache.GetNew(offset);
         try

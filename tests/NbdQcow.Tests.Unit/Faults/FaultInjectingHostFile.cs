@@ -71,6 +71,12 @@ public sealed class FaultInjectingHostFile(IHostFile inner, FaultPlan plan) : IH
         return inner.TryAllocateZeroed(offset, length);
     }
 
+    public bool TryReserve(long offset, long length)
+    {
+        if (plan.ShouldFail(HostCallKind.Allocate)) throw Failure("fallocate");
+        return inner.TryReserve(offset, length);
+    }
+
     public long SeekData(long offset) => inner.SeekData(offset);
 
     public long SeekHole(long offset) => inner.SeekHole(offset);
