@@ -116,6 +116,88 @@ public sealed class FullStorageTests
         await QemuImage.AssertCheckCleanAsync(image, server.Describe());
     }
 
+    [Fact]
+    public async Task Werror_stop_holds_writes_while_the_disk_is_full_and_takes_them_again_after_space_is_freed()
+    {
+        using var tmpfs = await SmallTmpfs.MountAsync(24);
+        using var sockets = new TempDirectory("ctl");
+        var image = tmpfs.File("disk.qcow2");
+        await QemuImage.CreateQcow2Async(image, "64M");
+        tmpfs.FillLeaving(2);
+        var control = sockets.File("control.sock");
+        await using var server = await ServerProcess.StartAsync(new ServeOptions
+        {
+            ImagePath = image,
+            ExtraArguments = ["--werror", "stop", "--error-retry-timeout", "60000", "--control", control],
+        });
+        using var connection = await RawNbdConnection.ConnectAsync(server.Port!.Value);
+        await connection.HandshakeWithExportNameAsync();
+
+        // Pipelined 1 MiB writes, more than the free space: the server stops taking them and answers none.
+        const int count = 6;
+        for (var i = 0; i < count; i++)
+        {
+            await connection.SendAsync(RawNbdConnection.Request(CommandWrite, (ulong)i, (ulong)i * Chunk, Chunk));
+            await connection.SendAsync(Pattern(i));
+        }
+        await WaitForOutputAsync(server, "writes stopped (policy stop)", TimeSpan.FromSeconds(60));
+        var status = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["control", control, "status"], TimeSpan.FromSeconds(60));
+        status.EnsureSuccess(server.Describe());
+        Assert.Contains("writes paused: ENOSPC", status.Stdout);
+
+        tmpfs.FreeBallast();
+        var answered = new HashSet<ulong>();
+        for (var i = 0; i < count; i++)
+        {
+            var reply = await connection.TryReadSimpleReplyOrCloseAsync(TimeSpan.FromSeconds(30));
+            Assert.True(reply is not null, "the server closed the connection");
+            Assert.True(reply.Value.Error == 0, $"write {reply.Value.Cookie} failed with {reply.Value.Error}\n{server.Describe()}");
+            answered.Add(reply.Value.Cookie);
+        }
+        Assert.Equal(count, answered.Count);
+        Assert.Equal(0u, await RequestAsync(connection, RawNbdConnection.Request(CommandFlush, 100, 0, 0)));
+        for (var i = 0; i < count; i++)
+        {
+            var (readError, data) = await connection.ReadAsync((ulong)i * Chunk, Chunk, 200 + (ulong)i);
+            Assert.Equal(0u, readError);
+            Assert.True(data.AsSpan().SequenceEqual(Pattern(i)), $"chunk {i} reads back different data");
+        }
+        Assert.Contains("writes taken again", server.Output);
+        await connection.DisconnectAsync();
+        await server.StopAndAssertCleanExitAsync();
+        await QemuImage.AssertCheckCleanAsync(image, server.Describe());
+    }
+
+    [Fact]
+    public async Task Werror_retry_gives_up_after_the_retry_timeout_and_the_client_gets_enospc()
+    {
+        using var tmpfs = await SmallTmpfs.MountAsync(16);
+        var image = tmpfs.File("disk.qcow2");
+        await QemuImage.CreateQcow2Async(image, "64M");
+        tmpfs.FillLeaving(1);
+        await using var server = await ServerProcess.StartAsync(new ServeOptions
+        {
+            ImagePath = image,
+            ExtraArguments = ["--werror", "retry", "--error-retry-timeout", "1500"],
+        });
+        using var connection = await RawNbdConnection.ConnectAsync(server.Port!.Value);
+        await connection.HandshakeWithExportNameAsync();
+
+        uint error = 0;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (var i = 0; i < 8 && error == 0; i++)
+        {
+            clock.Restart();
+            error = await WriteAsync(connection, (ulong)i * Chunk, Pattern(i), (ulong)i);
+        }
+        Assert.True(error == NbdEnospc, $"expected ENOSPC once the disk is full, got {error}\n{server.Describe()}");
+        Assert.True(clock.ElapsedMilliseconds >= 1400, $"the failing write was answered after {clock.ElapsedMilliseconds} ms, before the retry timeout");
+        Assert.Contains("gave up on held writes after", server.Output);
+        await connection.DisconnectAsync();
+        await server.StopAndAssertCleanExitAsync();
+        await QemuImage.AssertCheckCleanAsync(image, server.Describe());
+    }
+
     /// <summary>16 MiB of sequential 256 KiB writes (more than the free space), then a read verifying every block.</summary>
     private static Task<ToolResult> RunFioAsync(string uri) => ToolRunner.RunAsync("fio", [
         "--name=fill", "--ioengine=nbd", $"--uri={uri}", "--rw=write", "--bs=256k", "--size=16M", "--iodepth=4",
