@@ -3,6 +3,7 @@ using NbdQcow.Config;
 using NbdQcow.Image;
 using NbdQcow.Server.Nbd;
 using NbdQcow.Server.Storage;
+using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.Qcow2Write;
 
 namespace NbdQcow.Tests.Unit.Faults;

@@ -1,5 +1,6 @@
 using NbdQcow.Cache;
 using NbdQcow.Image;
+using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.Qcow2Write;
 
 namespace NbdQcow.Tests.Unit.Faults;

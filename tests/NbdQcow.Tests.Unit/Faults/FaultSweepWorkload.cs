@@ -1,5 +1,6 @@
 using NbdQcow.Cache;
 using NbdQcow.Image;
+using NbdQcow.Tests.Faults;
 
 namespace NbdQcow.Tests.Unit.Faults;
 

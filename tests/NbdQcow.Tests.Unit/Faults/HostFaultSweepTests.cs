@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using NbdQcow.Cache;
 using NbdQcow.Image;
+using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.HostIo;
 using NbdQcow.Tests.Unit.Qcow2Write;
 using Xunit.Abstractions;

@@ -1,6 +1,7 @@
 using NbdQcow.Cache;
-using NbdQcow.Image;
 using NbdQcow.Image.Qcow2.Format;
+using NbdQcow.Image;
+using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.Qcow2Write;
 
 namespace NbdQcow.Tests.Unit.Faults;

@@ -1,4 +1,4 @@
-namespace NbdQcow.Tests.Unit.Faults;
+namespace NbdQcow.Tests.Faults;
 
 /// <summary>The kinds of host file call a <see cref="FaultInjectingHostFile"/> counts and can fail.</summary>
 public enum HostCallKind

@@ -1,4 +1,4 @@
-namespace NbdQcow.Tests.Unit.Faults;
+namespace NbdQcow.Tests.Faults;
 
 /// <summary>
 /// Which host calls fail, shared by every file one image opens (image, journal, data file), so "the Nth write"
@@ -36,6 +36,12 @@ public sealed class FaultPlan
 
     /// <summary>Failures injected so far.</summary>
     public int Failures { get; private set; }
+
+    /// <summary>
+    /// Model of Linux after a failed fdatasync: the pages written since the last good one are dropped (the file
+    /// reads as before them), and a later fdatasync succeeds without them.
+    /// </summary>
+    public bool DropsUnsyncedWritesOnFailedSync { get; init; }
 
     /// <summary>While false, calls pass and are not counted (setup and verification run with the plan disarmed).</summary>
     public bool Armed { get; set; } = true;

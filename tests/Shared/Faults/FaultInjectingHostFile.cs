@@ -1,14 +1,17 @@
 using NbdQcow.Cache;
 
-namespace NbdQcow.Tests.Unit.Faults;
+namespace NbdQcow.Tests.Faults;
 
 /// <summary>
 /// A host file decorator that fails the calls its <see cref="FaultPlan"/> picks with EIO, ENOSPC, EDQUOT or a
 /// short write, and otherwise forwards to the real file. A failed call changes nothing, except a short write,
-/// which stores the first half of its data as a real short pwrite would.
+/// which stores the first half of its data as a real short pwrite would. With
+/// <see cref="FaultPlan.DropsUnsyncedWritesOnFailedSync"/> a failed fdatasync also undoes this file's writes since
+/// its last good one (rewriting the old bytes), as the kernel does when it drops pages whose writeback failed.
 /// </summary>
 public sealed class FaultInjectingHostFile(IHostFile inner, FaultPlan plan) : IHostFile
 {
+    private readonly List<(long Offset, byte[] Before)> _unsynced = [];
     private const int Eio = 5;
     private const int Enospc = 28;
     private const int Edquot = 122;
@@ -35,16 +38,41 @@ public sealed class FaultInjectingHostFile(IHostFile inner, FaultPlan plan) : IH
     {
         if (plan.ShouldFail(HostCallKind.Write))
         {
-            if (plan.Fault == HostFault.ShortWrite && data.Length > 1) inner.Write(offset, data[..(data.Length / 2)]);
+            if (plan.Fault == HostFault.ShortWrite && data.Length > 1) WriteRemembering(offset, data[..(data.Length / 2)]);
             throw Failure("pwrite");
         }
-        inner.Write(offset, data);
+        WriteRemembering(offset, data);
     }
 
     public void Flush()
     {
-        if (plan.ShouldFail(HostCallKind.Flush)) throw Failure("fdatasync");
+        if (plan.ShouldFail(HostCallKind.Flush))
+        {
+            DropUnsynced();
+            throw Failure("fdatasync");
+        }
         inner.Flush();
+        lock (_unsynced) _unsynced.Clear();
+    }
+
+    private void WriteRemembering(long offset, ReadOnlySpan<byte> data)
+    {
+        if (plan.DropsUnsyncedWritesOnFailedSync)
+        {
+            var before = new byte[data.Length];
+            inner.Read(offset, before);
+            lock (_unsynced) _unsynced.Add((offset, before));
+        }
+        inner.Write(offset, data);
+    }
+
+    private void DropUnsynced()
+    {
+        lock (_unsynced)
+        {
+            for (var i = _unsynced.Count - 1; i >= 0; i--) inner.Write(_unsynced[i].Offset, _unsynced[i].Before);
+            _unsynced.Clear();
+        }
     }
 
     public void SetLength(long length)

@@ -1,4 +1,4 @@
-namespace NbdQcow.Tests.Unit.Faults;
+namespace NbdQcow.Tests.Faults;
 
 /// <summary>What an injected failure looks like to the caller.</summary>
 public enum HostFault
