@@ -250,6 +250,12 @@ public sealed unsafe class HostFile : IHostFile
             || (TryPunchHole(offset, length) && FAllocate("fallocate", 0, offset, length));
     }
 
+    public bool TryReserve(long offset, long length)
+    {
+        ThrowIfReadOnly("fallocate");
+        return length == 0 || FAllocate("fallocate", 0, offset, length);
+    }
+
     public long SeekData(long offset)
     {
         var length = Length;

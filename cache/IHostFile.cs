@@ -41,6 +41,12 @@ public interface IHostFile : IDisposable
     /// </summary>
     bool TryAllocateZeroed(long offset, long length);
 
+    /// <summary>
+    /// Allocates host space for the range without changing its content (plain fallocate), so later writes into it
+    /// cannot fail for lack of space. Returns false when the file system cannot. Default: false.
+    /// </summary>
+    bool TryReserve(long offset, long length) => false;
+
     /// <summary>Next offset at or after <paramref name="offset"/> holding data (SEEK_DATA), or Length when none.</summary>
     long SeekData(long offset);
 

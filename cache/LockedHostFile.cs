@@ -56,6 +56,8 @@ public sealed class LockedHostFile : IHostFile
 
     public bool TryAllocateZeroed(long offset, long length) => _inner.TryAllocateZeroed(offset, length);
 
+    public bool TryReserve(long offset, long length) => _inner.TryReserve(offset, length);
+
     public long SeekData(long offset) => _inner.SeekData(offset);
 
     public long SeekHole(long offset) => _inner.SeekHole(offset);

@@ -22,4 +22,10 @@ public sealed class ExportOptions
     public string? Create { get; set; }
     /// <summary>Persistent dirty bitmaps of the image offered as qemu:dirty-bitmap:NAME meta contexts.</summary>
     public List<string>? Bitmaps { get; set; }
+    /// <summary>report (default), enospc, retry or stop.</summary>
+    public string? WriteErrorPolicy { get; set; }
+    /// <summary>report (default) or retry.</summary>
+    public string? ReadErrorPolicy { get; set; }
+    /// <summary>Milliseconds a held request is retried before its error is reported.</summary>
+    public string? ErrorRetryTimeout { get; set; }
 }

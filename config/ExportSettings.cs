@@ -24,4 +24,10 @@ public sealed record ExportSettings
     public long? CreateSize { get; init; }
     /// <summary>Persistent dirty bitmaps offered as qemu:dirty-bitmap:NAME (incremental backup).</summary>
     public IReadOnlyList<string> Bitmaps { get; init; } = [];
+    public WriteErrorPolicy WriteErrorPolicy { get; init; } = WriteErrorPolicy.Report;
+    public ReadErrorPolicy ReadErrorPolicy { get; init; } = ReadErrorPolicy.Report;
+    /// <summary>How long a held request is retried before its error goes to the client.</summary>
+    public TimeSpan ErrorRetryTimeout { get; init; } = DefaultErrorRetryTimeout;
+
+    public static readonly TimeSpan DefaultErrorRetryTimeout = TimeSpan.FromSeconds(60);
 }

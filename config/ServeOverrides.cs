@@ -22,6 +22,9 @@ public sealed record ServeOverrides
     public bool? Inactive { get; init; }
     /// <summary>Persistent dirty bitmaps to offer (--bitmap, repeatable); null when none was named.</summary>
     public IReadOnlyList<string>? Bitmaps { get; init; }
+    public string? WriteErrorPolicy { get; init; }
+    public string? ReadErrorPolicy { get; init; }
+    public string? ErrorRetryTimeout { get; init; }
     /// <summary>Control socket path (--control).</summary>
     public string? Control { get; init; }
     public string? Description { get; init; }

@@ -139,6 +139,9 @@ public static class ServerConfigurationLoader
         {
             Put(cli, $"{prefix}Bitmaps:{i}", o.Bitmaps[i]);
         }
+        Put(cli, prefix + "WriteErrorPolicy", o.WriteErrorPolicy);
+        Put(cli, prefix + "ReadErrorPolicy", o.ReadErrorPolicy);
+        Put(cli, prefix + "ErrorRetryTimeout", o.ErrorRetryTimeout);
     }
 
     private static void Put(Dictionary<string, string?> cli, string key, string? value)
@@ -152,7 +155,8 @@ public static class ServerConfigurationLoader
     private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "MaxConnections", "HandshakeTimeout", "MaxBufferedBytes", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "Exports"];
 
     private static readonly string[] ExportKeys =
-        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive", "Bitmaps"];
+        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive", "Bitmaps",
+         "WriteErrorPolicy", "ReadErrorPolicy", "ErrorRetryTimeout"];
 
     /// <summary>A misspelt key would otherwise be ignored silently.</summary>
     private static void CheckKnownKeys(IConfiguration configuration, List<string> problems)

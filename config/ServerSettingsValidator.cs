@@ -272,6 +272,16 @@ public static class ServerSettingsValidator
                 bitmaps.Add(bitmap);
             }
         }
+        var writeErrors = ParsePolicy($"{key}:WriteErrorPolicy", o.WriteErrorPolicy, WriteErrorPolicy.Report, problems);
+        var readErrors = ParsePolicy($"{key}:ReadErrorPolicy", o.ReadErrorPolicy, ReadErrorPolicy.Report, problems);
+        var retryTimeout = ExportSettings.DefaultErrorRetryTimeout;
+        if (o.ErrorRetryTimeout is { } timeoutText)
+        {
+            if (long.TryParse(timeoutText, NumberStyles.None, CultureInfo.InvariantCulture, out var ms) && ms is >= 100 and <= 24L * 3600 * 1000)
+                retryTimeout = TimeSpan.FromMilliseconds(ms);
+            else
+                problems.Add($"{key}:ErrorRetryTimeout: '{timeoutText}' is not allowed; allowed: milliseconds from 100 to 86400000");
+        }
         if (problems.Count > before)
         {
             return null;
@@ -292,7 +302,22 @@ public static class ServerSettingsValidator
             Locking = locking,
             Inactive = inactive,
             Bitmaps = bitmaps,
+            WriteErrorPolicy = writeErrors,
+            ReadErrorPolicy = readErrors,
+            ErrorRetryTimeout = retryTimeout,
         };
+    }
+
+    /// <summary>Policy names are the enum names in lower case: report, enospc, retry, stop.</summary>
+    private static TPolicy ParsePolicy<TPolicy>(string key, string? text, TPolicy fallback, List<string> problems) where TPolicy : struct, Enum
+    {
+        if (text is null) return fallback;
+        var trimmed = text.Trim();
+        if (trimmed.Length > 0 && char.IsLetter(trimmed[0]) && Enum.TryParse<TPolicy>(trimmed, ignoreCase: true, out var policy)) return policy;
+        var allowed = new List<string>();
+        foreach (var name in Enum.GetNames<TPolicy>()) allowed.Add(name.ToLowerInvariant());
+        problems.Add($"{key}: '{text}' is not allowed; allowed: {string.Join(", ", allowed)}");
+        return fallback;
     }
 
     public static readonly string[] LockingModes = ["on", "off", "force-share"];

@@ -90,6 +90,7 @@ public sealed partial class Qcow2Image
         cache.EvictionUsesBarriers = !unsafeWithoutBound;
         _refcounts = new Qcow2Refcounts(File, cache, Header, map);
         _metadataMap = map;
+        ReserveTableSpace();
         if (Options.Journal) StartJournal(cache);
         if (Options.CacheMode.HasVolatileCache() && Options.MaxDirtyAge is { } maxAge)
             _dirtyAge = new DirtyAgeFlusher(maxAge, DurableFlushAsync, Options.TimeProvider, Options.BackgroundError);
@@ -230,6 +231,8 @@ public sealed partial class Qcow2Image
         if (IsReadOnly) return;
         try
         {
+            // After a failed fdatasync no flush is acknowledged again (unsafe promises nothing, so it keeps acknowledging).
+            if (Options.CacheMode != CacheMode.Unsafe) SyncFailures.ThrowIfFailed(Path);
             switch (Options.CacheMode)
             {
                 case CacheMode.Writethrough:
@@ -543,7 +546,7 @@ public sealed partial class Qcow2Image
         long guestCluster = offset >> g.ClusterBits;
         long clusterStart = g.StartOfCluster(offset);
         int inCluster = g.OffsetInCluster(offset);
-        bool committed = false;
+        bool committed = false, linked = false;
         try
         {
             // What part of the cluster to write: all of it, unless extended L2 lets untouched subclusters keep
@@ -609,6 +612,7 @@ public sealed partial class Qcow2Image
                 }
                 if (newHost) Refcounts.AddReferenceDependencies(host, l2.Table);
                 WriteL2Entry(l2.Data, index, updated);
+                linked = true;
                 MetadataCache.MarkDirtyAfterEarlierWrites(l2.Table);
                 ReleaseOldHost(old, host, l2.Table);
                 committed = true;
@@ -624,11 +628,32 @@ public sealed partial class Qcow2Image
             if (!committed)
             {
                 await MetadataLock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-                _inflight.Remove(guestCluster);
-                MetadataLock.Release();
-                // A cluster allocated for a write that failed stays allocated and unreferenced: a leak, never a corruption.
+                try
+                {
+                    _inflight.Remove(guestCluster);
+                    // The cluster allocated for a write that failed (ENOSPC, EIO) is referenced by nothing: give it back,
+                    // so a write retried until space returns allocates once, not once per attempt, and leaks nothing.
+                    if (newHost && !linked) ReleaseUnlinkedCluster(host);
+                }
+                finally
+                {
+                    MetadataLock.Release();
+                }
             }
             mine.SetResult();
+        }
+    }
+
+    /// <summary>Drops the refcount of a cluster allocated for a write that failed before any L2 entry pointed at it. Under the lock.</summary>
+    private void ReleaseUnlinkedCluster(long host)
+    {
+        try
+        {
+            Refcounts.Change(host, Geometry.ClusterSize, -1);
+        }
+        catch (IOException)
+        {
+            // Reading the refcount block failed: the cluster stays allocated and unreferenced, a leak, never a corruption.
         }
     }
 
@@ -940,6 +965,7 @@ public sealed partial class Qcow2Image
         if (l1.IsAllocated && l1.IsCopied)
             return MetadataCache.Get(l1.L2TableOffset);
         long offset = Refcounts.Allocate(1);
+        ReserveTableCluster(offset);
         MetadataMap.Add(offset, g.ClusterSize);
         var lease = MetadataCache.GetNew(offset);
         try
@@ -999,6 +1025,20 @@ public sealed partial class Qcow2Image
         MarkCorrupt();
         throw new BlockDeviceException(BlockError.Io,
             $"qcow2 image {Path}: refusing a data write at host offset 0x{host:x} (+{length}) that overlaps metadata; the image is marked corrupt, check it with: nbdqcow check {Path}");
+    }
+
+    /// <summary>
+    /// A failed fdatasync may have lost table writes: set the dirty bit so the next read-write open rebuilds the
+    /// refcounts (as after an unclean shutdown), and keep it, since no later flush (nor a clean close) can succeed.
+    /// Written without a sync: there is no good one to wait for; if it does not reach the disk either, neither did
+    /// anything after the last good flush.
+    /// </summary>
+    private void MarkDirtyAfterSyncFailure(HostIoException failure)
+    {
+        if (Header.Version < 3) return;
+        var features = Header.IncompatibleFeatures | Qcow2IncompatibleFeatures.Dirty;
+        Header.IncompatibleFeatures = features;
+        WriteHeaderField(72, (ulong)features);
     }
 
     private void MarkCorrupt()

@@ -85,8 +85,18 @@ public sealed partial class Qcow2Image : IBlockDevice
     internal bool UsesExternalDataFile => Header.HasExternalDataFile;
 
     /// <summary>Opens a qcow2 image. Read-write unless <see cref="ImageOpenOptions.ReadOnly"/> or a snapshot is asked for.</summary>
-    public static Qcow2Image Open(string path, ImageOpenOptions options, HostFileFactory hostFiles) =>
-        Open(path, options, hostFiles, new HashSet<string>(StringComparer.Ordinal), 0);
+    public static Qcow2Image Open(string path, ImageOpenOptions options, HostFileFactory hostFiles)
+    {
+        // Every file of the image shares one latch: after a failed fdatasync on any of them no flush succeeds.
+        var syncFailures = new SyncFailureLatch();
+        var image = Open(path, options, syncFailures.Wrap(hostFiles), new HashSet<string>(StringComparer.Ordinal), 0);
+        image.SyncFailures = syncFailures;
+        if (!image.IsReadOnly) syncFailures.OnFirstFailure(image.MarkDirtyAfterSyncFailure);
+        return image;
+    }
+
+    /// <summary>The first failed fdatasync, after which every flush fails until the image is reopened.</summary>
+    public SyncFailureLatch SyncFailures { get; private set; } = new();
 
     private static Qcow2Image Open(string path, ImageOpenOptions options, HostFileFactory hostFiles, HashSet<string> chain, int depth)
     {

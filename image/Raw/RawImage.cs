@@ -16,6 +16,7 @@ public sealed partial class RawImage : IBlockDevice
     private const int MaxExtentsPerCall = 1024;
 
     private readonly IHostFile _file;
+    private readonly SyncFailureLatch _syncFailures = new();
     private readonly CacheMode _mode;
     private readonly DirtyAgeFlusher? _dirtyAge;
     private readonly bool _readOnly;
@@ -23,7 +24,8 @@ public sealed partial class RawImage : IBlockDevice
 
     public RawImage(IHostFile file, ImageOpenOptions options)
     {
-        _file = file;
+        // After a failed fdatasync no later flush may succeed (the kernel may have dropped what it covered).
+        _file = file.IsReadOnly ? file : new SyncLatchedHostFile(file, _syncFailures);
         _mode = options.CacheMode;
         _readOnly = options.ReadOnly || file.IsReadOnly;
         Size = file.Length;
@@ -76,6 +78,9 @@ public sealed partial class RawImage : IBlockDevice
 
     /// <summary>The max-dirty-age policy, or null when off or not applicable.</summary>
     public DirtyAgeFlusher? DirtyAgePolicy => _dirtyAge;
+
+    /// <summary>The first failed fdatasync, after which every flush fails until the image is reopened.</summary>
+    public SyncFailureLatch SyncFailures => _syncFailures;
 
     public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -147,7 +152,11 @@ public sealed partial class RawImage : IBlockDevice
     public ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
         // writethrough/directsync: everything is durable already; unsafe: acknowledged at once, never synced on request.
-        if (_readOnly || !_mode.HonoursFlush()) return ValueTask.CompletedTask;
+        // After a failed fdatasync no flush is acknowledged again (unsafe promises nothing, so it keeps acknowledging).
+        if (_readOnly) return ValueTask.CompletedTask;
+        if (_mode != CacheMode.Unsafe && _syncFailures.RefusalFor(_file.Path) is { } refusal)
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(refusal));
+        if (!_mode.HonoursFlush()) return ValueTask.CompletedTask;
         return FlushToDiskAsync();
     }
 

@@ -112,11 +112,27 @@ internal static class ServeCommand
             Description = "Offer the image's persistent dirty bitmap NAME as the meta context qemu:dirty-bitmap:NAME (as qemu-nbd -B), " +
                           "for incremental backup; repeatable. A missing or inconsistent (in use) bitmap is refused at start.",
         };
+        var werror = new Option<string?>("--werror")
+        {
+            HelpName = "report|enospc|retry|stop",
+            Description = "When a write fails on the host: report it (default); enospc = hold and retry out-of-space errors; retry = hold " +
+                          "and retry every host error; stop = stop taking writes until a probe finds the storage working. As qemu's werror.",
+        };
+        var rerror = new Option<string?>("--rerror")
+        {
+            HelpName = "report|retry",
+            Description = "When a read fails on the host: report it (default), or hold and retry it. As qemu's rerror.",
+        };
+        var errorRetryTimeout = new Option<string?>("--error-retry-timeout")
+        {
+            HelpName = "MS",
+            Description = "How long a held request is retried before its error goes to the client (default 60000).",
+        };
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
             image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
             maxConnections, handshakeTimeout, maxBufferedBytes,
-            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap,
+            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap, werror, rerror, errorRetryTimeout,
         };
         command.SetAction(parseResult =>
         {
@@ -139,6 +155,9 @@ internal static class ServeCommand
                 Locking = parseResult.GetValue(noLock) ? "off" : parseResult.GetValue(forceShare) ? "force-share" : null,
                 Inactive = parseResult.GetValue(inactive) ? true : null,
                 Bitmaps = parseResult.GetValue(bitmap) is { Length: > 0 } bitmaps ? bitmaps : null,
+                WriteErrorPolicy = parseResult.GetValue(werror),
+                ReadErrorPolicy = parseResult.GetValue(rerror),
+                ErrorRetryTimeout = parseResult.GetValue(errorRetryTimeout),
                 Control = parseResult.GetValue(control),
                 ImagePath = imagePath,
                 Listen = parseResult.GetValue(listen),

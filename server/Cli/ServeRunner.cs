@@ -8,6 +8,7 @@ using NbdQcow.Image.Raw;
 using NbdQcow.Server.Control;
 using NbdQcow.Server.Exports;
 using NbdQcow.Server.Nbd;
+using NbdQcow.Server.Storage;
 
 namespace NbdQcow.Server.Cli;
 
@@ -38,6 +39,7 @@ internal static class ServeRunner
         NbdServer? server = null;
         ControlServer? control = null;
         var handoffs = new List<KeyValuePair<string, HandoffBlockDevice>>();
+        var storage = new Dictionary<string, ErrorPolicyBlockDevice>(StringComparer.Ordinal);
         var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stop.TrySetResult(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => { context.Cancel = true; stop.TrySetResult(); });
@@ -72,7 +74,11 @@ internal static class ServeRunner
                 }
                 await RefuseUnexportableBitmapsAsync(export, device).ConfigureAwait(false);
                 if (device is HandoffBlockDevice handoff) handoffs.Add(new(export.Name, handoff));
-                registry.Add(new NbdExport(export.Name, device, export.ReadOnly, export.Description, export.Bitmaps), export.Name == settings.DefaultExport);
+                // Error policies (werror/rerror) sit over everything else, so a held request is retried as a whole.
+                var policed = new ErrorPolicyBlockDevice(device, export.Name, export.WriteErrorPolicy, export.ReadErrorPolicy,
+                    export.ErrorRetryTimeout, log);
+                storage[export.Name] = policed;
+                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps), export.Name == settings.DefaultExport);
             }
 
             var tls = settings.Tls is { } tlsSettings ? new TlsUpgrade(tlsSettings) : null;
@@ -97,6 +103,7 @@ internal static class ServeRunner
             if (settings.ControlPath is { } controlPath)
             {
                 control = ControlServer.Start(controlPath, handoffs, log);
+                control.Storage = storage;
             }
             var exportNames = new List<string>();
             foreach (var export in registry.Exports)

@@ -2,6 +2,7 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using NbdQcow.Server.Nbd;
+using NbdQcow.Server.Storage;
 
 namespace NbdQcow.Server.Control;
 
@@ -24,6 +25,9 @@ public sealed class ControlServer : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _connections = [];
     private Task? _acceptLoop;
+
+    /// <summary>Each export's storage state (error policies, refused flushes), shown by status; set before serving.</summary>
+    public IReadOnlyDictionary<string, ErrorPolicyBlockDevice>? Storage { get; set; }
 
     private ControlServer(string path, IReadOnlyList<KeyValuePair<string, HandoffBlockDevice>> exports, ServerLog log, Socket listener)
     {
@@ -218,6 +222,7 @@ public sealed class ControlServer : IAsyncDisposable
                 writer.WriteString("name", name);
                 writer.WriteString("path", device.Path);
                 writer.WriteString("state", device.IsActive ? "active" : "inactive");
+                if (Storage is not null && Storage.TryGetValue(name, out var storage)) writer.WriteString("storage", storage.StorageStatus);
                 writer.WriteEndObject();
             }
             writer.WriteEndArray();

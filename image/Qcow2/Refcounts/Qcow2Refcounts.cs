@@ -154,8 +154,10 @@ public sealed class Qcow2Refcounts
         {
             var pending = _pendingFrees[i];
             if (!_cache.IsDurable(pending.ReferencingTable)) continue;
-            Change(pending.HostOffset, pending.Length, -1);
+            // Dequeued first: a free that fails half-way must leak, never be applied twice (a second drop could
+            // free a cluster reallocated in between, which then gets handed out while still referenced).
             _pendingFrees.RemoveAt(i--);
+            Change(pending.HostOffset, pending.Length, -1);
             applied++;
         }
         return applied;
@@ -245,7 +247,14 @@ public sealed class Qcow2Refcounts
             }
             else
             {
-                _file.TryPunchHole(offset, _geometry.ClusterSize);
+                try
+                {
+                    _file.TryPunchHole(offset, _geometry.ClusterSize);
+                }
+                catch (IOException)
+                {
+                    // Returning the space is a hint; the refcount drop above has happened and must stand.
+                }
             }
             _freeHint = Math.Min(_freeHint, cluster);
         }

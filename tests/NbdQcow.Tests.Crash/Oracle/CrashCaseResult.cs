@@ -22,6 +22,8 @@ public sealed class CrashCaseResult
     public long UnflushedAtRisk { get; set; }
     public long UnflushedLost { get; set; }
     public int MissedBackgroundFlushes { get; set; }
+    /// <summary>Requests the device failed (failing-storage runs only).</summary>
+    public int FailedRequests { get; set; }
     public int HostWrites { get; set; }
     public int HostBarriers { get; set; }
     public TimeSpan Elapsed { get; set; }

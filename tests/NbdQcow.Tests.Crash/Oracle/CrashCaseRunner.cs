@@ -15,7 +15,7 @@ public static class CrashCaseRunner
 {
     public static async Task<CrashCaseResult> RunAsync(ICrashImageFormat format, CrashModeConfig config, Workload workload,
         CrashStateBudget budget, int seed, string workFolder, Func<IBlockDevice, IBlockDevice>? wrapDevice = null,
-        Func<ImageOpenOptions, ImageOpenOptions>? adjustOptions = null)
+        Func<ImageOpenOptions, ImageOpenOptions>? adjustOptions = null, bool toleratesErrors = false)
     {
         var result = new CrashCaseResult { Format = format.Name, Mode = config.Name, Workload = workload.Name };
         var stopwatch = System.Diagnostics.Stopwatch.StartNew();
@@ -42,14 +42,22 @@ public static class CrashCaseRunner
         var device = wrapDevice is null ? opened : wrapDevice(opened);
         try
         {
-            run = await WorkloadRunner.RunAsync(device, workload, log, time, config);
+            run = await WorkloadRunner.RunAsync(device, workload, log, time, config, toleratesErrors);
         }
         finally
         {
             // Closing flushes; those calls come after the final tick and are outside every crash state.
-            await device.DisposeAsync();
+            try
+            {
+                await device.DisposeAsync();
+            }
+            catch (IOException) when (toleratesErrors)
+            {
+                // After a failed fdatasync the close cannot flush either.
+            }
         }
-        if (backgroundErrors.Count > 0) result.Problems.Add($"background flush failed: {backgroundErrors[0].Message}");
+        result.FailedRequests = run.Ops.Count(o => o.Failed);
+        if (backgroundErrors.Count > 0 && !toleratesErrors) result.Problems.Add($"background flush failed: {backgroundErrors[0].Message}");
         result.MissedBackgroundFlushes = run.MissedBackgroundFlushes;
         if (run.MissedBackgroundFlushes > 0) result.Problems.Add($"{run.MissedBackgroundFlushes} max-dirty-age flushes did not happen in time");
 

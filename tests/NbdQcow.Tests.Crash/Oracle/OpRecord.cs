@@ -13,6 +13,8 @@ public sealed class OpRecord
     public long DurableFromTick { get; set; } = long.MaxValue;
     /// <summary>Why it is durable (for messages): "flush #12", "fua", "writethrough", "max dirty age".</summary>
     public string DurableBecause { get; set; } = "";
+    /// <summary>The device answered an error (failing-storage runs): the op promises nothing, its data may or may not be there.</summary>
+    public bool Failed { get; set; }
 
     public long FirstSector => Step.Offset / SectorPattern.SectorSize;
     public long SectorCount => Step.Length / SectorPattern.SectorSize;

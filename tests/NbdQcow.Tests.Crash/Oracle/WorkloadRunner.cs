@@ -22,7 +22,9 @@ public static class WorkloadRunner
     private static readonly TimeSpan BackgroundFlushWait = TimeSpan.FromSeconds(3);
     private static readonly TimeSpan BackgroundFlushWaitAfterMiss = TimeSpan.FromMilliseconds(300);
 
-    public static async Task<WorkloadRun> RunAsync(IBlockDevice device, Workload workload, HostFileLog log, FakeTimeProvider time, CrashModeConfig config)
+    /// <param name="toleratesErrors">Failing-storage runs: a request the device fails is marked failed instead of ending the run.</param>
+    public static async Task<WorkloadRun> RunAsync(IBlockDevice device, Workload workload, HostFileLog log, FakeTimeProvider time, CrashModeConfig config,
+        bool toleratesErrors = false)
     {
         var start = time.GetUtcNow();
         var ops = new List<OpRecord>();
@@ -45,22 +47,29 @@ public static class WorkloadRunner
             }
             var op = new OpRecord { Id = ops.Count + 1, Step = step, StartTick = log.CurrentTick };
             ops.Add(op);
-            switch (step.Kind)
+            try
             {
-                case WorkloadStepKind.Write:
-                    var data = step.Length <= buffer.Length ? buffer.AsMemory(0, (int)step.Length) : new byte[step.Length];
-                    SectorPattern.Fill(data.Span, op.Id, op.FirstSector, (int)op.SectorCount);
-                    await device.WriteAsync(step.Offset, data, step.Fua);
-                    break;
-                case WorkloadStepKind.Zero:
-                    await device.ZeroAsync(step.Offset, step.Length, step.ZeroFlags | (step.Fua ? ZeroFlags.Fua : ZeroFlags.None));
-                    break;
-                case WorkloadStepKind.Trim:
-                    await device.TrimAsync(step.Offset, step.Length, step.Fua);
-                    break;
-                case WorkloadStepKind.Flush:
-                    await device.FlushAsync();
-                    break;
+                switch (step.Kind)
+                {
+                    case WorkloadStepKind.Write:
+                        var data = step.Length <= buffer.Length ? buffer.AsMemory(0, (int)step.Length) : new byte[step.Length];
+                        SectorPattern.Fill(data.Span, op.Id, op.FirstSector, (int)op.SectorCount);
+                        await device.WriteAsync(step.Offset, data, step.Fua);
+                        break;
+                    case WorkloadStepKind.Zero:
+                        await device.ZeroAsync(step.Offset, step.Length, step.ZeroFlags | (step.Fua ? ZeroFlags.Fua : ZeroFlags.None));
+                        break;
+                    case WorkloadStepKind.Trim:
+                        await device.TrimAsync(step.Offset, step.Length, step.Fua);
+                        break;
+                    case WorkloadStepKind.Flush:
+                        await device.FlushAsync();
+                        break;
+                }
+            }
+            catch (BlockDeviceException) when (toleratesErrors)
+            {
+                op.Failed = true;
             }
             op.AckTick = log.CurrentTick;
             op.AckTime = time.GetUtcNow() - start;
@@ -102,7 +111,7 @@ public static class WorkloadRunner
         var mode = config.Mode;
         foreach (var op in ops)
         {
-            if (!op.Step.ChangesData) continue;
+            if (!op.Step.ChangesData || op.Failed) continue;
             void Promise(long tick, string because)
             {
                 if (tick < op.DurableFromTick) { op.DurableFromTick = tick; op.DurableBecause = because; }
@@ -112,7 +121,7 @@ public static class WorkloadRunner
             if (mode.HonoursFlush())
             {
                 foreach (var flush in ops)
-                    if (flush.Step.Kind == WorkloadStepKind.Flush && flush.StartTick >= op.AckTick)
+                    if (flush.Step.Kind == WorkloadStepKind.Flush && flush.StartTick >= op.AckTick && !flush.Failed)
                     {
                         Promise(flush.AckTick, $"flush op {flush.Id}");
                         break;
