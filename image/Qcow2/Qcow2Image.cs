@@ -26,6 +26,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         Geometry = Qcow2Geometry.FromHeader(header);
         HostFiles = hostFiles;
         Options = options;
+        _readOnlyFileLength = file.Length;
     }
 
     /// <summary>Full path of the image file.</summary>
@@ -381,6 +382,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             if (IsReadOnly)
             {
                 mapping = MapRange(offset, buffer.Length);
+                CheckReadTarget(mapping, offset);
             }
             else
             {
@@ -388,6 +390,7 @@ public sealed partial class Qcow2Image : IBlockDevice
                 try
                 {
                     mapping = MapRange(offset, buffer.Length);
+                    CheckReadTarget(mapping, offset);
                     // A host cluster read outside the lock must not be freed and reused until the read is done.
                     if (mapping.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed)
                         guardToken = _dataGuard.Enter();

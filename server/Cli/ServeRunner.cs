@@ -42,6 +42,7 @@ internal static class ServeRunner
                     Format = export.Format,
                     Locking = export.Locking,
                     BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
+                    DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
                 };
                 // With a control socket every export can be handed over (inactivated) and taken back (activated).
                 IBlockDevice device;
