@@ -20,4 +20,9 @@ public sealed class ExportOptions
     public string? Inactive { get; set; }
     /// <summary>Create the image with this size (e.g. 10G) when the file is missing.</summary>
     public string? Create { get; set; }
+    /// <summary>
+    /// Folder the image's backing files and external data file must lie in (or under) after symlinks; "/" allows any.
+    /// Default: the server-wide BackingRoot, else the folder of the image itself.
+    /// </summary>
+    public string? BackingRoot { get; set; }
 }

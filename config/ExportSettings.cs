@@ -22,4 +22,6 @@ public sealed record ExportSettings
     public bool Inactive { get; init; }
     /// <summary>Size to create the image with when missing, or null.</summary>
     public long? CreateSize { get; init; }
+    /// <summary>Full path of the folder backing files must lie in, or null for the folder of the image itself.</summary>
+    public string? BackingRoot { get; init; }
 }

@@ -23,6 +23,8 @@ public sealed record ServeOverrides
     /// <summary>Control socket path (--control).</summary>
     public string? Control { get; init; }
     public string? Description { get; init; }
+    /// <summary>--backing-root DIR.</summary>
+    public string? BackingRoot { get; init; }
     public bool? Verbose { get; init; }
     public string? Tls { get; init; }
     public string? TlsCertificates { get; init; }

@@ -45,12 +45,13 @@ public static class ServerSettingsValidator
         }
         var verbose = ParseBool("Verbose", options.Verbose, false, problems);
         var tls = ValidateTls(options, problems);
+        var backingRoot = ValidateBackingRoot("BackingRoot", options.BackingRoot, problems);
 
         var exports = new List<ExportSettings>();
         var names = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < options.Exports.Count; i++)
         {
-            var export = ValidateExport($"Exports:{i}", options.Exports[i], problems);
+            var export = ValidateExport($"Exports:{i}", options.Exports[i], backingRoot, problems);
             if (export is null)
             {
                 continue;
@@ -145,7 +146,24 @@ public static class ServerSettingsValidator
         return TlsCertificateLoader.Load(mode, directory, verifyPeer, DateTime.Now, problems);
     }
 
-    private static ExportSettings? ValidateExport(string key, ExportOptions o, List<string> problems)
+    /// <summary>A folder that exists, as a full path; null when not set (the default: the folder of each image).</summary>
+    private static string? ValidateBackingRoot(string key, string? text, List<string> problems)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return null;
+        }
+        var full = Path.GetFullPath(text);
+        if (!Directory.Exists(full))
+        {
+            problems.Add($"{key}: '{text}' is not an existing folder; allowed: a folder that backing files must lie in (after symlinks), " +
+                         "or '/' for any (default: the folder of the served image)");
+            return null;
+        }
+        return full;
+    }
+
+    private static ExportSettings? ValidateExport(string key, ExportOptions o, string? serverBackingRoot, List<string> problems)
     {
         var before = problems.Count;
         if (string.IsNullOrWhiteSpace(o.Path))
@@ -211,6 +229,7 @@ public static class ServerSettingsValidator
         var snapshot = string.IsNullOrWhiteSpace(o.Snapshot) ? null : o.Snapshot;
         var locking = ParseLocking($"{key}:Locking", o.Locking, readOnly || snapshot is not null, problems);
         var inactive = ParseBool($"{key}:Inactive", o.Inactive, false, problems);
+        var backingRoot = o.BackingRoot is null ? serverBackingRoot : ValidateBackingRoot($"{key}:BackingRoot", o.BackingRoot, problems);
         if (problems.Count > before)
         {
             return null;
@@ -230,6 +249,7 @@ public static class ServerSettingsValidator
             CreateSize = createSize,
             Locking = locking,
             Inactive = inactive,
+            BackingRoot = backingRoot,
         };
     }
 

@@ -30,6 +30,12 @@ public sealed record ImageOpenOptions
     /// Off by default for library users and tests; the CLI turns it on.
     /// </summary>
     public ImageLocking Locking { get; init; } = ImageLocking.Off;
+    /// <summary>
+    /// Folder that every file a qcow2 image names (backing files down the chain, an external data file) must lie in,
+    /// or under, after symlinks are resolved; "/" allows any. Null: the folder that holds the opened image itself
+    /// (after symlinks), so an image cannot make the server read host files it was not put next to.
+    /// </summary>
+    public string? BackingRoot { get; init; }
     /// <summary>Bytes of qcow2 metadata tables (L2, refcount blocks) kept in memory; null = default (covers 64 GiB at 64 KiB clusters).</summary>
     public long? MetadataCacheBytes { get; init; }
 }

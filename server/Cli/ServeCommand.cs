@@ -89,10 +89,16 @@ internal static class ServeCommand
             Description = "Unix socket for control commands, one JSON object per line: {\"command\":\"status\"|\"inactivate\"|\"activate\"} " +
                           "(see `nbdqcow control`). Inactivate hands the image over (flush, close, release the write lock); activate takes it back.",
         };
+        var backingRoot = new Option<string?>("--backing-root")
+        {
+            HelpName = "DIR",
+            Description = "Backing files (the whole chain) and external data files of a qcow2 image must lie in DIR or under it, after " +
+                          "symlinks; '/' allows any. Default: the folder of the served image. Devices, FIFOs and other non-regular files are always refused.",
+        };
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
             image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
-            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control,
+            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, backingRoot,
         };
         command.SetAction(parseResult =>
         {
@@ -127,6 +133,7 @@ internal static class ServeCommand
                 Format = parseResult.GetValue(format),
                 Create = createSize,
                 Description = parseResult.GetValue(description),
+                BackingRoot = parseResult.GetValue(backingRoot),
                 Verbose = parseResult.GetValue(verbose) ? true : null,
                 Tls = parseResult.GetValue(tls),
                 TlsCertificates = parseResult.GetValue(tlsCertificates),
