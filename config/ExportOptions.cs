@@ -28,4 +28,9 @@ public sealed class ExportOptions
     public string? ReadErrorPolicy { get; set; }
     /// <summary>Milliseconds a held request is retried before its error is reported.</summary>
     public string? ErrorRetryTimeout { get; set; }
+    /// <summary>
+    /// Folder the image's backing files and external data file must lie in (or under) after symlinks; "/" allows any.
+    /// Default: the server-wide BackingRoot, else the folder of the image itself.
+    /// </summary>
+    public string? BackingRoot { get; set; }
 }

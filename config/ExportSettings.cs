@@ -30,4 +30,6 @@ public sealed record ExportSettings
     public TimeSpan ErrorRetryTimeout { get; init; } = DefaultErrorRetryTimeout;
 
     public static readonly TimeSpan DefaultErrorRetryTimeout = TimeSpan.FromSeconds(60);
+    /// <summary>Full path of the folder backing files must lie in, or null for the folder of the image itself.</summary>
+    public string? BackingRoot { get; init; }
 }

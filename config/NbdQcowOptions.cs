@@ -41,6 +41,8 @@ public sealed class NbdQcowOptions
 
     /// <summary>Unix socket path of the control socket (inactivate/activate for migration), or null for none.</summary>
     public string? Control { get; set; }
+    /// <summary>Default for every export's BackingRoot (see <see cref="ExportOptions.BackingRoot"/>).</summary>
+    public string? BackingRoot { get; set; }
 
     public List<ExportOptions> Exports { get; set; } = [];
 }

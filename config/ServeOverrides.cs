@@ -28,6 +28,8 @@ public sealed record ServeOverrides
     /// <summary>Control socket path (--control).</summary>
     public string? Control { get; init; }
     public string? Description { get; init; }
+    /// <summary>--backing-root DIR.</summary>
+    public string? BackingRoot { get; init; }
     public bool? Verbose { get; init; }
     public string? MaxConnections { get; init; }
     public string? HandshakeTimeout { get; init; }

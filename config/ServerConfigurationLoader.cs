@@ -133,6 +133,7 @@ public static class ServerConfigurationLoader
         Put(cli, prefix + "Format", o.Format);
         Put(cli, prefix + "Create", o.Create);
         Put(cli, prefix + "Description", o.Description);
+        Put(cli, prefix + "BackingRoot", o.BackingRoot);
         Put(cli, prefix + "Locking", o.Locking);
         Put(cli, prefix + "Inactive", o.Inactive is null ? null : o.Inactive.Value ? "true" : "false");
         for (var i = 0; o.Bitmaps is not null && i < o.Bitmaps.Count; i++)
@@ -152,11 +153,11 @@ public static class ServerConfigurationLoader
         }
     }
 
-    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "MaxConnections", "HandshakeTimeout", "MaxBufferedBytes", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "Exports"];
+    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "MaxConnections", "HandshakeTimeout", "MaxBufferedBytes", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "BackingRoot", "Exports"];
 
     private static readonly string[] ExportKeys =
         ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive", "Bitmaps",
-         "WriteErrorPolicy", "ReadErrorPolicy", "ErrorRetryTimeout"];
+         "WriteErrorPolicy", "ReadErrorPolicy", "ErrorRetryTimeout", "BackingRoot"];
 
     /// <summary>A misspelt key would otherwise be ignored silently.</summary>
     private static void CheckKnownKeys(IConfiguration configuration, List<string> problems)

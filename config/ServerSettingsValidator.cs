@@ -87,12 +87,13 @@ public static class ServerSettingsValidator
         }
         var verbose = ParseBool("Verbose", options.Verbose, false, problems);
         var tls = ValidateTls(options, problems);
+        var backingRoot = ValidateBackingRoot("BackingRoot", options.BackingRoot, problems);
 
         var exports = new List<ExportSettings>();
         var names = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < options.Exports.Count; i++)
         {
-            var export = ValidateExport($"Exports:{i}", options.Exports[i], problems);
+            var export = ValidateExport($"Exports:{i}", options.Exports[i], backingRoot, problems);
             if (export is null)
             {
                 continue;
@@ -190,7 +191,24 @@ public static class ServerSettingsValidator
         return TlsCertificateLoader.Load(mode, directory, verifyPeer, DateTime.Now, problems);
     }
 
-    private static ExportSettings? ValidateExport(string key, ExportOptions o, List<string> problems)
+    /// <summary>A folder that exists, as a full path; null when not set (the default: the folder of each image).</summary>
+    private static string? ValidateBackingRoot(string key, string? text, List<string> problems)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return null;
+        }
+        var full = Path.GetFullPath(text);
+        if (!Directory.Exists(full))
+        {
+            problems.Add($"{key}: '{text}' is not an existing folder; allowed: a folder that backing files must lie in (after symlinks), " +
+                         "or '/' for any (default: the folder of the served image)");
+            return null;
+        }
+        return full;
+    }
+
+    private static ExportSettings? ValidateExport(string key, ExportOptions o, string? serverBackingRoot, List<string> problems)
     {
         var before = problems.Count;
         if (string.IsNullOrWhiteSpace(o.Path))
@@ -282,6 +300,7 @@ public static class ServerSettingsValidator
             else
                 problems.Add($"{key}:ErrorRetryTimeout: '{timeoutText}' is not allowed; allowed: milliseconds from 100 to 86400000");
         }
+        var backingRoot = o.BackingRoot is null ? serverBackingRoot : ValidateBackingRoot($"{key}:BackingRoot", o.BackingRoot, problems);
         if (problems.Count > before)
         {
             return null;
@@ -305,6 +324,7 @@ public static class ServerSettingsValidator
             WriteErrorPolicy = writeErrors,
             ReadErrorPolicy = readErrors,
             ErrorRetryTimeout = retryTimeout,
+            BackingRoot = backingRoot,
         };
     }
 

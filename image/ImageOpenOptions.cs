@@ -23,11 +23,19 @@ public sealed record ImageOpenOptions
     public TimeProvider? TimeProvider { get; init; }
     /// <summary>Called with errors of background work (a max-dirty-age flush that failed); null = ignored.</summary>
     public Action<Exception>? BackgroundError { get; init; }
+    /// <summary>Called with one line when the image finds damage while serving (it fails that request with EIO); null = ignored.</summary>
+    public Action<string>? DamageReport { get; init; }
     /// <summary>
     /// qemu-compatible image locks on the image file, its external data file and backing files (see ImageLock).
     /// Off by default for library users and tests; the CLI turns it on.
     /// </summary>
     public ImageLocking Locking { get; init; } = ImageLocking.Off;
+    /// <summary>
+    /// Folder that every file a qcow2 image names (backing files down the chain, an external data file) must lie in,
+    /// or under, after symlinks are resolved; "/" allows any. Null: the folder that holds the opened image itself
+    /// (after symlinks), so an image cannot make the server read host files it was not put next to.
+    /// </summary>
+    public string? BackingRoot { get; init; }
     /// <summary>Bytes of qcow2 metadata tables (L2, refcount blocks) kept in memory; null = default (covers 64 GiB at 64 KiB clusters).</summary>
     public long? MetadataCacheBytes { get; init; }
 }

@@ -45,6 +45,7 @@ internal static partial class LinuxFileCalls
     [StructLayout(LayoutKind.Explicit, Size = 256)]
     public struct StatXBuffer
     {
+        [FieldOffset(0x1c)] public ushort Mode;
         [FieldOffset(0x20)] public ulong Inode;
         [FieldOffset(0x88)] public uint DeviceMajor;
         [FieldOffset(0x8c)] public uint DeviceMinor;

@@ -88,8 +88,9 @@ public sealed partial class Qcow2Image
         var cache = MetadataCache;
         bool unsafeWithoutBound = Options.CacheMode == CacheMode.Unsafe && Options.MaxDirtyAge is null;
         cache.EvictionUsesBarriers = !unsafeWithoutBound;
-        _refcounts = new Qcow2Refcounts(File, cache, Header, map);
+        _refcounts = new Qcow2Refcounts(File, cache, Header, map, problem => ReportDamage($"qcow2 image {Path}: {problem}"));
         _metadataMap = map;
+        EnsureMetadataIsCounted();
         ReserveTableSpace();
         if (Options.Journal) StartJournal(cache);
         if (Options.CacheMode.HasVolatileCache() && Options.MaxDirtyAge is { } maxAge)
@@ -125,6 +126,7 @@ public sealed partial class Qcow2Image
         {
             // The refcount drops just applied; with a journal, the checkpoint that leaves it empty and the bit clear.
             if (MetadataCache.DirtyCount > 0 || MetadataCache.HasUncheckpointedTables) MetadataCache.FlushToDisk();
+            TruncateFreeTail();
         }
         finally
         {
@@ -132,6 +134,22 @@ public sealed partial class Qcow2Image
         }
         _metadataCache?.Dispose();
         _journal?.Dispose();
+    }
+
+    /// <summary>
+    /// At a clean close, gives back the file's free tail (clusters past the last one with a refcount, left by trims
+    /// and churn). Every free is durable by now, so nothing points there; a crash during the truncation loses nothing.
+    /// Never on an image found damaged, and never below a metadata cluster, whatever the refcounts say.
+    /// </summary>
+    private void TruncateFreeTail()
+    {
+        if (_refcounts is not { PendingFreeCount: 0 } refcounts || MetadataCache.Journal is not null
+            || (Header.IncompatibleFeatures & Qcow2IncompatibleFeatures.Corrupt) != 0) return;
+        long usedClusters = Math.Max(refcounts.UsedEndCluster(), MetadataMap.LastCluster() + 1);
+        long used = usedClusters << Geometry.ClusterBits;
+        if (used <= 0 || used >= File.Length) return;
+        File.SetLength(used);
+        File.Flush();
     }
 
     // ---- Writes -------------------------------------------------------------------------------------------
@@ -264,14 +282,16 @@ public sealed partial class Qcow2Image
         await _flushGate.WaitAsync().ConfigureAwait(false);
         try
         {
-            if (Interlocked.Read(ref _flushedChanges) >= target && MetadataCache.DirtyCount == 0) return;
+            if (Interlocked.Read(ref _flushedChanges) >= target && MetadataCache.DirtyCount == 0 && _refcounts is not { PendingFreeCount: > 0 }) return;
             long covers = Interlocked.Read(ref _completedChanges);
             var ticket = _dirtyAge?.BeginFlush();
             bool journal = MetadataCache.Journal is not null;
-            long epoch = 0;
+            long epoch = 0, freesCovered = 0;
             await MetadataLock.WaitAsync().ConfigureAwait(false);
             try
             {
+                // Every free recorded so far changed a table this flush writes (or one written before): all covered.
+                freesCovered = _refcounts?.FreeSequenceMark ?? 0;
                 if (journal) MetadataCache.FlushDurable(); // one journal commit (a checkpoint past the journal's bound)
                 else epoch = MetadataCache.WriteTablesForDisk();
             }
@@ -288,7 +308,7 @@ public sealed partial class Qcow2Image
                 {
                     _dataGuard.WaitForEarlier();
                     // The refcount drops are written at the next flush; a crash before that only leaks.
-                    refcounts.ApplyDurableFrees();
+                    refcounts.ApplyDurableFrees(freesCovered);
                     // A freed table cluster with a live journal image: replay would overwrite its next use. Checkpoint first.
                     if (MetadataCache.NeedsCheckpointBeforeReuse) MetadataCache.FlushToDisk();
                 }
@@ -318,6 +338,27 @@ public sealed partial class Qcow2Image
         if (fua && Options.CacheMode == CacheMode.Unsafe)
             await UnsafeFlushToOsAsync(cancellationToken).ConfigureAwait(false);
         _dirtyAge?.NoteChangeCompleted();
+        await ReclaimPendingFreesAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Pending frees that make the max-dirty-age flusher (or, without it, this request) flush early.</summary>
+    private const long PendingFreeFlushBytes = 32L << 20;
+
+    /// <summary>
+    /// Freed clusters are reused only after a durable flush, so a client that trims and rewrites without flushing
+    /// would grow the file without bound. Past <see cref="PendingFreeFlushBytes"/> waiting, an ordered flush runs:
+    /// in the background when the max-dirty-age flusher exists, else in this request (all modes, unsafe included:
+    /// one fdatasync per that many freed bytes). Past four times that, the request waits for it in any case, so the
+    /// file grows by at most that much beyond what the guest holds, however fast the churn.
+    /// </summary>
+    private async ValueTask ReclaimPendingFreesAsync()
+    {
+        long pending = _refcounts?.PendingFreeBytes ?? 0;
+        if (pending < PendingFreeFlushBytes) return;
+        if (_dirtyAge is not null && pending < 4 * PendingFreeFlushBytes)
+            _dirtyAge.RequestFlush();
+        else
+            await DurableFlushAsync().ConfigureAwait(false);
     }
 
     /// <summary>
@@ -425,6 +466,7 @@ public sealed partial class Qcow2Image
                     else
                     {
                         oldEntry = ReadL2Entry(offset);
+                        CheckEntryTarget(oldEntry, offset, forChange: true); // its data is read, its cluster reused or freed
                         mine = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                         _inflight.Add(guestCluster, mine);
                         try
@@ -492,6 +534,8 @@ public sealed partial class Qcow2Image
             var entry = DecodeL2Entry(table, index, position);
             if (!entry.IsCopied || entry.IsCompressed || !entry.HasHostCluster(UsesExternalDataFile)) break;
             if (_inflight.ContainsKey(position >> g.ClusterBits)) break;
+            // A cluster past the image's end is not written in place: the allocating path reports the damage.
+            if (!UsesExternalDataFile && entry.HostOffset >= HostClusterLimit) break;
             int inCluster = g.OffsetInCluster(position);
             int chunk = (int)Math.Min(end - position, g.ClusterSize - inCluster);
             if (g.ExtendedL2)
@@ -874,6 +918,7 @@ public sealed partial class Qcow2Image
     {
         var g = Geometry;
         var old = ReadL2Entry(offset);
+        CheckEntryTarget(old, offset, forChange: true); // its cluster may be freed or kept
         bool hasBacking = Backing is not null && Backing.Size > g.StartOfCluster(offset);
         bool oldHasHost = old.HasHostCluster(UsesExternalDataFile);
         bool keepHost = change == Qcow2ClusterChange.ZeroKeepAllocation && oldHasHost && old.IsCopied;
@@ -1022,9 +1067,7 @@ public sealed partial class Qcow2Image
     private void CheckDataWrite(long host, long length)
     {
         if (UsesExternalDataFile || _metadataMap is null || !_metadataMap.Overlaps(host, length)) return;
-        MarkCorrupt();
-        throw new BlockDeviceException(BlockError.Io,
-            $"qcow2 image {Path}: refusing a data write at host offset 0x{host:x} (+{length}) that overlaps metadata; the image is marked corrupt, check it with: nbdqcow check {Path}");
+        throw ReportDamage($"qcow2 image {Path}: refusing a data write at host offset 0x{host:x} (+{length}) that overlaps metadata");
     }
 
     /// <summary>
@@ -1043,7 +1086,7 @@ public sealed partial class Qcow2Image
 
     private void MarkCorrupt()
     {
-        if (Header.Version < 3) return;
+        if (Header.Version < 3 || IsReadOnly) return;
         try
         {
             var features = Header.IncompatibleFeatures | Qcow2IncompatibleFeatures.Corrupt;

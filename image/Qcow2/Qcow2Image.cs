@@ -26,6 +26,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         Geometry = Qcow2Geometry.FromHeader(header);
         HostFiles = hostFiles;
         Options = options;
+        _readOnlyFileLength = file.Length;
     }
 
     /// <summary>Full path of the image file.</summary>
@@ -89,7 +90,8 @@ public sealed partial class Qcow2Image : IBlockDevice
     {
         // Every file of the image shares one latch: after a failed fdatasync on any of them no flush succeeds.
         var syncFailures = new SyncFailureLatch();
-        var image = Open(path, options, syncFailures.Wrap(hostFiles), new HashSet<string>(StringComparer.Ordinal), 0);
+        var image = Open(path, options with { BackingRoot = CanonicalBackingRoot(path, options.BackingRoot) },
+            syncFailures.Wrap(hostFiles), new HashSet<string>(StringComparer.Ordinal), 0);
         image.SyncFailures = syncFailures;
         if (!image.IsReadOnly) syncFailures.OnFirstFailure(image.MarkDirtyAfterSyncFailure);
         return image;
@@ -97,6 +99,17 @@ public sealed partial class Qcow2Image : IBlockDevice
 
     /// <summary>The first failed fdatasync, after which every flush fails until the image is reopened.</summary>
     public SyncFailureLatch SyncFailures { get; private set; } = new();
+
+    /// <summary>The backing root as a canonical folder: the one asked for, or the folder that really holds the image.</summary>
+    private static string CanonicalBackingRoot(string imagePath, string? asked)
+    {
+        if (asked is not null)
+            return HostPath.Canonical(asked) is { } root && Directory.Exists(root)
+                ? root
+                : throw new ArgumentException($"backing root {asked}: no such folder");
+        string image = HostPath.Canonical(imagePath) ?? System.IO.Path.GetFullPath(imagePath);
+        return System.IO.Path.GetDirectoryName(image) ?? "/";
+    }
 
     private static Qcow2Image Open(string path, ImageOpenOptions options, HostFileFactory hostFiles, HashSet<string> chain, int depth)
     {
@@ -237,6 +250,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         string resolved = ResolveRelative(name);
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("external data file", name, $"not found at {resolved}");
+        EnsureReferencedFileAllowed("external data file", name, resolved);
         DataFilePath = resolved;
         DataFile = LockedHostFile.Open(HostFiles, resolved, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()), Options.Locking);
     }
@@ -253,6 +267,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         string resolved = ResolveRelative(name);
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("backing file", name, $"not found at {resolved}");
+        EnsureReferencedFileAllowed("backing file", name, resolved);
         string format = Header.BackingFormat ?? ProbeBackingFormat(name, resolved);
         var backingOptions = Options with { ReadOnly = true, Snapshot = null, Format = format, Journal = false };
         BackingPath = resolved;
@@ -270,6 +285,24 @@ public sealed partial class Qcow2Image : IBlockDevice
             default:
                 throw new Qcow2FormatException("backing format", format, "unsupported backing file format (qcow2 and raw are supported)");
         }
+    }
+
+    /// <summary>
+    /// A file the image names is read (and, for a data file, written) on the client's behalf, so a crafted image could
+    /// name any host file: /etc/shadow, /dev/sda, /proc/self/mem. Only regular files inside the backing root are used.
+    /// </summary>
+    private void EnsureReferencedFileAllowed(string field, string name, string resolved)
+    {
+        string canonical = HostPath.Canonical(resolved) ?? resolved;
+        // /proc and /sys files look regular but are kernel interfaces (/proc/self/mem, /proc/kcore), never images.
+        if (!HostPath.IsRegularFile(resolved) || HostPath.IsInside(canonical, "/proc") || HostPath.IsInside(canonical, "/sys"))
+            throw new Qcow2FormatException(field, name,
+                $"{canonical} is not a regular file (a device, FIFO, socket, folder, or a /proc or /sys file); refusing to open it");
+        string root = Options.BackingRoot ?? "/";
+        if (!HostPath.IsInside(canonical, root))
+            throw new Qcow2FormatException(field, name,
+                $"resolves to {canonical}, outside the backing root {root} (files an image names must lie in the served image's folder " +
+                $"unless allowed: serve --backing-root DIR or config key BackingRoot, e.g. {System.IO.Path.GetDirectoryName(canonical)})");
     }
 
     /// <summary>
@@ -391,6 +424,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             if (IsReadOnly)
             {
                 mapping = MapRange(offset, buffer.Length);
+                CheckReadTarget(mapping, offset);
             }
             else
             {
@@ -398,6 +432,7 @@ public sealed partial class Qcow2Image : IBlockDevice
                 try
                 {
                     mapping = MapRange(offset, buffer.Length);
+                    CheckReadTarget(mapping, offset);
                     // A host cluster read outside the lock must not be freed and reused until the read is done.
                     if (mapping.Kind is Qcow2ClusterKind.Normal or Qcow2ClusterKind.Compressed)
                         guardToken = _dataGuard.Enter();

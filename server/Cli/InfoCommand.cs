@@ -49,7 +49,9 @@ internal static class InfoCommand
         if (!File.Exists(path))
             throw new FileNotFoundException("no such file", path);
         string format = ImageOpener.ProbeFormat(path);
-        var options = new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null, Locking = locking };
+        // An operator inspecting an image sees its whole chain wherever it lies (as qemu-img info); devices and other
+        // non-regular backing files are still refused.
+        var options = new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null, Locking = locking, BackingRoot = "/" };
         await using var device = ImageOpener.Open(path, options with { Format = format });
         var stream = new MemoryStream();
         using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))

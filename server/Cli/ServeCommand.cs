@@ -128,11 +128,17 @@ internal static class ServeCommand
             HelpName = "MS",
             Description = "How long a held request is retried before its error goes to the client (default 60000).",
         };
+        var backingRoot = new Option<string?>("--backing-root")
+        {
+            HelpName = "DIR",
+            Description = "Backing files (the whole chain) and external data files of a qcow2 image must lie in DIR or under it, after " +
+                          "symlinks; '/' allows any. Default: the folder of the served image. Devices, FIFOs and other non-regular files are always refused.",
+        };
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
             image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
             maxConnections, handshakeTimeout, maxBufferedBytes,
-            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap, werror, rerror, errorRetryTimeout,
+            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap, werror, rerror, errorRetryTimeout, backingRoot,
         };
         command.SetAction(parseResult =>
         {
@@ -171,6 +177,7 @@ internal static class ServeCommand
                 Format = parseResult.GetValue(format),
                 Create = createSize,
                 Description = parseResult.GetValue(description),
+                BackingRoot = parseResult.GetValue(backingRoot),
                 Verbose = parseResult.GetValue(verbose) ? true : null,
                 MaxConnections = parseResult.GetValue(maxConnections),
                 HandshakeTimeout = parseResult.GetValue(handshakeTimeout),

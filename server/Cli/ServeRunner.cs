@@ -57,7 +57,9 @@ internal static class ServeRunner
                     Snapshot = export.Snapshot,
                     Format = export.Format,
                     Locking = export.Locking,
+                    BackingRoot = export.BackingRoot,
                     BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
+                    DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
                 };
                 // With a control socket every export can be handed over (inactivated) and taken back (activated).
                 IBlockDevice device;

@@ -45,6 +45,26 @@ public sealed class Qcow2MetadataMap
 
     public bool IsMetadata(long hostOffset) => Overlaps(hostOffset, 1);
 
+    /// <summary>Index of the last cluster that holds metadata, or -1 when none.</summary>
+    public long LastCluster()
+    {
+        lock (_lock)
+        {
+            long last = -1;
+            foreach (var (pageIndex, page) in _pages)
+            {
+                for (int word = page.Length - 1; word >= 0; word--)
+                {
+                    if (page[word] == 0) continue;
+                    long cluster = (pageIndex << PageBits) + word * 64 + 63 - System.Numerics.BitOperations.LeadingZeroCount(page[word]);
+                    last = Math.Max(last, cluster);
+                    break;
+                }
+            }
+            return last;
+        }
+    }
+
     private void Update(long hostOffset, long length, bool set)
     {
         if (length <= 0) return;

@@ -22,6 +22,8 @@ public sealed class Qcow2Refcounts
     private readonly int _clusterBits;
     private readonly int _blockBits;
     private readonly int _order;
+    /// <summary>Turns a description of damaged refcounts into the exception to throw (the image marks itself corrupt).</summary>
+    private readonly Func<string, Exception> _damaged;
 
     private ulong[] _table;
     private long _tableOffset;
@@ -30,9 +32,15 @@ public sealed class Qcow2Refcounts
     private long _freeHint;
     /// <summary>Clusters at or past this index are unused (the end of the image).</summary>
     private long _endCluster;
+    /// <summary>Sequence number of the next pending free.</summary>
+    private long _nextFreeSequence;
+    /// <summary>Bytes waiting in <see cref="_pendingFrees"/> (read without the lock to decide when to flush).</summary>
+    private long _pendingFreeBytes;
 
-    public Qcow2Refcounts(IHostFile file, MetadataTableCache cache, Qcow2Header header, Qcow2MetadataMap map)
+    public Qcow2Refcounts(IHostFile file, MetadataTableCache cache, Qcow2Header header, Qcow2MetadataMap map,
+        Func<string, Exception>? damaged = null)
     {
+        _damaged = damaged ?? (problem => new BlockDeviceException(BlockError.Io, problem));
         _file = file;
         _cache = cache;
         _header = header;
@@ -66,6 +74,15 @@ public sealed class Qcow2Refcounts
     public long TableOffset => _tableOffset;
     public int TableClusters => _tableClusters;
     public int PendingFreeCount => _pendingFrees.Count;
+    /// <summary>Bytes whose reference drop waits for a durable flush; safe to read without the lock.</summary>
+    public long PendingFreeBytes => Interlocked.Read(ref _pendingFreeBytes);
+    /// <summary>
+    /// Frees recorded before this mark are covered by a durable flush whose table writes start now (read it under
+    /// the lock, in the same hold as the flush takes its dirty tables): once that flush's sync is done, pass the mark
+    /// to <see cref="ApplyDurableFrees"/>. Without it a table changed again meanwhile (steady churn on one L2 table)
+    /// would never look durable, and its freed clusters would never be reused.
+    /// </summary>
+    public long FreeSequenceMark => _nextFreeSequence;
     /// <summary>First cluster index past every allocation (the image's end).</summary>
     public long EndCluster => _endCluster;
     public int ClusterSize => _geometry.ClusterSize;
@@ -93,9 +110,17 @@ public sealed class Qcow2Refcounts
     public long Allocate(int count)
     {
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count));
-        while (true)
+        // Each pass that does not return created a refcount block or grew the table, which a run needs at most a
+        // few of; damaged refcounts must not turn this into an endless loop under the metadata lock.
+        for (int pass = 0; ; pass++)
         {
+            if (pass > MaxAllocationPasses)
+                throw _damaged($"qcow2: allocating {count} cluster(s) made no progress after {pass} passes: the refcounts are damaged; {RepairAdvice}");
             long start = FindFreeRun(count, _freeHint);
+            // A free run that holds metadata: the refcounts lost track of it (a zeroed refcount table or block).
+            // Handing it out would put guest data or a new table over the header, an L1/L2 table or a refcount block.
+            if (_map.Overlaps(start << _clusterBits, (long)count << _clusterBits))
+                throw _damaged($"qcow2: the refcounts count metadata near host offset 0x{start << _clusterBits:x} as free: the refcount table or a refcount block is damaged; {RepairAdvice}");
             // Make sure every cluster of the run has a refcount block; creating one may take a cluster of the
             // run (blocks are placed inside their own range), so look again when anything was created.
             bool created = false;
@@ -109,6 +134,9 @@ public sealed class Qcow2Refcounts
             return start << _clusterBits;
         }
     }
+
+    private const int MaxAllocationPasses = 64;
+    private const string RepairAdvice = "repair it with: nbdqcow check --repair all";
 
     /// <summary>Adds <paramref name="delta"/> to the refcount of every cluster touched by the byte range.</summary>
     public void Change(long hostOffset, long length, int delta)
@@ -140,27 +168,84 @@ public sealed class Qcow2Refcounts
     /// Drops a reference to [hostOffset, hostOffset+length) once <paramref name="referencingTable"/> (the table that
     /// no longer points there) is durable; until then the clusters keep their refcount and are not reused.
     /// </summary>
-    public void FreeWhenDurable(long hostOffset, long length, MetadataTable referencingTable) =>
-        _pendingFrees.Add(new Qcow2PendingFree(hostOffset, length, referencingTable));
+    public void FreeWhenDurable(long hostOffset, long length, MetadataTable referencingTable)
+    {
+        _pendingFrees.Add(new Qcow2PendingFree(hostOffset, length, referencingTable, _nextFreeSequence++));
+        Interlocked.Add(ref _pendingFreeBytes, length);
+    }
 
     /// <summary>
-    /// Applies the pending frees whose referencing table is now durable (call after a flush to disk).
-    /// Freed data clusters are punched out of the host file. Returns how many were applied.
+    /// Applies the pending frees whose referencing table is now durable (call after a flush to disk): those recorded
+    /// before <paramref name="coveredBefore"/> (a <see cref="FreeSequenceMark"/> taken when that flush started) and
+    /// any whose table is durable as it stands. Freed data clusters are punched out of the host file. A free the
+    /// refcounts cannot take (damaged metadata: the count is already 0) is dropped and reported, so one bad entry
+    /// does not fail every later flush. Returns how many were applied.
     /// </summary>
-    public int ApplyDurableFrees()
+    public int ApplyDurableFrees(long coveredBefore = 0)
     {
-        int applied = 0;
-        for (int i = 0; i < _pendingFrees.Count; i++)
+        int applied = 0, kept = 0, i = 0;
+        string? failure = null;
+        try
         {
-            var pending = _pendingFrees[i];
-            if (!_cache.IsDurable(pending.ReferencingTable)) continue;
-            // Dequeued first: a free that fails half-way must leak, never be applied twice (a second drop could
-            // free a cluster reallocated in between, which then gets handed out while still referenced).
-            _pendingFrees.RemoveAt(i--);
-            Change(pending.HostOffset, pending.Length, -1);
-            applied++;
+            for (; i < _pendingFrees.Count; i++)
+            {
+                var pending = _pendingFrees[i];
+                if (pending.Sequence >= coveredBefore && !_cache.IsDurable(pending.ReferencingTable))
+                {
+                    _pendingFrees[kept++] = pending;
+                    continue;
+                }
+                Interlocked.Add(ref _pendingFreeBytes, -pending.Length);
+                try
+                {
+                    Change(pending.HostOffset, pending.Length, -1);
+                    applied++;
+                }
+                catch (BlockDeviceException e)
+                {
+                    failure ??= $"{e.Message}; the reference drop of host range 0x{pending.HostOffset:x}+{pending.Length} was skipped; {RepairAdvice}";
+                }
+            }
         }
+        finally
+        {
+            // A visited free leaves the queue even when its drop failed half-way (a host I/O error): it must leak,
+            // never be applied twice (a second drop could free a cluster reallocated in between, which would then
+            // be handed out while still referenced). Frees not visited yet stay queued.
+            for (int j = Math.Min(i + 1, _pendingFrees.Count); j < _pendingFrees.Count; j++) _pendingFrees[kept++] = _pendingFrees[j];
+            _pendingFrees.RemoveRange(kept, _pendingFrees.Count - kept);
+        }
+        if (failure is not null) _ = _damaged(failure); // reported (image marked corrupt); the flush itself succeeded
         return applied;
+    }
+
+    /// <summary>Offset of a refcount block whose own refcount is 0 (damaged refcounts), or null.</summary>
+    public long? FindUncountedBlock()
+    {
+        foreach (ulong block in _table)
+            if (block != 0 && GetRefcount((long)block) == 0) return (long)block;
+        return null;
+    }
+
+    /// <summary>First cluster index past the last cluster with a non-zero refcount (the used part of the file).</summary>
+    public long UsedEndCluster()
+    {
+        long c = _endCluster - 1;
+        while (c >= 0)
+        {
+            long block = BlockOffsetFor(c);
+            if (block == 0)
+            {
+                c = ((c >> _blockBits) << _blockBits) - 1; // no block: its whole range is free
+                continue;
+            }
+            using var lease = _cache.Get(block);
+            long rangeStart = (c >> _blockBits) << _blockBits;
+            for (; c >= rangeStart; c--)
+                if (RefcountBlockCodec.Get(lease.Data, (int)(c & ((1L << _blockBits) - 1)), _order) != 0)
+                    return c + 1;
+        }
+        return 0;
     }
 
     /// <summary>Finds <paramref name="count"/> consecutive clusters with refcount 0 at or after <paramref name="from"/>.</summary>
@@ -206,6 +291,9 @@ public sealed class Qcow2Refcounts
         // Place the block on the first cluster of the range it describes: with no block, all of them are free.
         long blockCluster = t << _blockBits;
         long blockOffset = blockCluster << _clusterBits;
+        // Offset 0 means "no block" in the table, and a range whose first cluster is metadata is not all free.
+        if (_map.IsMetadata(blockOffset))
+            throw _damaged($"qcow2: no refcount block describes host offset 0x{blockOffset:x}, which holds metadata: the refcount table is damaged; {RepairAdvice}");
         using var block = _cache.GetNew(blockOffset);
         RefcountBlockCodec.Set(block.Data, 0, _order, 1);
         _map.Add(blockOffset, _geometry.ClusterSize);
@@ -283,8 +371,11 @@ public sealed class Qcow2Refcounts
         long blocks = 0;
         long tableClusters;
         var uncovered = new List<long>();
-        while (true)
+        for (int pass = 0; ; pass++)
         {
+            // Each pass adds room for blocks the previous one found missing; it settles within a few passes.
+            if (pass > MaxAllocationPasses)
+                throw _damaged($"qcow2: growing the refcount table to {newEntries} entries did not settle: the refcounts are damaged; {RepairAdvice}");
             tableClusters = (newEntries + entriesPerCluster - 1) / entriesPerCluster;
             long areaEnd = areaStart + blocks + tableClusters;
             long lastRange = (areaEnd - 1) >> _blockBits;

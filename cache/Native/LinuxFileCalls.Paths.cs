@@ -1,0 +1,15 @@
+using System.Runtime.InteropServices;
+
+namespace NbdQcow.Cache.Native;
+
+internal static partial class LinuxFileCalls
+{
+    public const int PATH_MAX = 4096;
+    public const uint STATX_TYPE = 0x1;
+    public const ushort S_IFMT = 0xf000;
+    public const ushort S_IFREG = 0x8000;
+
+    /// <summary>realpath(3) into a caller's PATH_MAX buffer; 0 on failure (errno set).</summary>
+    [LibraryImport("libc", EntryPoint = "realpath", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial nint RealPath(string path, [Out] byte[] resolved);
+}

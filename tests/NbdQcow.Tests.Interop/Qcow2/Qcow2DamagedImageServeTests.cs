@@ -1,0 +1,68 @@
+using System.Diagnostics;
+using NbdQcow.Tests.Interop.Infrastructure;
+
+namespace NbdQcow.Tests.Interop.Qcow2;
+
+/// <summary>
+/// The real server on damaged qcow2 images qemu-img made and a script patched: a refused request logs one
+/// warning naming the entry and the rest keeps working; damaged refcounts are refused before serving, not
+/// looped on; SIGTERM ends the server within seconds.
+/// </summary>
+public sealed class Qcow2DamagedImageServeTests
+{
+    /// <summary>16 MiB image with 0x5a in guest [0, 128k); then the python snippet patches it (f open r+b, l1 and l2 offsets known).</summary>
+    private static async Task MakeDamagedImageAsync(string path, string patch)
+    {
+        await QemuImage.CreateQcow2Async(path, "16M");
+        await QemuImage.IoAsync(path, "qcow2", "write -P 0x5a 0 128k");
+        var script = $$"""
+            import struct
+            f = open("{{path}}", "r+b"); h = f.read(72)
+            l1 = struct.unpack(">Q", h[40:48])[0]; rt = struct.unpack(">Q", h[48:56])[0]; rtc = struct.unpack(">I", h[56:60])[0]
+            f.seek(l1); l2 = struct.unpack(">Q", f.read(8))[0] & 0x00fffffffffffe00
+            {{patch}}
+            f.close()
+            """;
+        (await ToolRunner.RunAsync(ToolRunner.Python, ["-c", script])).EnsureSuccess();
+    }
+
+    [Fact]
+    public async Task OverwritingACompressedEntryAimedAtTheL1TableFailsWithEioLogsOneWarningAndTheServerStopsCleanly()
+    {
+        // Guest cluster 1 claims to be compressed data stored in the L1 table (one sector at its offset).
+        await using var image = await ServedImage.StartAsync(path => MakeDamagedImageAsync(path,
+            "f.seek(l2 + 8); f.write(struct.pack('>Q', (1 << 62) | l1))"), "hostile.qcow2");
+        var write = await ToolRunner.RunAsync("qemu-io", ["-f", "raw", "-c", "write -P 0x77 64k 64k", "-c", "write -P 0x78 1M 64k",
+            "-c", "read -P 0x5a 0 64k", "-c", "read -P 0x78 1M 64k", image.Uri()]);
+        Assert.Contains("write failed: Input/output error", write.Stdout + write.Stderr);
+        Assert.DoesNotContain("read failed", write.Stdout + write.Stderr);
+        Assert.DoesNotContain("Pattern verification failed", write.Stdout + write.Stderr);
+        var stopwatch = Stopwatch.StartNew();
+        await image.Server.StopAndAssertCleanExitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(10), $"stopping took {stopwatch.Elapsed}");
+        var warnings = image.Server.Output.Split('\n').Where(line => line.Contains("warning:", StringComparison.Ordinal)).ToList();
+        Assert.True(warnings.Count == 1 && warnings[0].Contains("L2 entry 0x40000000", StringComparison.Ordinal)
+            && warnings[0].Contains("for guest offset 0x10000", StringComparison.Ordinal),
+            $"expected one warning naming the entry\n{image.Server.Describe()}");
+        var info = (await ToolRunner.RunAsync("qemu-img", ["info", image.ImagePath])).EnsureSuccess();
+        Assert.Contains("corrupt: true", info.Stdout);
+    }
+
+    [Fact]
+    public async Task ServingAnImageWhoseRefcountTableWasZeroedIsRefusedAdvisingARepairInsteadOfHangingOnTheFirstWrite()
+    {
+        using var folder = new TempDirectory("img");
+        var path = folder.File("zeroed.qcow2");
+        await MakeDamagedImageAsync(path, "f.seek(rt); f.write(bytes(rtc * 65536))");
+        var serve = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["serve", path, "--listen", "off", "--socket", folder.File("s.sock")],
+            TimeSpan.FromSeconds(30));
+        Assert.Equal(1, serve.ExitCode);
+        Assert.Contains("nbdqcow check --repair all", serve.Stderr);
+        var readOnly = await ServerProcess.StartAsync(path, "--read-only");
+        await using (readOnly)
+        {
+            (await ToolRunner.RunAsync("qemu-io", ["-r", "-f", "raw", "-c", "read -P 0x5a 0 128k", readOnly.Uri()])).EnsureSuccess(readOnly.Describe());
+            await readOnly.StopAndAssertCleanExitAsync(TimeSpan.FromSeconds(10));
+        }
+    }
+}

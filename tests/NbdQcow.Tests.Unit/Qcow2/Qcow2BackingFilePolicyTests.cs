@@ -1,0 +1,129 @@
+using NbdQcow.Cache;
+using NbdQcow.Image;
+using NbdQcow.Image.Qcow2;
+using NbdQcow.Image.Qcow2.Format;
+using NbdQcow.Tests.Unit.HostIo;
+
+namespace NbdQcow.Tests.Unit.Qcow2;
+
+/// <summary>
+/// A qcow2 image names its backing files, and a crafted one could name any host file. Devices, FIFOs and other
+/// non-regular files are refused always; regular files only inside the backing root (by default the folder of the
+/// opened image, after symlinks).
+/// </summary>
+public sealed class Qcow2BackingFilePolicyTests : IDisposable
+{
+    private readonly DiskBackedTempFolder _folder = new();
+    private readonly DiskBackedTempFolder _elsewhere = new();
+
+    public void Dispose()
+    {
+        _folder.Dispose();
+        _elsewhere.Dispose();
+    }
+
+    /// <summary>img.qcow2 in the test folder, backed by <paramref name="backing"/> (raw), which need not exist.</summary>
+    private string ImageBackedBy(string backing)
+    {
+        QemuTools.Bash(_folder.FolderPath, $"qemu-img create -q -f qcow2 -u -b '{backing}' -F raw img.qcow2 1M");
+        return _folder.File("img.qcow2");
+    }
+
+    /// <summary>A raw "secret" of 1 MiB of 0x53 in a folder that is not the image's.</summary>
+    private string SecretElsewhere()
+    {
+        QemuTools.Bash(_elsewhere.FolderPath, "qemu-img create -q -f raw secret.raw 1M; qemu-io -f raw secret.raw -c 'write -P 0x53 0 1M' >/dev/null");
+        return _elsewhere.File("secret.raw");
+    }
+
+    private static Qcow2FormatException Refused(string path, ImageOpenOptions? options = null) =>
+        Assert.Throws<Qcow2FormatException>(() =>
+            Qcow2Image.Open(path, options ?? new ImageOpenOptions { ReadOnly = true }, HostFile.Open).DisposeAsync().AsTask().GetAwaiter().GetResult());
+
+    [Theory]
+    [InlineData("/dev/zero")]
+    [InlineData("/proc/self/mem")]
+    public void Non_regular_backing_file_is_refused_naming_it(string device)
+    {
+        var error = Refused(ImageBackedBy(device));
+        Assert.Contains($"backing file = \"{device}\"", error.Message);
+        Assert.Contains("not a regular file", error.Message);
+    }
+
+    [Fact]
+    public async Task Fifo_backing_file_is_refused_without_blocking_on_open()
+    {
+        QemuTools.Bash(_folder.FolderPath, "mkfifo pipe");
+        string path = ImageBackedBy("pipe");
+        // Opening a FIFO for reading blocks until a writer comes: a refusal must come before any open.
+        var open = Task.Run(() => Refused(path));
+        Assert.True(await Task.WhenAny(open, Task.Delay(TimeSpan.FromSeconds(20))) == open, "opening the image blocked on its FIFO backing file");
+        Assert.Contains("not a regular file", (await open).Message);
+    }
+
+    [Fact]
+    public void Backing_file_outside_the_image_folder_is_refused_by_default_naming_the_setting()
+    {
+        string secret = SecretElsewhere();
+        var error = Refused(ImageBackedBy(secret));
+        Assert.Contains($"backing file = \"{secret}\"", error.Message);
+        Assert.Contains("outside the backing root", error.Message);
+        Assert.Contains("--backing-root", error.Message);
+        Assert.Contains("BackingRoot", error.Message);
+    }
+
+    [Fact]
+    public void Symlink_in_the_image_folder_to_a_file_elsewhere_is_refused()
+    {
+        string secret = SecretElsewhere();
+        File.CreateSymbolicLink(_folder.File("base.raw"), secret);
+        Assert.Contains("outside the backing root", Refused(ImageBackedBy("base.raw")).Message);
+    }
+
+    [Fact]
+    public async Task Backing_chain_in_the_image_folder_and_its_subfolders_opens()
+    {
+        QemuTools.Bash(_folder.FolderPath, """
+            mkdir -p bases/os
+            qemu-img create -q -f raw bases/os/base.raw 1M; qemu-io -f raw bases/os/base.raw -c 'write -P 0x42 0 1M' >/dev/null
+            qemu-img create -q -f qcow2 -b os/base.raw -F raw bases/mid.qcow2
+            qemu-img create -q -f qcow2 -b bases/mid.qcow2 -F qcow2 img.qcow2
+            """);
+        await using var image = Qcow2Image.Open(_folder.File("img.qcow2"), new ImageOpenOptions { MaxDirtyAge = null }, HostFile.Open);
+        var buffer = new byte[4096];
+        await image.ReadAsync(0, buffer);
+        Assert.All(buffer, b => Assert.Equal(0x42, b));
+    }
+
+    [Fact]
+    public async Task Backing_root_allows_a_file_elsewhere_and_slash_allows_any()
+    {
+        string secret = SecretElsewhere();
+        string path = ImageBackedBy(secret);
+        foreach (string root in new[] { _elsewhere.FolderPath, "/" })
+        {
+            await using var image = Qcow2Image.Open(path, new ImageOpenOptions { ReadOnly = true, BackingRoot = root }, HostFile.Open);
+            var buffer = new byte[4096];
+            await image.ReadAsync(0, buffer);
+            Assert.All(buffer, b => Assert.Equal(0x53, b));
+        }
+        // The root does not reach back up: the image's own folder as root refuses the file elsewhere.
+        Assert.Contains("outside the backing root", Refused(path, new ImageOpenOptions { ReadOnly = true, BackingRoot = _folder.FolderPath }).Message);
+    }
+
+    [Fact]
+    public void External_data_file_that_is_a_device_is_refused()
+    {
+        QemuTools.Bash(_folder.FolderPath, "qemu-img create -q -f qcow2 -o data_file=data.raw img.qcow2 1M; rm data.raw; ln -s /dev/zero data.raw");
+        Assert.Contains("not a regular file", Refused(_folder.File("img.qcow2")).Message);
+    }
+
+    [Fact]
+    public void Info_does_not_follow_a_device_backing_file()
+    {
+        string path = ImageBackedBy("/dev/zero");
+        var error = Assert.Throws<InvalidOperationException>(() =>
+            QemuTools.RunIn(_folder.FolderPath, "dotnet", [Path.Combine(AppContext.BaseDirectory, "nbdqcow.dll"), "info", path]));
+        Assert.Contains("not a regular file", error.Message);
+    }
+}
