@@ -204,6 +204,11 @@ public sealed class Qcow2Refcounts
         // Place the block on the first cluster of the range it describes: with no block, all of them are free.
         long blockCluster = t << _blockBits;
         long blockOffset = blockCluster << _clusterBits;
+        // A range holding metadata (always so for range 0: the header) but no refcount block is corruption, not
+        // free space: a block placed there would overwrite the metadata, and one on cluster 0 reads as "no block".
+        if (_map.IsMetadata(blockOffset))
+            throw new BlockDeviceException(BlockError.Io,
+                $"qcow2: no refcount block covers the clusters in use at 0x{blockOffset:x} (refcount table entry {t} is empty): the image is corrupt; repair it with nbdqcow check --repair all");
         using var block = _cache.GetNew(blockOffset);
         RefcountBlockCodec.Set(block.Data, 0, _order, 1);
         _map.Add(blockOffset, _geometry.ClusterSize);
