@@ -36,7 +36,7 @@ if [ ! -f "$stamp" ] || [ -n "$(find "$root/protocol" "$root/cache" "$root/image
   dotnet publish "$here/NbdQcow.Fuzz/NbdQcow.Fuzz.csproj" -c Release -o "$publish" --nologo -v quiet \
     >&2
   (cd "$root" && dotnet tool restore >/dev/null)
-  for dll in NbdQcow.Protocol.dll NbdQcow.Cache.dll NbdQcow.Image.dll nbdqcow.dll; do
+  for dll in NbdQcow.Protocol.dll NbdQcow.Cache.dll NbdQcow.Image.dll nbdqcow.dll ZstdSharp.dll; do
     (cd "$root" && dotnet sharpfuzz "$publish/$dll") >&2
   done
   touch "$stamp"
@@ -63,8 +63,19 @@ for t in $targets; do
   echo "run.sh: fuzzing $t for ${seconds}s" >&2
   # -t: per-input timeout (ms), generous for a shared machine; -V: stop after the time; the outer timeout bounds
   # calibration and shutdown too.
-  timeout --kill-after=10 $((seconds + 60)) afl-fuzz -i "$seeds" -o "$findings" -t 10000 -m none -V "$seconds" \
-    -- "${driver[@]}" "$t" > "$findings/afl.log" 2>&1 || true
+  # The first afl-fuzz run after a fresh publish sometimes sees no coverage from its first input ("No
+  # instrumentation detected") and stops at once; a second start works.
+  for attempt in 1 2; do
+    rm -rf "$findings/default"
+    timeout --kill-after=10 $((seconds + 60)) afl-fuzz -i "$seeds" -o "$findings" -t 10000 -m none -V "$seconds" \
+      -- "${driver[@]}" "$t" > "$findings/afl.log" 2>&1 || true
+    grep -aq "No instrumentation detected" "$findings/afl.log" || break
+    echo "run.sh: afl-fuzz saw no instrumentation on $t (attempt $attempt)" >&2
+  done
+  # The journal and recover targets keep files in /dev/shm/nbdqcow-fuzz-PID; afl-fuzz ends them with SIGKILL.
+  for d in /dev/shm/nbdqcow-fuzz-*; do
+    if [ -d "$d" ] && ! kill -0 "${d##*-}" 2>/dev/null; then rm -rf "$d"; fi
+  done
   stats="$findings/default/fuzzer_stats"
   if [ ! -f "$stats" ]; then
     echo "run.sh: afl-fuzz did not start for $t; its log:" >&2

@@ -111,6 +111,7 @@ public sealed class SoakRun(SoakOptions options)
                 CheckResources(segment, samples);
                 string checkResult = await StopServerAsync(signal, image).ConfigureAwait(false);
                 segments.Add(DescribeSegment(segment, signal, segmentClock.Elapsed, samples, checkResult));
+                Console.WriteLine($"  {segments[^1]}"); // progress for long runs; the summary repeats it
                 if (Failed) break;
                 await StartServerAsync(launcher, image).ConfigureAwait(false);
                 await VerifyAsync(afterCrash: signal == Native.SigKill).ConfigureAwait(false);
