@@ -15,6 +15,8 @@ public sealed record SoakOptions
     public int Seed { get; init; } = Environment.TickCount;
     public string? Launcher { get; init; }
     public string? WorkDir { get; init; }
+    /// <summary>Print every resource sample as it is taken.</summary>
+    public bool Verbose { get; init; }
 
     public static SoakOptions Parse(string[] args)
     {
@@ -34,6 +36,7 @@ public sealed record SoakOptions
                 "--seed" => o with { Seed = int.Parse(Value()) },
                 "--launcher" => o with { Launcher = Value() },
                 "--work-dir" => o with { WorkDir = Value() },
+                "--verbose" => o with { Verbose = true },
                 _ => throw new ArgumentException($"unknown option {args[i]}"),
             };
         }

@@ -101,6 +101,7 @@ public sealed class SoakRun(SoakOptions options)
                     if (segmentClock.Elapsed >= nextSample)
                     {
                         samples.Add(await QuiescentSampleAsync().ConfigureAwait(false));
+                        if (options.Verbose) Console.WriteLine($"    sample at {samples[^1].Seconds:F0} s: RSS {samples[^1].RssKiB / 1024.0:F1} MiB, {samples[^1].Fds} fds, {Counters.ClientKills} clients killed so far");
                         nextSample += TimeSpan.FromSeconds(10);
                     }
                 }
