@@ -62,7 +62,7 @@ public sealed class ServerProcess : IDisposable
         return _process.ExitCode;
     }
 
-    /// <summary>VmRSS in KiB and the number of open descriptors, from /proc.</summary>
+    /// <summary>VmRSS in KiB and the number of open descriptors other than loaded assemblies, from /proc.</summary>
     public (long RssKiB, int Fds)? Sample()
     {
         try
@@ -71,7 +71,15 @@ public sealed class ServerProcess : IDisposable
             foreach (var line in File.ReadLines($"/proc/{Id}/status"))
                 if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
                     rss = long.Parse(line["VmRSS:".Length..].Trim().Split(' ')[0]);
-            int fds = Directory.GetFileSystemEntries($"/proc/{Id}/fd").Length;
+            int fds = 0;
+            foreach (var fd in Directory.GetFileSystemEntries($"/proc/{Id}/fd"))
+            {
+                // Assemblies and their symbols are opened once, when first needed (a first exception's stack trace
+                // loads several): a step, not a leak. Everything else (sockets, image files, pipes) is counted.
+                string? target = new FileInfo(fd).LinkTarget;
+                if (target is null || !(target.EndsWith(".dll", StringComparison.Ordinal) || target.EndsWith(".pdb", StringComparison.Ordinal)
+                    || target.EndsWith(".so", StringComparison.Ordinal))) fds++;
+            }
             return (rss, fds);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
