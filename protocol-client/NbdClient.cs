@@ -200,7 +200,9 @@ public sealed class NbdClient : IAsyncDisposable
                 // the loop records its failure in _failure; nothing else to do at disposal
             }
         }
-        FailAll(new ObjectDisposedException(nameof(NbdClient)));
+        var disposed = new ObjectDisposedException(nameof(NbdClient));
+        _failure ??= disposed;
+        FailAll(disposed);
         _sendLock.Dispose();
     }
 
@@ -212,6 +214,13 @@ public sealed class NbdClient : IAsyncDisposable
         }
         var cookie = (ulong)Interlocked.Increment(ref _nextCookie);
         _pending[cookie] = pending;
+        // The receive loop may have ended (and failed everything pending) between the check above and now: a
+        // request registered after that would never get a reply, since writing into a socket the peer closed
+        // can still succeed.
+        if (_failure is { } late && _pending.TryRemove(cookie, out _))
+        {
+            throw new IOException("connection failed: " + late.Message, late);
+        }
         await _sendLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -243,7 +252,9 @@ public sealed class NbdClient : IAsyncDisposable
                 var header = await ReadReplyHeaderAsync().ConfigureAwait(false);
                 if (header is null)
                 {
-                    FailAll(new EndOfStreamException("server closed the connection"));
+                    var closed = new EndOfStreamException("server closed the connection");
+                    _failure = closed;
+                    FailAll(closed);
                     return;
                 }
                 await HandleReplyAsync(header.Value).ConfigureAwait(false);

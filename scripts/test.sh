@@ -8,3 +8,6 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 ./nbdqcow bench --help >/dev/null   # and the bench tool its tests run
 dotnet build NbdQcow.sln -c Release --nologo -v quiet
 dotnet test NbdQcow.sln -c Release --no-build --nologo --logger "console;verbosity=normal" "$@"
+# Coverage-guided fuzzing, every target briefly (a crash or a confirmed hang fails), then the 2-minute soak.
+tests/fuzz/run.sh all --seconds 15
+tests/soak/run.sh --minutes 2

@@ -12,6 +12,10 @@ namespace NbdQcow.Cache.Journal;
 /// </summary>
 public static class JournalReader
 {
+    // DateTimeOffset's range: a checksummed transaction can still carry any 64-bit timestamp (a crafted file).
+    private static readonly long MinTimestamp = DateTimeOffset.MinValue.ToUnixTimeMilliseconds();
+    private static readonly long MaxTimestamp = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
+
     public static JournalReadResult Read(IHostFile file)
     {
         var transactions = new List<JournalTransaction>();
@@ -93,6 +97,11 @@ public static class JournalReader
         long timestamp = BinaryPrimitives.ReadInt64LittleEndian(head.AsSpan(24));
         int tableSize = (int)BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(32));
         long padded = (long)BinaryPrimitives.ReadUInt64LittleEndian(head.AsSpan(40));
+        if (timestamp < MinTimestamp || timestamp > MaxTimestamp)
+        {
+            problem = $"timestamp {timestamp} out of range (garbled)";
+            return null;
+        }
         if (tableSize != header.TableSize)
         {
             problem = $"table size {tableSize} differs from the journal's {header.TableSize}";

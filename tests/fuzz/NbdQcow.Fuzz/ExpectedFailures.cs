@@ -1,0 +1,31 @@
+using NbdQcow.Image;
+using NbdQcow.Image.Qcow2.Format;
+using NbdQcow.Image.Qcow2.Recover;
+
+namespace NbdQcow.Fuzz;
+
+/// <summary>
+/// The documented ways the image code refuses bad input: a format error naming the field, a block error
+/// (EIO and friends) the server maps to an NBD error, a recovery input error, a missing backing or data file,
+/// the harness's own full disk. Everything else escaping a target is a bug.
+/// </summary>
+public static class ExpectedFailures
+{
+    /// <summary>NBDQCOW_FUZZ_VERBOSE=1 prints each refusal in replay mode, to see how far seeds get.</summary>
+    private static readonly bool Verbose = Environment.GetEnvironmentVariable("NBDQCOW_FUZZ_VERBOSE") == "1";
+
+    public static bool IsBadInputOutcome(Exception exception)
+    {
+        bool expected = Classify(exception);
+        if (Verbose) Console.Error.WriteLine($"  refused ({(expected ? "expected" : "UNEXPECTED")}): {exception.GetType().Name}: {exception.Message}");
+        return expected;
+    }
+
+    private static bool Classify(Exception exception) => exception switch
+    {
+        Qcow2FormatException or BlockDeviceException or RecoveryInputException or MemoryFileFullException => true,
+        FileNotFoundException or DirectoryNotFoundException => true,
+        AggregateException aggregate => aggregate.InnerExceptions.All(Classify),
+        _ => false,
+    };
+}

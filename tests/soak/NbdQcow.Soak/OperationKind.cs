@@ -1,0 +1,8 @@
+namespace NbdQcow.Soak;
+
+public enum OperationKind
+{
+    Write,
+    Zero,
+    Trim,
+}
