@@ -41,7 +41,7 @@ public sealed class NbdSessionTarget : IFuzzTarget
             new NbdSessionOptions { MaxInFlight = 8, MaxLargeInFlight = 2 }, ServerLog.Quiet, "fuzz");
         using var stop = new CancellationTokenSource();
         var drain = DrainAsync(fromServer.Reader);
-        var run = session.RunAsync(stop.Token);
+        var run = session.RunAsync(stop.Token, stop.Token);
 
         // Hand the bytes over in a few pieces, as a socket would, so messages straddle reads.
         int at = 0;
