@@ -9,15 +9,18 @@ namespace NbdQcow.Image.Qcow2;
 public sealed partial class Qcow2Image
 {
     /// <summary>
-    /// Takes the host space of a new table cluster now (fallocate), while the write that needs it can still fail
-    /// cleanly with ENOSPC. Otherwise the table waits for the next flush as a hole in a sparse file, and on a full
-    /// or thin file system that flush, and every one after it, fails to write the mapping of writes already acknowledged.
+    /// Takes the host space of a new table cluster now (plain fallocate), while the write that needs it can still
+    /// fail cleanly with ENOSPC. Otherwise the table waits for the next flush as a hole in a sparse file, and on a
+    /// full or thin file system that flush, and every one after it, fails to write the mapping of writes already
+    /// acknowledged. The content is left alone (no zeroing): the table is written whole at flush, in its place in
+    /// the flush order, and zeroing in place would be a metadata write outside that order (with the journal, the
+    /// in-place copy of the image may still name the cluster until the next checkpoint).
     /// </summary>
     private void ReserveTableCluster(long offset)
     {
         try
         {
-            File.TryAllocateZeroed(offset, Geometry.ClusterSize);
+            File.TryReserve(offset, Geometry.ClusterSize);
         }
         catch (IOException)
         {
