@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using SharpFuzz;
 
 namespace NbdQcow.Fuzz;
@@ -45,6 +46,7 @@ public static class Program
 
     private static int Replay(IFuzzTarget target, string[] paths)
     {
+        GiveInstrumentationACoverageBuffer();
         int failures = 0;
         foreach (var path in paths)
         {
@@ -63,5 +65,17 @@ public static class Program
             }
         }
         return failures == 0 ? 0 : 1;
+    }
+
+    /// <summary>
+    /// Assemblies instrumented by sharpfuzz record every branch into AFL's shared memory, which exists only under
+    /// afl-fuzz; outside it the pointer is null and the first branch throws NullReferenceException. A replay (run.sh
+    /// replays crashes and hangs, and a developer replays a finding) gives them a private buffer instead, so it runs
+    /// the same code as the fuzzer did. Harmless with uninstrumented assemblies.
+    /// </summary>
+    private static unsafe void GiveInstrumentationACoverageBuffer()
+    {
+        if (SharpFuzz.Common.Trace.SharedMem == null)
+            SharpFuzz.Common.Trace.SharedMem = (byte*)NativeMemory.AllocZeroed(1 << 17);
     }
 }
