@@ -75,7 +75,7 @@ public static class ServerConfigurationLoader
         var options = new NbdQcowOptions();
         configuration.Bind(options);
         var listenGiven = configuration["Listen"] is not null;
-        var settings = ServerSettingsValidator.Validate(options, listenGiven, problems);
+        var settings = ServerSettingsValidator.Validate(options, listenGiven, problems, overrides.SocketActivated);
         if (problems.Count > 0)
         {
             throw new ConfigurationException(problems);

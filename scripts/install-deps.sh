@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests drive (real NBD clients, qemu tools, fio), if missing.
+# Installs the Debian packages the tests drive (real NBD clients, qemu tools, fio, systemd-socket-activate), if missing.
 set -euo pipefail
-packages=(qemu-utils libnbd-bin python3-libnbd nbdkit fio nbd-client qemu-system-x86 busybox-static e2fsprogs)
+packages=(qemu-utils libnbd-bin python3-libnbd nbdkit fio nbd-client qemu-system-x86 busybox-static e2fsprogs systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
