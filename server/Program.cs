@@ -29,9 +29,7 @@ public static class Program
             ControlCommand.Create(),
         };
         var parseResult = root.Parse(args);
-        var exitCode = parseResult.Invoke();
-        // serve and recover: usage errors (unknown option, missing argument) exit 2, as invalid configuration/input does.
-        // Other commands keep their own codes (check follows qemu-img, where 2 means corruption).
-        return parseResult.Errors.Count > 0 && parseResult.CommandResult.Command.Name is "serve" or "recover" ? 2 : exitCode;
+        // Usage errors (unknown option, missing argument) exit 2 in every command, as invalid configuration does.
+        return UsageErrors.Report(parseResult, args) ?? parseResult.Invoke();
     }
 }

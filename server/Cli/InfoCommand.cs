@@ -37,7 +37,7 @@ internal static class InfoCommand
             catch (Exception e) when (e is Qcow2FormatException or IOException or UnauthorizedAccessException or ArgumentException)
             {
                 // A lock refusal names the image itself.
-                Console.Error.WriteLine(e is ImageLockConflictException ? $"nbdqcow info: {e.Message}" : $"nbdqcow info: {path}: {e.Message}");
+                Console.Error.WriteLine(e is ImageLockConflictException ? $"nbdqcow info: {e.Message}" : $"nbdqcow info: {FileErrorText.Describe(path, e)}");
                 return 1;
             }
         });

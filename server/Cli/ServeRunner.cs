@@ -67,6 +67,12 @@ internal static class ServeRunner
                         : export.Inactive ? HandoffBlockDevice.OpenInactive(export.Path, options)
                         : HandoffBlockDevice.OpenActive(export.Path, options);
                 }
+                catch (Exception ex) when (FileErrorText.IsFileAccess(ex))
+                {
+                    var text = FileErrorText.Describe(export.Path, ex);
+                    throw new IOException(text.EndsWith("Permission denied", StringComparison.Ordinal) && !export.ReadOnly
+                        ? text + " (use --read-only to serve it read-only)" : text, ex);
+                }
                 catch (Qcow2FormatException ex)
                 {
                     // A damaged or hostile header: one line naming the image and the field, not a stack trace.
