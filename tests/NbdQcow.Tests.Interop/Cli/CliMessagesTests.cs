@@ -75,6 +75,29 @@ public sealed class CliMessagesTests
         Assert.Contains("nobody is listening", refused.Stderr);
     }
 
+    [Fact]
+    public async Task ConfigErrorsNameTheExportTheKeyAndWhereTheValueCameFrom()
+    {
+        using var folder = new TempDirectory("config-errors");
+        var image = folder.File("disk.img");
+        await File.WriteAllBytesAsync(image, new byte[1 << 20]);
+        await ServerProcess.EnsureLauncherBuiltAsync();
+        var fromEnvironment = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["serve", image], Bound,
+            environment: new Dictionary<string, string> { ["NBDQCOW__LISTEN"] = "bogus" });
+        Assert.Equal(2, fromEnvironment.ExitCode);
+        Assert.Contains("from NBDQCOW__LISTEN", fromEnvironment.Stderr);
+        var config = folder.File("bad-cache.json");
+        await File.WriteAllTextAsync(config, $$"""{ "Exports": [ { "Name": "alpha", "Path": "{{image}}", "Cache": "fast" } ] }""");
+        var fromFile = await RunAsync("serve", "--config", config);
+        Assert.Equal(2, fromFile.ExitCode);
+        Assert.Contains($"(export 'alpha', from config file {config})", fromFile.Stderr);
+        var broken = folder.File("broken.json");
+        await File.WriteAllTextAsync(broken, "{\n  \"Listen\": \"127.0.0.1:1\",,\n}");
+        var syntax = await RunAsync("serve", "--config", broken);
+        Assert.Equal(2, syntax.ExitCode);
+        Assert.Contains("line 2, column", syntax.Stderr);
+    }
+
     [Theory]
     [InlineData("plain.raw", new string[0], "raw")]
     [InlineData("plain.img", new[] { "--format", "qcow2" }, "qcow2")]
