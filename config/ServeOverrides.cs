@@ -8,6 +8,8 @@ public sealed record ServeOverrides
 {
     public string? ImagePath { get; init; }
     public string? Listen { get; init; }
+    /// <summary>The service manager handed over listening sockets: no default listen address is added.</summary>
+    public bool SocketActivated { get; init; }
     public string? Socket { get; init; }
     public string? ExportName { get; init; }
     public string? Cache { get; init; }

@@ -72,15 +72,66 @@ public static class ServerConfigurationLoader
 
         var problems = new List<string>();
         CheckKnownKeys(configuration, problems);
+        var firstProblem = problems.Count;
         var options = new NbdQcowOptions();
         configuration.Bind(options);
         var listenGiven = configuration["Listen"] is not null;
-        var settings = ServerSettingsValidator.Validate(options, listenGiven, problems);
+        var settings = ServerSettingsValidator.Validate(options, listenGiven, problems, overrides.SocketActivated);
         if (problems.Count > 0)
         {
+            for (var i = firstProblem; i < problems.Count; i++) problems[i] = NameSource(configuration, baseConfiguration, cli, problems[i], configFile);
             throw new ConfigurationException(problems);
         }
         return settings!;
+    }
+
+    /// <summary>
+    /// Appends where the value of a problem's key came from (the environment variable, the config file or the
+    /// command line) and, for an export's key, the export's name: "Exports:0:Cache" alone does not say which to fix.
+    /// </summary>
+    private static string NameSource(IConfigurationRoot configuration, IConfigurationRoot baseConfiguration,
+        Dictionary<string, string?> cli, string problem, string? configFile)
+    {
+        var colon = problem.IndexOf(": ", StringComparison.Ordinal);
+        if (colon <= 0) return problem;
+        var key = problem[..colon];
+        string? source = cli.TryGetValue(key, out var given) && given is not null ? "command line" : null;
+        foreach (var provider in baseConfiguration.Providers.Reverse())
+        {
+            if (source is not null) break;
+            if (!provider.TryGet(key, out var value) || value is null) continue;
+            source = provider switch
+            {
+                Microsoft.Extensions.Configuration.Json.JsonConfigurationProvider => $"config file {configFile}",
+                _ => EnvironmentPrefix + key.Replace(":", "__", StringComparison.Ordinal).ToUpperInvariant(),
+            };
+        }
+        var parts = key.Split(':');
+        var name = parts.Length > 2 && parts[0] == "Exports"
+            ? configuration[$"Exports:{parts[1]}:Name"] ?? (configuration[$"Exports:{parts[1]}:Path"] is { } path ? DefaultExportName(path) : null)
+            : null;
+        var export = name is null ? "" : $"export '{name}', ";
+        return source is null && export.Length == 0 ? problem : $"{problem} ({export}from {source ?? "defaults"})";
+    }
+
+    /// <summary>Line and column (1-based) of the first syntax error of a JSON file, read as the configuration reader reads it.</summary>
+    private static string? JsonErrorPosition(string? configFile)
+    {
+        if (configFile is null) return null;
+        try
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(configFile),
+                new System.Text.Json.JsonDocumentOptions { CommentHandling = System.Text.Json.JsonCommentHandling.Skip, AllowTrailingCommas = true });
+            return null;
+        }
+        catch (System.Text.Json.JsonException ex) when (ex.LineNumber is { } line && ex.BytePositionInLine is { } column)
+        {
+            return $"line {line + 1}, column {column + 1}: {ex.Message.Split(" Path:", 2)[0].Split(" LineNumber:", 2)[0]}";
+        }
+        catch (IOException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Export name for an image path: the file name without its extension.</summary>
@@ -115,7 +166,7 @@ public static class ServerConfigurationLoader
         }
         catch (Exception ex) when (ex is FormatException or InvalidDataException or IOException)
         {
-            throw new ConfigurationException([$"--config: '{configFile}' is not valid JSON: {ex.InnerException?.Message ?? ex.Message}"]);
+            throw new ConfigurationException([$"--config: '{configFile}' is not valid JSON: {JsonErrorPosition(configFile) ?? ex.InnerException?.Message ?? ex.Message}"]);
         }
     }
 

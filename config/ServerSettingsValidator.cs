@@ -20,10 +20,11 @@ public static class ServerSettingsValidator
     public const long MaxBufferedBytesLimit = 64L * 1024 * 1024 * 1024;
 
     /// <param name="listenGiven">False when no layer set Listen: the default applies unless a Unix socket was asked for.</param>
-    public static ServerSettings? Validate(NbdQcowOptions options, bool listenGiven, List<string> problems)
+    /// <param name="socketActivated">Listening sockets come from the service manager: no default address, none required.</param>
+    public static ServerSettings? Validate(NbdQcowOptions options, bool listenGiven, List<string> problems, bool socketActivated = false)
     {
         var endPoints = new List<IPEndPoint>();
-        var listen = listenGiven ? options.Listen : (string.IsNullOrEmpty(options.Socket) ? DefaultListen : null);
+        var listen = listenGiven ? options.Listen : (string.IsNullOrEmpty(options.Socket) && !socketActivated ? DefaultListen : null);
         if (!string.IsNullOrWhiteSpace(listen) && !listen.Trim().Equals("off", StringComparison.OrdinalIgnoreCase))
         {
             foreach (var part in listen.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -39,7 +40,7 @@ public static class ServerSettingsValidator
             }
         }
         var socket = string.IsNullOrWhiteSpace(options.Socket) ? null : options.Socket;
-        if (endPoints.Count == 0 && socket is null && problems.Count == 0)
+        if (endPoints.Count == 0 && socket is null && !socketActivated && problems.Count == 0)
         {
             problems.Add("Listen: nothing to listen on; allowed: HOST:PORT, or set Socket to a Unix socket path");
         }

@@ -8,8 +8,12 @@ public static class Program
     /// <summary>Read once by the runtime's socket engine, at its first use: it must be set before any socket exists.</summary>
     private const string InlineSocketCompletions = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
 
+    /// <summary>The command line as given, for serve --fork to start itself again.</summary>
+    internal static IReadOnlyList<string> Arguments { get; private set; } = [];
+
     public static int Main(string[] args)
     {
+        Arguments = args;
         // Socket completions run on the epoll thread instead of being handed to the thread pool: the receive loop
         // only decodes and dispatches, and the hand-off was the largest cost of a queue-depth-1 request
         // (perf/FINDINGS.md). A user can still set the variable to 0.
@@ -25,9 +29,7 @@ public static class Program
             ControlCommand.Create(),
         };
         var parseResult = root.Parse(args);
-        var exitCode = parseResult.Invoke();
-        // serve and recover: usage errors (unknown option, missing argument) exit 2, as invalid configuration/input does.
-        // Other commands keep their own codes (check follows qemu-img, where 2 means corruption).
-        return parseResult.Errors.Count > 0 && parseResult.CommandResult.Command.Name is "serve" or "recover" ? 2 : exitCode;
+        // Usage errors (unknown option, missing argument) exit 2 in every command, as invalid configuration does.
+        return UsageErrors.Report(parseResult, args) ?? parseResult.Invoke();
     }
 }

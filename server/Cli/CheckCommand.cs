@@ -39,7 +39,7 @@ internal static class CheckCommand
             {
                 if (!File.Exists(path))
                 {
-                    Console.Error.WriteLine($"nbdqcow check: {path}: no such file");
+                    Console.Error.WriteLine($"nbdqcow check: {path}: {(Directory.Exists(path) ? "Is a directory" : "No such file or directory")}");
                     return 1;
                 }
                 if (ImageOpener.ProbeFormat(path) != "qcow2")
@@ -68,7 +68,7 @@ internal static class CheckCommand
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                Console.Error.WriteLine(e is ImageLockConflictException ? $"nbdqcow check: {e.Message}" : $"nbdqcow check: {path}: {e.Message}");
+                Console.Error.WriteLine(e is ImageLockConflictException ? $"nbdqcow check: {e.Message}" : $"nbdqcow check: {FileErrorText.Describe(path, e)}");
                 return 1;
             }
         });

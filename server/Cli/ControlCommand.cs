@@ -38,6 +38,15 @@ internal static class ControlCommand
                 using var json = JsonDocument.Parse(reply);
                 return json.RootElement.TryGetProperty("ok", out var ok) && ok.ValueKind == JsonValueKind.True ? 0 : 1;
             }
+            catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable
+                or SocketError.AddressFamilyNotSupported || !File.Exists(path))
+            {
+                // A missing path and a socket file nobody accepts on both mean: no server is there.
+                Console.Error.WriteLine(File.Exists(path)
+                    ? $"nbdqcow control: {path}: nobody is listening (the server that made it has exited)"
+                    : $"nbdqcow control: {path}: No such file or directory (no server runs with --control {path})");
+                return 1;
+            }
             catch (Exception e) when (e is IOException or SocketException or JsonException or TimeoutException or OperationCanceledException)
             {
                 Console.Error.WriteLine($"nbdqcow control: {path}: {e.Message}");

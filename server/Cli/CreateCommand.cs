@@ -1,10 +1,11 @@
 using System.CommandLine;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;
+using NbdQcow.Image.Raw;
 
 namespace NbdQcow.Server.Cli;
 
-/// <summary>`nbdqcow create IMAGE SIZE [--cluster-size N] [--backing FILE]`: a new qcow2 v3 image; never overwrites.</summary>
+/// <summary>`nbdqcow create IMAGE SIZE [--format raw|qcow2] [--cluster-size N] [--backing FILE]`: a new image; never overwrites.</summary>
 internal static class CreateCommand
 {
     public static Command Create()
@@ -17,7 +18,12 @@ internal static class CreateCommand
         };
         var clusterSize = new Option<string?>("--cluster-size") { Description = "Cluster size, 512 to 2M (default 64K)." };
         var backing = new Option<string?>("--backing") { Description = "Backing file (qcow2 or raw, recorded with its format); relative to the image's folder." };
-        var command = new Command("create", "Create a qcow2 v3 image.") { image, size, clusterSize, backing };
+        var format = new Option<string?>("--format", "-f")
+        {
+            HelpName = "raw|qcow2",
+            Description = "Image format (default: qcow2 for *.qcow2 or with --backing, raw for other names, as serve --create).",
+        };
+        var command = new Command("create", "Create a qcow2 v3 image or a sparse raw file.") { image, size, clusterSize, backing, format };
         command.SetAction(parseResult =>
         {
             string path = parseResult.GetValue(image)!;
@@ -35,6 +41,27 @@ internal static class CreateCommand
                     Console.Error.WriteLine("nbdqcow create: SIZE is required (for example 10G) unless --backing is given");
                     return 2;
                 }
+                var formatName = parseResult.GetValue(format)?.ToLowerInvariant();
+                if (formatName is not (null or "raw" or "qcow2"))
+                {
+                    Console.Error.WriteLine($"nbdqcow create: --format {formatName}: allowed: raw, qcow2");
+                    Console.Error.WriteLine("Try 'nbdqcow create --help' for more information.");
+                    return 2;
+                }
+                formatName ??= backingFile is not null || path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase) ? "qcow2" : "raw";
+                if (formatName == "raw")
+                {
+                    if (backingFile is not null || parseResult.GetValue(clusterSize) is not null)
+                    {
+                        Console.Error.WriteLine("nbdqcow create: --backing and --cluster-size are for qcow2 images; a raw image has neither");
+                        Console.Error.WriteLine("Try 'nbdqcow create --help' for more information.");
+                        return 2;
+                    }
+                    var rawSize = Qcow2Creator.ParseSize(sizeText!);
+                    RawImageCreator.Create(path, rawSize);
+                    Console.Out.WriteLine($"Created {path}: raw, {rawSize} bytes (sparse)");
+                    return 0;
+                }
                 var options = new Qcow2CreateOptions
                 {
                     Size = sizeText is null ? null : Qcow2Creator.ParseSize(sizeText),
@@ -42,16 +69,29 @@ internal static class CreateCommand
                     BackingFile = backingFile,
                 };
                 Qcow2Creator.Create(path, options);
-                Console.Out.WriteLine($"Created {path}: qcow2 v3, {options.Size?.ToString() ?? "backing file's"} bytes, {options.ClusterSize}-byte clusters"
+                // With --backing and no SIZE the size is the backing file's: read it back rather than guess.
+                var createdSize = options.Size ?? ReadVirtualSize(path);
+                Console.Out.WriteLine($"Created {path}: qcow2 v3, {createdSize} bytes, {options.ClusterSize}-byte clusters"
                     + (backingFile is null ? "" : $", backing file {backingFile}"));
                 return 0;
             }
             catch (Exception e) when (e is FormatException or ArgumentException or IOException or UnauthorizedAccessException or OverflowException or Qcow2FormatException)
             {
-                Console.Error.WriteLine($"nbdqcow create: {path}: {e.Message}");
+                // An argument check names its parameter; the user never typed one of that name.
+                var message = e is ArgumentException { ParamName: { } parameter } ? e.Message.Replace($" (Parameter '{parameter}')", "", StringComparison.Ordinal) : e.Message;
+                Console.Error.WriteLine($"nbdqcow create: {path}: {message}");
                 return 1;
             }
         });
         return command;
+    }
+
+    /// <summary>The virtual size field of a qcow2 header (big-endian, at offset 24).</summary>
+    private static long ReadVirtualSize(string path)
+    {
+        using var file = File.OpenRead(path);
+        Span<byte> header = stackalloc byte[32];
+        file.ReadExactly(header);
+        return checked((long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(header[24..]));
     }
 }

@@ -15,7 +15,8 @@ internal static class InfoCommand
     public static Command Create()
     {
         var image = new Argument<string>("IMAGE") { Description = "Image file (qcow2 or raw, probed)." };
-        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text (field names as qemu-img info's where the meaning is the same)." };
+        var output = new Option<string?>("--output") { HelpName = "human|json", Description = "As qemu-img: --output=json is --json." };
         var forceShare = new Option<bool>("--force-share", "-U")
         {
             Description = "Read the image even while a writer (nbdqcow serve, qemu-nbd, a VM) has it, as qemu-img's -U; " +
@@ -23,7 +24,7 @@ internal static class InfoCommand
         };
         var command = new Command("info", "Show an image's format, header fields, features, backing chain, snapshots, bitmaps and allocation.")
         {
-            image, json, forceShare,
+            image, json, output, forceShare,
         };
         command.SetAction(parseResult =>
         {
@@ -31,13 +32,20 @@ internal static class InfoCommand
             try
             {
                 var locking = parseResult.GetValue(forceShare) ? ImageLocking.ForceShare : ImageLocking.On;
-                Console.Out.Write(Describe(path, parseResult.GetValue(json), locking).GetAwaiter().GetResult());
+                var outputFormat = parseResult.GetValue(output);
+                if (outputFormat is not (null or "human" or "json"))
+                {
+                    Console.Error.WriteLine($"nbdqcow info: --output {outputFormat}: allowed: human, json");
+                    Console.Error.WriteLine("Try 'nbdqcow info --help' for more information.");
+                    return 2;
+                }
+                Console.Out.Write(Describe(path, parseResult.GetValue(json) || outputFormat == "json", locking).GetAwaiter().GetResult());
                 return 0;
             }
             catch (Exception e) when (e is Qcow2FormatException or IOException or UnauthorizedAccessException or ArgumentException)
             {
                 // A lock refusal names the image itself.
-                Console.Error.WriteLine(e is ImageLockConflictException ? $"nbdqcow info: {e.Message}" : $"nbdqcow info: {path}: {e.Message}");
+                Console.Error.WriteLine(e is ImageLockConflictException ? $"nbdqcow info: {e.Message}" : $"nbdqcow info: {FileErrorText.Describe(path, e)}");
                 return 1;
             }
         });
@@ -80,7 +88,7 @@ internal static class InfoCommand
         w.WriteBoolean("extended-l2", h.HasExtendedL2);
         w.WriteBoolean("lazy-refcounts", (h.CompatibleFeatures & Qcow2CompatibleFeatures.LazyRefcounts) != 0);
         w.WriteBoolean("corrupt", (h.IncompatibleFeatures & Qcow2IncompatibleFeatures.Corrupt) != 0);
-        w.WriteBoolean("dirty", (h.IncompatibleFeatures & Qcow2IncompatibleFeatures.Dirty) != 0);
+        w.WriteBoolean("dirty-flag", (h.IncompatibleFeatures & Qcow2IncompatibleFeatures.Dirty) != 0);
         w.WriteNumber("header-length", h.HeaderLength);
         w.WriteNumber("l1-size", h.L1Size);
         w.WriteNumber("l1-table-offset", (long)h.L1TableOffset);

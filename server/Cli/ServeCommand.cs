@@ -134,14 +134,21 @@ internal static class ServeCommand
             Description = "Backing files (the whole chain) and external data files of a qcow2 image must lie in DIR or under it, after " +
                           "symlinks; '/' allows any. Default: the folder of the served image. Devices, FIFOs and other non-regular files are always refused.",
         };
+        var pidFile = new Option<string?>("--pid-file") { HelpName = "FILE", Description = "Write the server's pid to FILE once it listens; removed at exit." };
+        var fork = new Option<bool>(Service.Daemon.ForkOption) { Description = "Run in the background: return (exit 0) once the server listens, or with its error." };
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
+            pidFile, fork,
             image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
             maxConnections, handshakeTimeout, maxBufferedBytes,
             tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap, werror, rerror, errorRetryTimeout, backingRoot,
         };
         command.SetAction(parseResult =>
         {
+            if (parseResult.GetValue(fork) && !Service.Daemon.IsChild) return Service.Daemon.RunParent(Program.Arguments);
+            if (Service.Daemon.IsChild) Service.Daemon.DetachSession();
+            // systemd socket activation: only when the command line names no listener of its own.
+            var activated = parseResult.GetValue(listen) is null && parseResult.GetValue(socket) is null && Service.SocketActivation.IsOffered();
             var imagePath = parseResult.GetValue(image);
             var createSize = parseResult.GetValue(create);
             if (imagePath is null && parseResult.GetValue(config) is null && !EnvironmentDeclaresExports())
@@ -167,6 +174,7 @@ internal static class ServeCommand
                 Control = parseResult.GetValue(control),
                 ImagePath = imagePath,
                 Listen = parseResult.GetValue(listen),
+                SocketActivated = activated,
                 Socket = parseResult.GetValue(socket),
                 ExportName = parseResult.GetValue(export),
                 Cache = parseResult.GetValue(cache),
@@ -196,7 +204,8 @@ internal static class ServeCommand
                 Console.Error.WriteLine($"nbdqcow serve: {ex.Message}");
                 return 2;
             }
-            return ServeRunner.RunAsync(settings).GetAwaiter().GetResult();
+            var service = new ServiceOptions(parseResult.GetValue(pidFile), activated);
+            return ServeRunner.RunAsync(settings, service).GetAwaiter().GetResult();
         });
         return command;
     }

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Runtime.InteropServices;
+using NbdQcow.Cache;
 using NbdQcow.Config;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2.Format;
@@ -32,8 +33,9 @@ internal static class ServeRunner
         }
     }
 
-    public static async Task<int> RunAsync(ServerSettings settings)
+    public static async Task<int> RunAsync(ServerSettings settings, ServiceOptions service)
     {
+        var pidFile = service.PidFile is null ? null : new Service.PidFile(service.PidFile);
         var log = new ServerLog(Console.Error, settings.Verbose);
         var registry = new ExportRegistry();
         NbdServer? server = null;
@@ -69,6 +71,12 @@ internal static class ServeRunner
                         : export.Inactive ? HandoffBlockDevice.OpenInactive(export.Path, options)
                         : HandoffBlockDevice.OpenActive(export.Path, options);
                 }
+                catch (Exception ex) when (FileErrorText.IsFileAccess(ex))
+                {
+                    var text = FileErrorText.Describe(export.Path, ex);
+                    throw new IOException(text.EndsWith("Permission denied", StringComparison.Ordinal) && !export.ReadOnly
+                        ? text + " (use --read-only to serve it read-only)" : text, ex);
+                }
                 catch (Qcow2FormatException ex)
                 {
                     // A damaged or hostile header: one line naming the image and the field, not a stack trace.
@@ -102,6 +110,14 @@ internal static class ServeRunner
                 server.ListenUnix(socketPath);
                 where.Add("unix:" + Path.GetFullPath(socketPath));
             }
+            if (service.SocketActivated)
+            {
+                foreach (var listener in Service.SocketActivation.TakeListeners())
+                {
+                    where.Add(server.ListenInherited(listener) is IPEndPoint ip ? FormatEndPoint(ip) : "unix:" + listener.LocalEndPoint);
+                }
+                where[^1] += " (socket activation)";
+            }
             if (settings.ControlPath is { } controlPath)
             {
                 control = ControlServer.Start(controlPath, handoffs, log);
@@ -118,10 +134,16 @@ internal static class ServeRunner
             {
                 if (!handoff.IsActive) controlNote += $"; export '{name}' inactive";
             }
-            Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}{tlsNote}{controlNote}");
+            var cacheModes = string.Join("/", settings.Exports.Select(e => e.CacheMode.ToCliName()).Distinct());
+            Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}; cache {cacheModes}" +
+                $"{tlsNote}{controlNote}; stop with Ctrl-C or SIGTERM");
             Console.Out.Flush();
+            pidFile?.Write();
+            if (Service.ServiceNotifier.Notify("READY=1") is { } notifyError) log.Warn(notifyError);
+            if (Service.Daemon.IsChild && Service.Daemon.ReportReady() is { } readyError) log.Warn(readyError);
 
             await stop.Task.ConfigureAwait(false);
+            _ = Service.ServiceNotifier.Notify("STOPPING=1");
             log.Info("stopping: finishing in-flight requests, flushing exports");
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or BlockDeviceException
@@ -137,6 +159,7 @@ internal static class ServeRunner
                 await server.StopAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             }
             await CloseAsync(registry).ConfigureAwait(false);
+            pidFile?.Remove();
             return 1;
         }
 
@@ -145,7 +168,9 @@ internal static class ServeRunner
             await control.DisposeAsync().ConfigureAwait(false);
         }
         await server.StopAsync(TimeSpan.FromSeconds(60)).ConfigureAwait(false);
-        return await CloseAsync(registry).ConfigureAwait(false) ? 0 : 1;
+        var closed = await CloseAsync(registry).ConfigureAwait(false);
+        pidFile?.Remove();
+        return closed ? 0 : 1;
     }
 
     private static async Task<bool> CloseAsync(ExportRegistry registry)

@@ -112,6 +112,14 @@ public sealed class NbdServer : IAsyncDisposable
         return bound;
     }
 
+    /// <summary>Serves an already listening socket (TCP or Unix) handed over by a service manager; returns its address.</summary>
+    public EndPoint ListenInherited(Socket listener)
+    {
+        var endPoint = listener.LocalEndPoint ?? throw new IOException("socket activation: a handed-over socket has no address");
+        Start(listener, endPoint, isTcp: listener.AddressFamily != AddressFamily.Unix);
+        return endPoint;
+    }
+
     /// <summary>Starts listening on a Unix socket at <paramref name="path"/>, replacing a stale socket file.</summary>
     public void ListenUnix(string path)
     {

@@ -24,6 +24,7 @@ public static class ToolRunner
         ["nbdsh"] = "libnbd-bin",
         ["fio"] = "fio",
         ["nbd-client"] = "nbd-client",
+        ["systemd-socket-activate"] = "systemd",
         ["python3"] = "python3-libnbd",
         [Python] = "python3-libnbd",
     };
