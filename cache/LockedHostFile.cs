@@ -4,14 +4,12 @@ namespace NbdQcow.Cache;
 /// A host file opened under an <see cref="ImageLock"/>: the lock is taken before the file is opened (so a refused
 /// image is never opened, let alone written) and released when the file is disposed.
 /// </summary>
-public sealed class LockedHostFile : IHostFile
+public sealed class LockedHostFile : HostFileDecorator
 {
-    private readonly IHostFile _inner;
     private readonly ImageLock _lock;
 
-    private LockedHostFile(IHostFile inner, ImageLock imageLock)
+    private LockedHostFile(IHostFile inner, ImageLock imageLock) : base(inner)
     {
-        _inner = inner;
         _lock = imageLock;
     }
 
@@ -34,41 +32,11 @@ public sealed class LockedHostFile : IHostFile
         }
     }
 
-    public string Path => _inner.Path;
-
-    public bool IsDirect => _inner.IsDirect;
-
-    public bool IsReadOnly => _inner.IsReadOnly;
-
-    public long Length => _inner.Length;
-
-    public void Read(long offset, Span<byte> buffer) => _inner.Read(offset, buffer);
-
-    public void Write(long offset, ReadOnlySpan<byte> data) => _inner.Write(offset, data);
-
-    public void Flush() => _inner.Flush();
-
-    public void SetLength(long length) => _inner.SetLength(length);
-
-    public bool TryPunchHole(long offset, long length) => _inner.TryPunchHole(offset, length);
-
-    public bool TryZeroRange(long offset, long length) => _inner.TryZeroRange(offset, length);
-
-    public bool TryAllocateZeroed(long offset, long length) => _inner.TryAllocateZeroed(offset, length);
-
-    public bool TryReserve(long offset, long length) => _inner.TryReserve(offset, length);
-
-    public long SeekData(long offset) => _inner.SeekData(offset);
-
-    public long SeekHole(long offset) => _inner.SeekHole(offset);
-
-    public void AdviseWillNeed(long offset, long length) => _inner.AdviseWillNeed(offset, length);
-
-    public void Dispose()
+    public override void Dispose()
     {
         try
         {
-            _inner.Dispose();
+            Inner.Dispose();
         }
         finally
         {

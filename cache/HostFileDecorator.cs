@@ -1,0 +1,43 @@
+namespace NbdQcow.Cache;
+
+/// <summary>
+/// A host file that wraps another and passes every call through; a decorator overrides only what it changes.
+/// Every member forwards, including the ones <see cref="IHostFile"/> gives a default body (such as
+/// <see cref="IHostFile.TryReserve"/>): a wrapper that forgot one would silently turn the feature off below it.
+/// </summary>
+public abstract class HostFileDecorator(IHostFile inner) : IHostFile
+{
+    protected IHostFile Inner => inner;
+
+    public virtual string Path => inner.Path;
+
+    public virtual bool IsDirect => inner.IsDirect;
+
+    public virtual bool IsReadOnly => inner.IsReadOnly;
+
+    public virtual long Length => inner.Length;
+
+    public virtual void Read(long offset, Span<byte> buffer) => inner.Read(offset, buffer);
+
+    public virtual void Write(long offset, ReadOnlySpan<byte> data) => inner.Write(offset, data);
+
+    public virtual void Flush() => inner.Flush();
+
+    public virtual void SetLength(long length) => inner.SetLength(length);
+
+    public virtual bool TryPunchHole(long offset, long length) => inner.TryPunchHole(offset, length);
+
+    public virtual bool TryZeroRange(long offset, long length) => inner.TryZeroRange(offset, length);
+
+    public virtual bool TryAllocateZeroed(long offset, long length) => inner.TryAllocateZeroed(offset, length);
+
+    public virtual bool TryReserve(long offset, long length) => inner.TryReserve(offset, length);
+
+    public virtual long SeekData(long offset) => inner.SeekData(offset);
+
+    public virtual long SeekHole(long offset) => inner.SeekHole(offset);
+
+    public virtual void AdviseWillNeed(long offset, long length) => inner.AdviseWillNeed(offset, length);
+
+    public virtual void Dispose() => inner.Dispose();
+}
