@@ -91,7 +91,24 @@ public sealed partial class NbdSession
                 else
                 {
                     payload = _budget.Buffers.Rent((int)request.Length);
-                    if (!await ReadIntoAsync(payload, (int)request.Length, CancellationToken.None).ConfigureAwait(false))
+                    bool received;
+                    try
+                    {
+                        received = await ReadIntoAsync(payload, (int)request.Length, CancellationToken.None).ConfigureAwait(false);
+                    }
+                    catch
+                    {
+                        // A reset or aborted connection throws from the pipe instead of ending it: the buffer and the
+                        // budget this request holds go back here, or they would be lost to every other client.
+                        _budget.Buffers.Return(payload);
+                        _budget.Release(_account, charge);
+                        if (large)
+                        {
+                            _largeSlots.Release();
+                        }
+                        throw;
+                    }
+                    if (!received)
                     {
                         _budget.Buffers.Return(payload);
                         _budget.Release(_account, charge);

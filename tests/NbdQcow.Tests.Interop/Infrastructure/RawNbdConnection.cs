@@ -229,5 +229,12 @@ public sealed class RawNbdConnection : IDisposable
         return buffer;
     }
 
+    /// <summary>Ends the connection with a TCP reset (linger 0) instead of an orderly close, as a killed peer's host may.</summary>
+    public void Reset()
+    {
+        socket.LingerState = new System.Net.Sockets.LingerOption(true, 0);
+        socket.Dispose();
+    }
+
     public void Dispose() => socket.Dispose();
 }
