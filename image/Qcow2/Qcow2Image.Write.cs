@@ -1079,26 +1079,40 @@ public sealed partial class Qcow2Image
     private void MarkDirtyAfterSyncFailure(HostIoException failure)
     {
         if (Header.Version < 3) return;
-        var features = Header.IncompatibleFeatures | Qcow2IncompatibleFeatures.Dirty;
-        Header.IncompatibleFeatures = features;
-        WriteHeaderField(72, (ulong)features);
+        SetIncompatibleFeature(Qcow2IncompatibleFeatures.Dirty, sync: false);
     }
 
     private void MarkCorrupt()
     {
         if (Header.Version < 3 || IsReadOnly) return;
-        try
+        SetIncompatibleFeature(Qcow2IncompatibleFeatures.Corrupt, sync: true);
+    }
+
+    /// <summary>
+    /// Adds one incompatible feature bit in memory and in the header. The dirty bit after a failed sync is set from
+    /// whichever thread's fdatasync failed, outside the metadata lock, so both setters share this small lock: a
+    /// read-modify-write of the field from two threads would otherwise lose one bit, in memory and on disk.
+    /// </summary>
+    private void SetIncompatibleFeature(Qcow2IncompatibleFeatures bit, bool sync)
+    {
+        lock (_featureBitsLock)
         {
-            var features = Header.IncompatibleFeatures | Qcow2IncompatibleFeatures.Corrupt;
-            WriteHeaderField(72, (ulong)features);
-            File.Flush();
+            var features = Header.IncompatibleFeatures | bit;
             Header.IncompatibleFeatures = features;
-        }
-        catch (IOException)
-        {
-            // The write is refused either way; failing to record it must not hide the original problem.
+            try
+            {
+                WriteHeaderField(72, (ulong)features);
+                if (sync) File.Flush();
+            }
+            catch (IOException)
+            {
+                // Refused either way (the write, or every later flush); failing to record it must not hide the
+                // original problem.
+            }
         }
     }
+
+    private readonly Lock _featureBitsLock = new();
 
     private BlockDeviceException ReadOnlyError() => new(BlockError.Permission, $"qcow2 image {Path} is open read-only");
 }
