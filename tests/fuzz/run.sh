@@ -97,11 +97,13 @@ for t in $targets; do
     od -A x -t x1z -v "$f" | head -32 >&2 || true
     # The input counts only if its replay fails or hangs too; a replay that finishes means the fork server was
     # lost to a slow moment of the machine (as with hangs below), not to the input.
-    if timeout 60 "${driver[@]}" "$t" "$f" > "$findings/replay.log" 2>&1; then
+    rc=0
+    timeout 60 "${driver[@]}" "$t" "$f" > "$findings/replay.log" 2>&1 || rc=$?
+    if [ "$rc" -eq 0 ]; then
       echo "run.sh: $t: that input finished when replayed: not counted" >&2
     else
       failed=1
-      echo "run.sh: $t: the replay failed too (exit $?; 124: still running after 60 s):" >&2
+      echo "run.sh: $t: the replay failed too (exit $rc; 124: still running after 60 s):" >&2
       head -20 "$findings/replay.log" >&2 || true
     fi
   fi

@@ -34,7 +34,7 @@ public static class Qcow2Checker
                 }
                 else
                 {
-                    int transactions = Journal.Qcow2JournalReplay.ReadCommitted(path, header, factory).Transactions.Count;
+                    int transactions = Journal.Qcow2JournalReplay.ReadCommitted(path, file, header, factory).Transactions.Count;
                     Journal.Qcow2JournalReplay.ReplayOnDisk(path, file, header, factory);
                     journalNote = $"The image's nbdqcow journal was replayed: {transactions} committed transactions written in place.";
                 }

@@ -18,8 +18,11 @@ public static class Qcow2JournalReplay
     public static bool HasPendingJournal(Qcow2Header header) =>
         (header.IncompatibleFeatures & Qcow2IncompatibleFeatures.NbdqcowJournal) != 0;
 
-    /// <summary>Reads the committed transactions of the image's journal; refuses when the journal is gone or unreadable.</summary>
-    public static JournalReadResult ReadCommitted(string imagePath, Qcow2Header header, HostFileFactory hostFiles)
+    /// <summary>
+    /// Reads the committed transactions of the image's journal; refuses when the journal is gone, unreadable, or
+    /// names a table where this image can have none (see <see cref="CheckTableOffsets"/>).
+    /// </summary>
+    public static JournalReadResult ReadCommitted(string imagePath, IHostFile imageFile, Qcow2Header header, HostFileFactory hostFiles)
     {
         string journalPath = Qcow2JournalFiles.JournalPath(imagePath);
         if (!System.IO.File.Exists(journalPath))
@@ -30,13 +33,67 @@ public static class Qcow2JournalReplay
             throw Missing(header, journalPath, $"cannot be read ({read.StopReason})");
         if (read.Header.TableSize != header.ClusterSize)
             throw Missing(header, journalPath, $"has table size {read.Header.TableSize}, not the image's cluster size {header.ClusterSize}");
+        string? misplaced = CheckTableOffsets(read.Transactions, imageFile, header);
+        if (misplaced is not null)
+            throw Missing(header, journalPath, $"is damaged or belongs to another image: {misplaced}");
         return read;
+    }
+
+    /// <summary>
+    /// Every table the journal would write must have a place in this image: never the header's cluster, and past
+    /// the file's end only where the image's refcounts, as the journal leaves them, count the cluster as in use (a
+    /// table allocated at the end is committed before the file grows to hold it). Anything else would write where
+    /// no table can be, or grow the file without bound (a checksummed but foreign or crafted journal).
+    /// Returns the problem, or null.
+    /// </summary>
+    public static string? CheckTableOffsets(IReadOnlyList<JournalTransaction> transactions, IHostFile imageFile, Qcow2Header header)
+    {
+        int clusterSize = header.ClusterSize;
+        var images = JournalOverlayFile.LatestImages(transactions);
+        long imageLength = imageFile.Length;
+        foreach (long offset in images.Keys)
+        {
+            if (offset < clusterSize)
+                return $"a table at offset {offset} would overwrite the image header";
+            if (offset + clusterSize <= imageLength) continue;
+            if (!CountedInUse(offset, images, imageFile, header))
+                return $"a table at offset {offset} lies past the image file's end ({imageLength} bytes) where the image's refcounts count no cluster";
+        }
+        return null;
+    }
+
+    private static bool CountedInUse(long offset, Dictionary<long, byte[]> images, IHostFile imageFile, Qcow2Header header)
+    {
+        var geometry = Qcow2Geometry.FromHeader(header);
+        long tableIndex = geometry.RefcountTableIndex(offset);
+        if (tableIndex >= (long)header.RefcountTableClusters * (header.ClusterSize / 8)) return false;
+        Span<byte> entry = stackalloc byte[8];
+        ReadThroughJournal((long)header.RefcountTableOffset + tableIndex * 8, entry, images, imageFile, header.ClusterSize);
+        long block = (long)(BinaryPrimitives.ReadUInt64BigEndian(entry) & L1Entry.OffsetMask);
+        if (block == 0 || block % header.ClusterSize != 0) return false;
+        var blockBytes = new byte[header.ClusterSize];
+        ReadThroughJournal(block, blockBytes, images, imageFile, header.ClusterSize);
+        int index = (int)((offset >> header.ClusterBits) & (geometry.RefcountBlockEntries - 1));
+        return RefcountBlockCodec.Get(blockBytes, index, header.RefcountOrder) != 0;
+    }
+
+    /// <summary>Reads what the file will hold after the replay: the journal's image of a table, else the file (zeroes past its end).</summary>
+    private static void ReadThroughJournal(long offset, Span<byte> buffer, Dictionary<long, byte[]> images, IHostFile imageFile, int tableSize)
+    {
+        long table = offset / tableSize * tableSize;
+        if (offset + buffer.Length <= table + tableSize && images.TryGetValue(table, out var image))
+        {
+            image.AsSpan((int)(offset - table), buffer.Length).CopyTo(buffer);
+            return;
+        }
+        buffer.Clear();
+        if (offset + buffer.Length <= imageFile.Length) imageFile.Read(offset, buffer);
     }
 
     /// <summary>Replays on disk and returns the header as it is afterwards (journal bit cleared).</summary>
     public static Qcow2Header ReplayOnDisk(string imagePath, IHostFile imageFile, Qcow2Header header, HostFileFactory hostFiles)
     {
-        var read = ReadCommitted(imagePath, header, hostFiles);
+        var read = ReadCommitted(imagePath, imageFile, header, hostFiles);
         var images = JournalOverlayFile.LatestImages(read.Transactions);
         var ordered = new List<long>(images.Keys);
         ordered.Sort();
@@ -63,7 +120,7 @@ public static class Qcow2JournalReplay
     /// <summary>A read-only view of the image with the committed journal laid over it (nothing is written).</summary>
     public static JournalOverlayFile Overlay(string imagePath, IHostFile imageFile, Qcow2Header header, HostFileFactory hostFiles, out int transactions)
     {
-        var read = ReadCommitted(imagePath, header, hostFiles);
+        var read = ReadCommitted(imagePath, imageFile, header, hostFiles);
         transactions = read.Transactions.Count;
         return new JournalOverlayFile(imageFile, header.ClusterSize, read.Transactions);
     }

@@ -1,5 +1,10 @@
+using System.Buffers.Binary;
 using NbdQcow.Cache;
 using NbdQcow.Cache.Journal;
+using NbdQcow.Image;
+using NbdQcow.Image.Qcow2;
+using NbdQcow.Image.Qcow2.Format;
+using NbdQcow.Image.Qcow2.Journal;
 using NbdQcow.Tests.Unit.HostIo;
 
 namespace NbdQcow.Tests.Unit.Fuzz;
@@ -42,5 +47,37 @@ public sealed class FuzzFoundJournalTests : IDisposable
         Assert.Equal(1UL, only.Sequence);
         Assert.Contains("timestamp", read.StopReason);
         Assert.Equal(2L * JournalFormat.BlockSize, read.EndOffset);
+    }
+
+    /// <summary>
+    /// The fuzzer's input: a checksummed journal whose transaction names a table at 0x00f7fffffffffe00. Replay
+    /// wrote it there, growing the 2 KiB image file to 62 PB (sparse), and the clean close then spent minutes
+    /// walking refcounts up to that end. Replay now refuses a table past the file's end that the image's refcounts
+    /// do not count, and one on the header, before writing anything.
+    /// </summary>
+    [Theory]
+    [InlineData(0x00f7fffffffffe00L, "past the image file's end")]
+    [InlineData(0L, "overwrite the image header")]
+    public void Journal_table_where_the_image_has_no_cluster_is_refused_before_anything_is_written(long tableOffset, string problem)
+    {
+        string image = _folder.File("image.qcow2");
+        Qcow2Creator.Create(image, new Qcow2CreateOptions { Size = 1 << 20, ClusterSize = TableSize });
+        var bytes = File.ReadAllBytes(image);
+        ulong incompatible = BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan(72));
+        BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan(72), incompatible | (ulong)Qcow2IncompatibleFeatures.NbdqcowJournal);
+        File.WriteAllBytes(image, bytes);
+        var journal = new byte[2 * JournalFormat.BlockSize];
+        JournalFormat.WriteFileHeader(journal, TableSize, generation: 1, firstSequence: 1, createdUnixMs: 0x01a243672d23);
+        JournalFormat.EncodeTransaction(journal.AsSpan(JournalFormat.BlockSize), 1, 1, 0x01a243672dac, TableSize, [tableOffset], [new byte[TableSize]]);
+        File.WriteAllBytes(Qcow2JournalFiles.JournalPath(image), journal);
+
+        foreach (bool readOnly in new[] { true, false })
+        {
+            var e = Assert.Throws<Qcow2FormatException>(() =>
+                Qcow2Image.Open(image, new ImageOpenOptions { ReadOnly = readOnly, MaxDirtyAge = null }, HostFile.Open).DisposeAsync().AsTask().GetAwaiter().GetResult());
+            Assert.Contains(problem, e.Message);
+            Assert.Contains("belongs to another image", e.Message);
+        }
+        Assert.Equal(bytes, File.ReadAllBytes(image));
     }
 }
