@@ -23,6 +23,12 @@ public abstract class HostFileDecorator(IHostFile inner) : IHostFile
 
     public virtual void Flush() => inner.Flush();
 
+    public virtual ValueTask ReadAsync(long offset, Memory<byte> buffer) => inner.ReadAsync(offset, buffer);
+
+    public virtual ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data) => inner.WriteAsync(offset, data);
+
+    public virtual ValueTask FlushAsync() => inner.FlushAsync();
+
     public virtual void SetLength(long length) => inner.SetLength(length);
 
     public virtual bool TryPunchHole(long offset, long length) => inner.TryPunchHole(offset, length);

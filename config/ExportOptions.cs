@@ -7,6 +7,8 @@ public sealed class ExportOptions
     public string? Path { get; set; }
     public string? Description { get; set; }
     public string? Cache { get; set; }
+    /// <summary>Host I/O engine: "threads" or "io_uring" (default per cache mode).</summary>
+    public string? Aio { get; set; }
     public string? ReadOnly { get; set; }
     /// <summary>Milliseconds, or "off".</summary>
     public string? MaxDirtyAge { get; set; }

@@ -9,6 +9,8 @@ public sealed record ExportSettings
     public required string Path { get; init; }
     public string? Description { get; init; }
     public CacheMode CacheMode { get; init; } = CacheMode.Writeback;
+    /// <summary>Host I/O engine of the data path (the cache mode's default unless asked).</summary>
+    public AioEngine Aio { get; init; } = AioEngine.Threads;
     public bool ReadOnly { get; init; }
     /// <summary>Null when off.</summary>
     public TimeSpan? MaxDirtyAge { get; init; } = TimeSpan.FromMilliseconds(1000);

@@ -13,6 +13,7 @@ public sealed record ServeOverrides
     public string? Socket { get; init; }
     public string? ExportName { get; init; }
     public string? Cache { get; init; }
+    public string? Aio { get; init; }
     public string? MaxDirtyAge { get; init; }
     public bool? Journal { get; init; }
     public bool? ReadOnly { get; init; }

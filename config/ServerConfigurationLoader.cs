@@ -177,6 +177,7 @@ public static class ServerConfigurationLoader
             Put(cli, prefix + "Name", o.ExportName);
         }
         Put(cli, prefix + "Cache", o.Cache);
+        Put(cli, prefix + "Aio", o.Aio);
         Put(cli, prefix + "MaxDirtyAge", o.MaxDirtyAge);
         Put(cli, prefix + "Journal", o.Journal is null ? null : o.Journal.Value ? "true" : "false");
         Put(cli, prefix + "ReadOnly", o.ReadOnly is null ? null : o.ReadOnly.Value ? "true" : "false");
@@ -207,7 +208,7 @@ public static class ServerConfigurationLoader
     private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "MaxConnections", "HandshakeTimeout", "MaxBufferedBytes", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "BackingRoot", "Exports"];
 
     private static readonly string[] ExportKeys =
-        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive", "Bitmaps",
+        ["Name", "Path", "Description", "Cache", "Aio", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive", "Bitmaps",
          "WriteErrorPolicy", "ReadErrorPolicy", "ErrorRetryTimeout", "BackingRoot"];
 
     /// <summary>A misspelt key would otherwise be ignored silently.</summary>

@@ -227,6 +227,11 @@ public static class ServerSettingsValidator
         {
             problems.Add($"{key}:Cache: '{o.Cache}' is not a cache mode; allowed: {string.Join(", ", CacheModeInfo.CliNames)}");
         }
+        var aio = cache.DefaultAio();
+        if (o.Aio is not null && !CacheModeInfo.TryParseAio(o.Aio, out aio))
+        {
+            problems.Add($"{key}:Aio: '{o.Aio}' is not an I/O engine; allowed: {string.Join(", ", CacheModeInfo.AioNames)}");
+        }
         TimeSpan? maxDirtyAge = TimeSpan.FromMilliseconds(1000);
         if (o.MaxDirtyAge is { } age)
         {
@@ -312,6 +317,7 @@ public static class ServerSettingsValidator
             Path = o.Path,
             Description = string.IsNullOrEmpty(o.Description) ? null : o.Description,
             CacheMode = cache,
+            Aio = aio,
             // An internal snapshot is served read-only.
             ReadOnly = readOnly || snapshot is not null,
             MaxDirtyAge = maxDirtyAge,

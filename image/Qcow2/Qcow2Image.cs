@@ -467,7 +467,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         switch (mapping.Kind)
         {
             case Qcow2ClusterKind.Normal:
-                DataFile.Read(mapping.HostOffset, chunk.Span);
+                await DataFile.ReadAsync(mapping.HostOffset, chunk).ConfigureAwait(false);
                 break;
             case Qcow2ClusterKind.Zero:
             case Qcow2ClusterKind.ZeroWithHostCluster:

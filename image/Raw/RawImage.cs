@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using NbdQcow.Cache;
 
 namespace NbdQcow.Image.Raw;
@@ -84,29 +85,68 @@ public sealed partial class RawImage : IBlockDevice
 
     public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        ValueTask reading;
         try
         {
-            _file.Read(offset, buffer.Span);
-            return ValueTask.CompletedTask;
+            reading = _file.ReadAsync(offset, buffer);
         }
         catch (IOException e)
         {
             return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
         }
+        return reading.IsCompletedSuccessfully ? reading : AwaitHostAsync(reading);
     }
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken = default)
     {
+        ValueTask writing;
         try
         {
             ThrowIfReadOnly();
-            _file.Write(offset, data.Span);
-            AfterChange(fua);
-            return ValueTask.CompletedTask;
+            writing = _file.WriteAsync(offset, data);
+            if (writing.IsCompletedSuccessfully)
+            {
+                // The threads engine: the write is done, so is the durability step unless it needs a sync.
+                writing.GetAwaiter().GetResult();
+                if (!_mode.IsWriteThrough() && !(fua && _mode.HonoursFlush()))
+                {
+                    _dirtyAge?.NoteChangeCompleted();
+                    return ValueTask.CompletedTask;
+                }
+                writing = ValueTask.CompletedTask;
+            }
         }
         catch (IOException e)
         {
             return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+        return WriteThenSyncAsync(writing, fua);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask WriteThenSyncAsync(ValueTask writing, bool fua)
+    {
+        try
+        {
+            await writing.ConfigureAwait(false);
+            await AfterChangeAsync(fua).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw HostIoErrors.ToBlockDeviceException(e);
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask AwaitHostAsync(ValueTask pending)
+    {
+        try
+        {
+            await pending.ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw HostIoErrors.ToBlockDeviceException(e);
         }
     }
 
@@ -220,6 +260,23 @@ public sealed partial class RawImage : IBlockDevice
         }
     }
 
+    /// <summary><see cref="AfterChange"/> for the data path: the sync (if any) is the engine's asynchronous barrier.</summary>
+    private async ValueTask AfterChangeAsync(bool fua)
+    {
+        if (_mode.IsWriteThrough())
+        {
+            await _file.FlushAsync().ConfigureAwait(false);
+            return;
+        }
+        _dirtyAge?.NoteChangeCompleted();
+        if (fua && _mode.HonoursFlush())
+        {
+            var ticket = _dirtyAge?.BeginFlush();
+            await _file.FlushAsync().ConfigureAwait(false);
+            if (ticket is { } t) _dirtyAge!.EndFlush(t);
+        }
+    }
+
     /// <summary>Durability after a completed change, per mode: sync now (writethrough, directsync, FUA) or note it dirty.</summary>
     private void AfterChange(bool fua)
     {
@@ -236,12 +293,30 @@ public sealed partial class RawImage : IBlockDevice
     {
         try
         {
-            FlushToDisk();
+            var ticket = _dirtyAge?.BeginFlush();
+            var flushing = _file.FlushAsync();
+            if (!flushing.IsCompletedSuccessfully) return EndFlushAsync(flushing, ticket);
+            flushing.GetAwaiter().GetResult();
+            if (ticket is { } t) _dirtyAge!.EndFlush(t);
             return ValueTask.CompletedTask;
         }
         catch (IOException e)
         {
             return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask EndFlushAsync(ValueTask flushing, FlushTicket? ticket)
+    {
+        try
+        {
+            await flushing.ConfigureAwait(false);
+            if (ticket is { } t) _dirtyAge!.EndFlush(t);
+        }
+        catch (IOException e)
+        {
+            throw HostIoErrors.ToBlockDeviceException(e);
         }
     }
 

@@ -30,6 +30,11 @@ internal static class ServeCommand
             HelpName = "MODE",
             Description = $"Cache mode: {string.Join("|", NbdQcow.Cache.CacheModeInfo.CliNames)} (default writeback; meanings as in qemu).",
         };
+        var aio = new Option<string?>("--aio")
+        {
+            HelpName = "ENGINE",
+            Description = $"Host I/O engine of the data path: {string.Join("|", NbdQcow.Cache.CacheModeInfo.AioNames)} (default threads; io_uring falls back to threads, with one log line, where the kernel refuses it).",
+        };
         var maxDirtyAge = new Option<string?>("--max-dirty-age")
         {
             HelpName = "MS|off",
@@ -139,7 +144,7 @@ internal static class ServeCommand
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
             pidFile, fork,
-            image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
+            image, listen, socket, export, cache, aio, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
             maxConnections, handshakeTimeout, maxBufferedBytes,
             tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap, werror, rerror, errorRetryTimeout, backingRoot,
         };
@@ -178,6 +183,7 @@ internal static class ServeCommand
                 Socket = parseResult.GetValue(socket),
                 ExportName = parseResult.GetValue(export),
                 Cache = parseResult.GetValue(cache),
+                Aio = parseResult.GetValue(aio),
                 MaxDirtyAge = parseResult.GetValue(maxDirtyAge),
                 Journal = parseResult.GetValue(journal) ? true : null,
                 ReadOnly = parseResult.GetValue(readOnly) ? true : null,

@@ -50,9 +50,11 @@ internal static class ServeRunner
             foreach (var export in settings.Exports)
             {
                 CreateIfAsked(export);
+                var engine = HostIoEngine.Create(export.Aio, message => log.Warn($"export '{export.Name}': {message}"));
                 var options = new ImageOpenOptions
                 {
                     CacheMode = export.CacheMode,
+                    HostFileFactory = engine.Factory,
                     ReadOnly = export.ReadOnly,
                     MaxDirtyAge = export.MaxDirtyAge,
                     Journal = export.Journal,
@@ -88,7 +90,7 @@ internal static class ServeRunner
                 var policed = new ErrorPolicyBlockDevice(device, export.Name, export.WriteErrorPolicy, export.ReadErrorPolicy,
                     export.ErrorRetryTimeout, log);
                 storage[export.Name] = policed;
-                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps), export.Name == settings.DefaultExport);
+                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps, engine.Batch), export.Name == settings.DefaultExport);
             }
 
             var tls = settings.Tls is { } tlsSettings ? new TlsUpgrade(tlsSettings) : null;
