@@ -75,6 +75,12 @@ internal sealed class IoUringHostFile : IHostFile
         {
             var result = await SubmitAsync(IoUringCalls.OpFsync, 0, 0, 0, IoUringCalls.FsyncDataSync).ConfigureAwait(false);
             if (result >= 0) return;
+            // Cancelled before it ran (see ReadFullyAsync): no error was consumed, so the plain fdatasync is exact.
+            if (-result == IoUringCalls.ECANCELED)
+            {
+                _file.Flush();
+                return;
+            }
             // EINTR only: a failed fdatasync is never retried (the kernel may have dropped what it covered).
             if (-result == LinuxFileCalls.EINTR) continue;
             throw new HostIoException("fdatasync", Path, -result);
@@ -169,6 +175,13 @@ internal sealed class IoUringHostFile : IHostFile
         while (done < length)
         {
             var result = await SubmitAsync(IoUringCalls.OpRead, offset + done, address + done, (uint)(length - done), 0).ConfigureAwait(false);
+            if (result == -IoUringCalls.ECANCELED)
+            {
+                // The kernel cancels work it had handed to its worker threads when it cannot run it (a worker could
+                // not be started, or the submitting thread exited): nothing was done, so do it here.
+                result = RunSynchronously(IoUringCalls.OpRead, offset + done, address + done, length - done);
+                if (result >= 0) return;
+            }
             if (result < 0)
             {
                 if (-result is LinuxFileCalls.EINTR or LinuxFileCalls.EAGAIN) continue;
@@ -188,6 +201,12 @@ internal sealed class IoUringHostFile : IHostFile
         while (done < length)
         {
             var result = await SubmitAsync(IoUringCalls.OpWrite, offset + done, address + done, (uint)(length - done), 0).ConfigureAwait(false);
+            if (result == -IoUringCalls.ECANCELED)
+            {
+                // Cancelled before it ran (see ReadFullyAsync): rewriting the same bytes at the same offset is exact.
+                result = RunSynchronously(IoUringCalls.OpWrite, offset + done, address + done, length - done);
+                if (result >= 0) return;
+            }
             if (result < 0)
             {
                 if (-result is LinuxFileCalls.EINTR or LinuxFileCalls.EAGAIN) continue;

@@ -40,6 +40,7 @@ internal static unsafe partial class IoUringCalls
 
     public const int EPERM = 1;
     public const int EBUSY = 16;
+    public const int ECANCELED = 125;
 
     [StructLayout(LayoutKind.Sequential)]
     public struct SqRingOffsets

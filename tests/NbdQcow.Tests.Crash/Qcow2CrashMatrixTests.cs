@@ -25,6 +25,14 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
         return data;
     }
 
+    public static TheoryData<string, string> PromisingModesAndEngines()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var mode in PromisingModes())
+            foreach (var engine in CacheModeInfo.AioNames) data.Add((string)mode[0], engine);
+        return data;
+    }
+
     private static List<(ICrashImageFormat, Workload)> CommonCases()
     {
         var plain = new Qcow2CrashImageFormat();
@@ -41,7 +49,8 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
         (new Qcow2CrashImageFormat(clusterSize: 2 << 20), CrashWorkloads.ZeroTrimThenAllocate(8 << 20)),
     ];
 
-    private async Task<List<CrashCaseResult>> RunAsync(IEnumerable<(ICrashImageFormat Format, Workload Workload)> cases, CrashModeConfig config)
+    private async Task<List<CrashCaseResult>> RunAsync(IEnumerable<(ICrashImageFormat Format, Workload Workload)> cases, CrashModeConfig config,
+        AioEngine aio = AioEngine.Threads)
     {
         var work = DiskBackedFolder.Create("crash-qcow2");
         var results = new List<CrashCaseResult>();
@@ -49,7 +58,7 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
         {
             var seed = 2000;
             foreach (var (format, workload) in cases)
-                results.Add(await CrashCaseRunner.RunAsync(format, config, workload, Budget, seed++, work));
+                results.Add(await CrashCaseRunner.RunAsync(format, config, workload, Budget, seed++, work, aio: aio));
         }
         finally
         {
@@ -71,11 +80,12 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [MemberData(nameof(PromisingModes))]
-    public async Task Qcow2_crash_states_check_clean_keep_durable_writes_and_show_no_foreign_data(string modeName)
+    [MemberData(nameof(PromisingModesAndEngines))]
+    public async Task Qcow2_crash_states_check_clean_keep_durable_writes_and_show_no_foreign_data(string modeName, string engineName)
     {
         var config = CrashModeConfig.All.Single(c => c.Name == modeName);
-        AssertKeptThePromise(await RunAsync(CommonCases(), config));
+        Assert.True(CacheModeInfo.TryParseAio(engineName, out var aio));
+        AssertKeptThePromise(await RunAsync(CommonCases(), config, aio));
     }
 
     [Theory]

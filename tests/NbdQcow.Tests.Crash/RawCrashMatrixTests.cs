@@ -1,3 +1,4 @@
+using NbdQcow.Cache;
 using NbdQcow.Tests.Crash.Oracle;
 using NbdQcow.Tests.Crash.States;
 using Xunit.Abstractions;
@@ -20,10 +21,19 @@ public sealed class RawCrashMatrixTests(ITestOutputHelper output)
         return data;
     }
 
-    [Theory]
-    [MemberData(nameof(Modes))]
-    public async Task Raw_crash_states_keep_every_durable_write_and_never_show_foreign_data(string modeName)
+    public static TheoryData<string, string> ModesAndEngines()
     {
+        var data = new TheoryData<string, string>();
+        foreach (var config in CrashModeConfig.All)
+            foreach (var engine in CacheModeInfo.AioNames) data.Add(config.Name, engine);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(ModesAndEngines))]
+    public async Task Raw_crash_states_keep_every_durable_write_and_never_show_foreign_data(string modeName, string engineName)
+    {
+        Assert.True(CacheModeInfo.TryParseAio(engineName, out var aio));
         var config = CrashModeConfig.All.Single(c => c.Name == modeName);
         var format = new RawCrashImageFormat();
         var work = DiskBackedFolder.Create("crash-raw");
@@ -32,7 +42,7 @@ public sealed class RawCrashMatrixTests(ITestOutputHelper output)
         {
             var seed = 1000;
             foreach (var workload in CrashWorkloads.All(DeviceSize))
-                results.Add(await CrashCaseRunner.RunAsync(format, config, workload, new CrashStateBudget(), seed++, work));
+                results.Add(await CrashCaseRunner.RunAsync(format, config, workload, new CrashStateBudget(), seed++, work, aio: aio));
         }
         finally
         {
