@@ -25,6 +25,7 @@ public static class ToolRunner
         ["fio"] = "fio",
         ["nbd-client"] = "nbd-client",
         ["systemd-socket-activate"] = "systemd",
+        ["man"] = "man-db",
         ["python3"] = "python3-libnbd",
         [Python] = "python3-libnbd",
     };
