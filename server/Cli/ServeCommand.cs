@@ -30,11 +30,13 @@ internal static class ServeCommand
             HelpName = "MODE",
             Description = $"Cache mode: {string.Join("|", NbdQcow.Cache.CacheModeInfo.CliNames)} (default writeback; meanings as in qemu).",
         };
+        cache.CompletionSources.Add(NbdQcow.Cache.CacheModeInfo.CliNames.ToArray());
         var aio = new Option<string?>("--aio")
         {
             HelpName = "ENGINE",
             Description = $"Host I/O engine of the data path: {string.Join("|", NbdQcow.Cache.CacheModeInfo.AioNames)} (default threads; io_uring falls back to threads, with one log line, where the kernel refuses it).",
         };
+        aio.CompletionSources.Add(NbdQcow.Cache.CacheModeInfo.AioNames.ToArray());
         var maxDirtyAge = new Option<string?>("--max-dirty-age")
         {
             HelpName = "MS|off",

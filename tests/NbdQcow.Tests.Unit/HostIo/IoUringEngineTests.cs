@@ -9,7 +9,7 @@ namespace NbdQcow.Tests.Unit.HostIo;
 /// </summary>
 public sealed class IoUringEngineTests : IDisposable
 {
-    private readonly DiskBackedTempFolder _temp = new();
+    private readonly TempDirectory _temp = new("iouring", diskBacked: true);
 
     public void Dispose() => _temp.Dispose();
 
