@@ -21,6 +21,12 @@ public sealed class NbdQcowOptions
 
     public string? Verbose { get; set; }
 
+    /// <summary>Log only warnings and errors (true/false); Verbose wins when both are set.</summary>
+    public string? Quiet { get; set; }
+
+    /// <summary>Prometheus metrics address HOST:PORT (served at /metrics), or "off" (the default).</summary>
+    public string? Metrics { get; set; }
+
     /// <summary>Connections served at once, server-wide.</summary>
     public string? MaxConnections { get; set; }
 

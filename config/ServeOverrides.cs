@@ -33,6 +33,9 @@ public sealed record ServeOverrides
     /// <summary>--backing-root DIR.</summary>
     public string? BackingRoot { get; init; }
     public bool? Verbose { get; init; }
+    public bool? Quiet { get; init; }
+    /// <summary>--metrics HOST:PORT.</summary>
+    public string? Metrics { get; init; }
     public string? MaxConnections { get; init; }
     public string? HandshakeTimeout { get; init; }
     public string? MaxBufferedBytes { get; init; }

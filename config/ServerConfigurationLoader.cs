@@ -37,6 +37,11 @@ public static class ServerConfigurationLoader
         {
             cli["Verbose"] = "true";
         }
+        if (overrides.Quiet == true)
+        {
+            cli["Quiet"] = "true";
+        }
+        Put(cli, "Metrics", overrides.Metrics);
         Put(cli, "MaxConnections", overrides.MaxConnections);
         Put(cli, "HandshakeTimeout", overrides.HandshakeTimeout);
         Put(cli, "MaxBufferedBytes", overrides.MaxBufferedBytes);
@@ -204,7 +209,7 @@ public static class ServerConfigurationLoader
         }
     }
 
-    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "MaxConnections", "HandshakeTimeout", "MaxBufferedBytes", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "BackingRoot", "Exports"];
+    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "MaxConnections", "HandshakeTimeout", "MaxBufferedBytes", "Verbose", "Quiet", "Metrics", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "BackingRoot", "Exports"];
 
     private static readonly string[] ExportKeys =
         ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive", "Bitmaps",

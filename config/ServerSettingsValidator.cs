@@ -87,6 +87,8 @@ public static class ServerSettingsValidator
             }
         }
         var verbose = ParseBool("Verbose", options.Verbose, false, problems);
+        var quiet = ParseBool("Quiet", options.Quiet, false, problems);
+        var metrics = ValidateMetrics(options.Metrics, problems);
         var tls = ValidateTls(options, problems);
         var backingRoot = ValidateBackingRoot("BackingRoot", options.BackingRoot, problems);
 
@@ -145,9 +147,25 @@ public static class ServerSettingsValidator
             HandshakeTimeout = handshakeTimeout,
             MaxBufferedBytes = maxBufferedBytes,
             Verbose = verbose,
+            Quiet = quiet,
+            MetricsEndPoint = metrics,
             Tls = tls,
             ControlPath = control,
         };
+    }
+
+    /// <summary>
+    /// Metrics: "off" or HOST:PORT with an IP address or localhost. There is no default address: whoever wants the
+    /// metrics on all interfaces writes 0.0.0.0 or [::] themselves. A host name is refused (it could resolve to any
+    /// interface), and so is port 0 (Prometheus needs a known port).
+    /// </summary>
+    private static IPEndPoint? ValidateMetrics(string? text, List<string> problems)
+    {
+        if (string.IsNullOrWhiteSpace(text) || text.Trim().Equals("off", StringComparison.OrdinalIgnoreCase)) return null;
+        if (EndPointParser.TryParse(text, out var endPoint) && endPoint.Port != 0) return endPoint;
+        problems.Add($"Metrics: '{text}' is not allowed; allowed: HOST:PORT with an IP address or localhost, e.g. 127.0.0.1:9464 "
+            + "(0.0.0.0:9464 or [::]:9464 for every interface), or 'off'");
+        return null;
     }
 
     public static readonly string[] TlsModes = ["off", "on", "require"];

@@ -67,7 +67,13 @@ internal static class ServeCommand
             Description = "Server-wide bound on request and reply payloads held in memory (default 256M, at least 32M); beyond it " +
                           "the server stops reading requests until replies are sent. One connection holds at most a quarter of it.",
         };
-        var verbose = new Option<bool>("--verbose") { Description = "Log connections and request errors on stderr." };
+        var verbose = new Option<bool>("--verbose") { Description = "Log at debug level too: connections and request errors, on stderr." };
+        var quiet = new Option<bool>("--quiet") { Description = "Log only warnings and errors." };
+        var metrics = new Option<string?>("--metrics")
+        {
+            HelpName = "HOST:PORT",
+            Description = "Serve Prometheus metrics at http://HOST:PORT/metrics (off by default; e.g. 127.0.0.1:9464; 0.0.0.0:PORT for every interface).",
+        };
         var tls = new Option<string?>("--tls")
         {
             HelpName = "off|on|require",
@@ -139,7 +145,7 @@ internal static class ServeCommand
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
         {
             pidFile, fork,
-            image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
+            image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose, quiet, metrics,
             maxConnections, handshakeTimeout, maxBufferedBytes,
             tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap, werror, rerror, errorRetryTimeout, backingRoot,
         };
@@ -161,6 +167,11 @@ internal static class ServeCommand
             if (parseResult.GetValue(noLock) && parseResult.GetValue(forceShare))
             {
                 Console.Error.WriteLine("nbdqcow serve: --no-lock and --force-share exclude each other; allowed: one of them");
+                return 2;
+            }
+            if (parseResult.GetValue(verbose) && parseResult.GetValue(quiet))
+            {
+                Console.Error.WriteLine("nbdqcow serve: --verbose and --quiet exclude each other; allowed: one of them");
                 return 2;
             }
             var overrides = new ServeOverrides
@@ -187,6 +198,8 @@ internal static class ServeCommand
                 Description = parseResult.GetValue(description),
                 BackingRoot = parseResult.GetValue(backingRoot),
                 Verbose = parseResult.GetValue(verbose) ? true : null,
+                Quiet = parseResult.GetValue(quiet) ? true : null,
+                Metrics = parseResult.GetValue(metrics),
                 MaxConnections = parseResult.GetValue(maxConnections),
                 HandshakeTimeout = parseResult.GetValue(handshakeTimeout),
                 MaxBufferedBytes = parseResult.GetValue(maxBufferedBytes),

@@ -8,6 +8,9 @@ using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Raw;
 using NbdQcow.Server.Control;
 using NbdQcow.Server.Exports;
+using NbdQcow.Server.Logging;
+using NbdQcow.Server.Metrics;
+using OpenTelemetry.Metrics;
 using NbdQcow.Server.Nbd;
 using NbdQcow.Server.Storage;
 
@@ -36,7 +39,10 @@ internal static class ServeRunner
     public static async Task<int> RunAsync(ServerSettings settings, ServiceOptions service)
     {
         var pidFile = service.PidFile is null ? null : new Service.PidFile(service.PidFile);
-        var log = new ServerLog(Console.Error, settings.Verbose);
+        using var loggerFactory = ServerLogging.CreateFactory(ServerLogging.MinimumLevel(settings.Verbose, settings.Quiet), ServerLogging.StderrIsJournal());
+        var log = new ServerLog(loggerFactory.CreateLogger(ServerLogging.CategoryName));
+        using var metrics = new ServerMetrics();
+        MeterProvider? metricsExporter = null;
         var registry = new ExportRegistry();
         NbdServer? server = null;
         ControlServer? control = null;
@@ -50,6 +56,8 @@ internal static class ServeRunner
             foreach (var export in settings.Exports)
             {
                 CreateIfAsked(export);
+                IBlockDevice? opened = null;
+                var exportMetrics = metrics.AddExport(export.Name, () => (opened as IUnflushedChangesSource)?.UnflushedChanges);
                 var options = new ImageOpenOptions
                 {
                     CacheMode = export.CacheMode,
@@ -62,6 +70,7 @@ internal static class ServeRunner
                     BackingRoot = export.BackingRoot,
                     BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
                     DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
+                    FlushCompleted = exportMetrics.RecordFlush,
                 };
                 // With a control socket every export can be handed over (inactivated) and taken back (activated).
                 IBlockDevice device;
@@ -83,12 +92,14 @@ internal static class ServeRunner
                     throw new InvalidDataException($"{export.Path}: {ex.Message}", ex);
                 }
                 await RefuseUnexportableBitmapsAsync(export, device).ConfigureAwait(false);
+                opened = device;
                 if (device is HandoffBlockDevice handoff) handoffs.Add(new(export.Name, handoff));
                 // Error policies (werror/rerror) sit over everything else, so a held request is retried as a whole.
                 var policed = new ErrorPolicyBlockDevice(device, export.Name, export.WriteErrorPolicy, export.ReadErrorPolicy,
                     export.ErrorRetryTimeout, log);
                 storage[export.Name] = policed;
-                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps), export.Name == settings.DefaultExport);
+                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps) { Metrics = exportMetrics },
+                    export.Name == settings.DefaultExport);
             }
 
             var tls = settings.Tls is { } tlsSettings ? new TlsUpgrade(tlsSettings) : null;
@@ -99,6 +110,7 @@ internal static class ServeRunner
                 HandshakeTimeout = settings.HandshakeTimeout,
                 Budget = new BufferBudget(settings.MaxBufferedBytes),
                 Tls = tls,
+                Metrics = metrics,
             }, log);
             var where = new List<string>();
             foreach (var endPoint in settings.TcpEndPoints)
@@ -123,6 +135,14 @@ internal static class ServeRunner
                 control = ControlServer.Start(controlPath, handoffs, log);
                 control.Storage = storage;
             }
+            var metricsNote = "";
+            if (settings.MetricsEndPoint is { } metricsEndPoint)
+            {
+                metricsExporter = PrometheusEndpoint.Start(metricsEndPoint, out var metricsUrl);
+                metricsNote = $"; metrics {metricsUrl}";
+                if (!IPAddress.IsLoopback(metricsEndPoint.Address))
+                    log.Warn($"metrics are served on {metricsUrl}, beyond this host: anyone who reaches it sees export names and traffic");
+            }
             var exportNames = new List<string>();
             foreach (var export in registry.Exports)
             {
@@ -136,7 +156,7 @@ internal static class ServeRunner
             }
             var cacheModes = string.Join("/", settings.Exports.Select(e => e.CacheMode.ToCliName()).Distinct());
             Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}; cache {cacheModes}" +
-                $"{tlsNote}{controlNote}; stop with Ctrl-C or SIGTERM");
+                $"{tlsNote}{controlNote}{metricsNote}; stop with Ctrl-C or SIGTERM");
             Console.Out.Flush();
             pidFile?.Write();
             if (Service.ServiceNotifier.Notify("READY=1") is { } notifyError) log.Warn(notifyError);
@@ -159,6 +179,7 @@ internal static class ServeRunner
                 await server.StopAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             }
             await CloseAsync(registry).ConfigureAwait(false);
+            metricsExporter?.Dispose();
             pidFile?.Remove();
             return 1;
         }
@@ -169,6 +190,7 @@ internal static class ServeRunner
         }
         await server.StopAsync(TimeSpan.FromSeconds(60)).ConfigureAwait(false);
         var closed = await CloseAsync(registry).ConfigureAwait(false);
+        metricsExporter?.Dispose();
         pidFile?.Remove();
         return closed ? 0 : 1;
     }

@@ -65,7 +65,7 @@ public sealed class TlsSessionTests : IDisposable
         }
         var registry = new ExportRegistry();
         registry.Add(new NbdExport("disk", new MemoryBlockDevice(Size)));
-        var server = new NbdServer(registry, new NbdSessionOptions { Tls = tls }, new ServerLog(_logText, verbose: true));
+        var server = new NbdServer(registry, new NbdSessionOptions { Tls = tls }, new ServerLog(new TextWriterLogger(_logText)));
         var bound = server.ListenTcp(new IPEndPoint(IPAddress.Loopback, 0));
         return new Running(server, registry, bound.Port);
     }

@@ -1,0 +1,35 @@
+using System.Net;
+using System.Net.Sockets;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+
+namespace NbdQcow.Server.Metrics;
+
+/// <summary>--metrics HOST:PORT: the "NbdQcow" meter as Prometheus text at http://HOST:PORT/metrics.</summary>
+public static class PrometheusEndpoint
+{
+    /// <summary>Starts the exporter's HTTP listener; throws <see cref="IOException"/> naming the address when it cannot listen.</summary>
+    public static MeterProvider Start(IPEndPoint endPoint, out string url)
+    {
+        // A wildcard address listens on every interface whatever Host header a scraper sends; a specific one answers
+        // requests addressed to it.
+        var any = endPoint.Address.Equals(IPAddress.Any) || endPoint.Address.Equals(IPAddress.IPv6Any);
+        var host = any ? "+" : endPoint.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{endPoint.Address}]" : endPoint.Address.ToString();
+        url = $"http://{(any ? endPoint.Address.ToString() : host)}:{endPoint.Port}/metrics";
+        try
+        {
+            return Sdk.CreateMeterProviderBuilder()
+                .AddMeter(ServerMetrics.MeterName)
+                .AddPrometheusHttpListener(options =>
+                {
+                    options.Host = host;
+                    options.Port = endPoint.Port;
+                })
+                .Build();
+        }
+        catch (Exception ex) when (ex is HttpListenerException or SocketException or InvalidOperationException)
+        {
+            throw new IOException($"metrics: cannot listen on {endPoint}: {ex.Message}", ex);
+        }
+    }
+}
