@@ -1,12 +1,10 @@
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Console;
 
 namespace NbdQcow.Server.Logging;
 
 /// <summary>
-/// Builds the server's logger: Microsoft.Extensions.Logging's console provider on stderr (stdout carries only the
-/// "listening" line), with <see cref="ServerLogFormatter"/> lines, journal priority prefixes when stderr is the
-/// systemd journal.
+/// Builds the server's logger: a Microsoft.Extensions.Logging factory (level filtering) over <see cref="ServerLogWriter"/>
+/// on stderr (stdout carries only the "listening" line), with journal priority prefixes when stderr is the systemd journal.
 /// </summary>
 public static class ServerLogging
 {
@@ -19,12 +17,7 @@ public static class ServerLogging
     public static ILoggerFactory CreateFactory(LogLevel minimum, bool journalPriorities) =>
         LoggerFactory.Create(builder => builder
             .SetMinimumLevel(minimum)
-            .AddConsole(options =>
-            {
-                options.FormatterName = ServerLogFormatter.FormatterName;
-                options.LogToStandardErrorThreshold = LogLevel.Trace;
-            })
-            .AddConsoleFormatter<ServerLogFormatter, ServerLogFormatterOptions>(options => options.JournalPriorities = journalPriorities));
+            .AddProvider(new ServerLogWriter(Console.Error, journalPriorities)));
 
     /// <summary>
     /// True when systemd connected stderr to the journal: JOURNAL_STREAM ("DEVICE:INODE") names the stream stderr

@@ -24,6 +24,8 @@ public static class PrometheusEndpoint
                 {
                     options.Host = host;
                     options.Port = endPoint.Port;
+                    // Every scrape sees the values of now (a gauge such as the dirty age must not lag a FLUSH).
+                    options.ScrapeResponseCacheDurationMilliseconds = 0;
                 })
                 .Build();
         }

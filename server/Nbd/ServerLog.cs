@@ -4,7 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace NbdQcow.Server.Nbd;
 
 /// <summary>
-/// The server's log lines, written through <see cref="ILogger"/> (level filtering, the console or journal format:
+/// The server's log lines, written through <see cref="ILogger"/> (level filtering, the plain or journal format:
 /// see <see cref="Logging.ServerLogging"/>). Messages are plain text, never templates, so a brace in a file name or a
 /// client's export name is printed as it is.
 /// </summary>

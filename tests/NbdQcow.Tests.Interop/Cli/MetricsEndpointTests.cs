@@ -15,6 +15,8 @@ public sealed class MetricsEndpointTests
         var metricsUrl = $"http://127.0.0.1:{metricsPort}/metrics";
         await using var image = await ServedImage.StartAsync(path => QemuImage.CreateQcow2Async(path, "64M"), "disk.qcow2",
             new ServeOptions { ExtraArguments = ["--metrics", $"127.0.0.1:{metricsPort}", "--max-dirty-age", "off"] });
+        // The listening line names the endpoint (its capture may trail the NBD greeting the start waited for).
+        for (var i = 0; i < 50 && !image.Server.Output.Contains($"metrics {metricsUrl}", StringComparison.Ordinal); i++) await Task.Delay(100);
         Assert.Contains($"metrics {metricsUrl}", image.Server.Output);
 
         // libnbd: writes, a read, the unflushed bytes and their age, a FLUSH that clears them, an EINVAL.
@@ -24,7 +26,13 @@ public sealed class MetricsEndpointTests
         // qemu-io: one 256 KiB write; it flushes before it disconnects.
         var before = await PrometheusText.ScrapeAsync(metricsUrl);
         (await ToolRunner.RunAsync("qemu-io", ["-f", "raw", "-c", "write -P 0x5a 1M 256k", image.Uri()])).EnsureSuccess(image.Server.Describe());
+        // A request is counted just after its reply is sent: give the last one a moment (bounded).
         var after = await PrometheusText.ScrapeAsync(metricsUrl);
+        for (var i = 0; i < 40 && Delta(before, after, "nbdqcow_requests_total", "export=disk", "command=flush") < 1; i++)
+        {
+            await Task.Delay(50);
+            after = await PrometheusText.ScrapeAsync(metricsUrl);
+        }
         Assert.Equal(256 * 1024, Delta(before, after, "nbdqcow_request_bytes_total", "export=disk", "command=write"));
         Assert.True(Delta(before, after, "nbdqcow_flushes_total", "export=disk") >= 1, after.Text);
         Assert.Equal(0, after.Value("nbdqcow_dirty_bytes", "export=disk"));
