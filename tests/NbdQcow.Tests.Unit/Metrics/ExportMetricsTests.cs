@@ -47,7 +47,7 @@ public sealed class ExportMetricsTests
         }
         var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
 
-        Assert.Equal(0, allocated);
+        Assert.True(allocated < 4096, $"{allocated} bytes allocated by 30,000 recordings"); // one object each: 720,000 at least
         Assert.Equal(20_001, requests);
         Assert.Equal(4096 + 10_000L * 65536, bytes); // a FLUSH carries no bytes
         Assert.Equal(10_001, errors);
@@ -72,7 +72,9 @@ public sealed class ExportMetricsTests
             export.RecordRequest(NbdCommand.Flush, 0, Stopwatch.GetTimestamp());
             export.RecordError(NbdErrno.Io);
         }
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        // One object per request would be at least 24 bytes x 40,000; a one-off (a runtime tier-up) may show a few bytes.
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated < 4096, $"{allocated} bytes allocated by 40,000 recordings");
     }
 
     private sealed class DiscardingExporter : BaseExporter<Metric>
