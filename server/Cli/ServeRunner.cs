@@ -10,9 +10,9 @@ using NbdQcow.Server.Control;
 using NbdQcow.Server.Exports;
 using NbdQcow.Server.Logging;
 using NbdQcow.Server.Metrics;
-using OpenTelemetry.Metrics;
 using NbdQcow.Server.Nbd;
 using NbdQcow.Server.Storage;
+using OpenTelemetry.Metrics;
 
 namespace NbdQcow.Server.Cli;
 

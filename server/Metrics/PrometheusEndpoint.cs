@@ -31,7 +31,9 @@ public static class PrometheusEndpoint
         }
         catch (Exception ex) when (ex is HttpListenerException or SocketException or InvalidOperationException)
         {
-            throw new IOException($"metrics: cannot listen on {endPoint}: {ex.Message}", ex);
+            // The exporter wraps the listener's own error (address in use, permission denied): name that one.
+            var cause = ex.InnerException is { } inner ? $"{ex.Message} ({inner.Message})" : ex.Message;
+            throw new IOException($"metrics: cannot listen on {endPoint}: {cause}", ex);
         }
     }
 }

@@ -43,6 +43,14 @@ public sealed class MetricsEndpointTests
         Assert.True(last.Value("nbdqcow_connections_accepted_total") >= 3, last.Text);
         Assert.Equal(0, last.Value("nbdqcow_connections_refused_total") ?? 0);
 
+        // A second server asking for the same metrics address fails to start and says why.
+        var second = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
+            ["serve", image.Folder.File("second.img"), "--create", "1M", "--listen", $"127.0.0.1:{FreeTcpPort.Find()}", "--metrics", $"127.0.0.1:{metricsPort}"],
+            TimeSpan.FromSeconds(60));
+        Assert.True(second.ExitCode == 1, second.Describe("exit code"));
+        Assert.Contains($"metrics: cannot listen on 127.0.0.1:{metricsPort}", second.Stderr);
+        Assert.Contains("Address already in use", second.Stderr);
+
         await image.Server.StopAndAssertCleanExitAsync();
     }
 
