@@ -11,7 +11,9 @@ public static class ServerConfigurationLoader
     public const string EnvironmentPrefix = "NBDQCOW__";
 
     /// <param name="environment">Environment variables to use; null reads the process environment.</param>
-    public static ServerSettings Load(string? configFile, ServeOverrides overrides, IEnumerable<KeyValuePair<string, string?>>? environment = null)
+    /// <param name="formats">Image format names a Format may take (the server passes the image registry's); null leaves the check to the opener.</param>
+    public static ServerSettings Load(string? configFile, ServeOverrides overrides, IEnumerable<KeyValuePair<string, string?>>? environment = null,
+        IReadOnlyCollection<string>? formats = null)
     {
         if (configFile is not null && !File.Exists(configFile))
         {
@@ -76,7 +78,7 @@ public static class ServerConfigurationLoader
         var options = new NbdQcowOptions();
         configuration.Bind(options);
         var listenGiven = configuration["Listen"] is not null;
-        var settings = ServerSettingsValidator.Validate(options, listenGiven, problems, overrides.SocketActivated);
+        var settings = ServerSettingsValidator.Validate(options, listenGiven, problems, overrides.SocketActivated, formats);
         if (problems.Count > 0)
         {
             for (var i = firstProblem; i < problems.Count; i++) problems[i] = NameSource(configuration, baseConfiguration, cli, problems[i], configFile);

@@ -10,8 +10,6 @@ public static class ServerSettingsValidator
 {
     public const string DefaultListen = "127.0.0.1:10809";
 
-    public static readonly string[] Formats = ["raw", "qcow2"];
-
     public const int MaxConnectionsLimit = 65536;
 
     /// <summary>One request of the largest size (32 MiB) must always fit.</summary>
@@ -21,7 +19,9 @@ public static class ServerSettingsValidator
 
     /// <param name="listenGiven">False when no layer set Listen: the default applies unless a Unix socket was asked for.</param>
     /// <param name="socketActivated">Listening sockets come from the service manager: no default address, none required.</param>
-    public static ServerSettings? Validate(NbdQcowOptions options, bool listenGiven, List<string> problems, bool socketActivated = false)
+    /// <param name="formats">Image format names allowed for Format (the image library's registry); null accepts any name, left to the image opener.</param>
+    public static ServerSettings? Validate(NbdQcowOptions options, bool listenGiven, List<string> problems, bool socketActivated = false,
+        IReadOnlyCollection<string>? formats = null)
     {
         var endPoints = new List<IPEndPoint>();
         var listen = listenGiven ? options.Listen : (string.IsNullOrEmpty(options.Socket) && !socketActivated ? DefaultListen : null);
@@ -94,7 +94,7 @@ public static class ServerSettingsValidator
         var names = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < options.Exports.Count; i++)
         {
-            var export = ValidateExport($"Exports:{i}", options.Exports[i], backingRoot, problems);
+            var export = ValidateExport($"Exports:{i}", options.Exports[i], backingRoot, formats, problems);
             if (export is null)
             {
                 continue;
@@ -209,7 +209,8 @@ public static class ServerSettingsValidator
         return full;
     }
 
-    private static ExportSettings? ValidateExport(string key, ExportOptions o, string? serverBackingRoot, List<string> problems)
+    private static ExportSettings? ValidateExport(string key, ExportOptions o, string? serverBackingRoot, IReadOnlyCollection<string>? formats,
+        List<string> problems)
     {
         var before = problems.Count;
         if (string.IsNullOrWhiteSpace(o.Path))
@@ -255,9 +256,9 @@ public static class ServerSettingsValidator
         if (!string.IsNullOrWhiteSpace(o.Format))
         {
             format = o.Format.Trim().ToLowerInvariant();
-            if (Array.IndexOf(Formats, format) < 0)
+            if (formats is not null && !formats.Contains(format))
             {
-                problems.Add($"{key}:Format: '{o.Format}' is not allowed; allowed: {string.Join(", ", Formats)} (or leave it out to probe)");
+                problems.Add($"{key}:Format: '{o.Format}' is not allowed; allowed: {string.Join(", ", formats)} (or leave it out to probe)");
             }
         }
         long? createSize = null;

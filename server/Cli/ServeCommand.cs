@@ -47,7 +47,7 @@ internal static class ServeCommand
         var snapshot = new Option<string?>("--snapshot") {
             HelpName = "NAME", Description = "Serve this internal qcow2 snapshot (read-only)." };
         var format = new Option<string?>("--format") {
-            HelpName = "raw|qcow2", Description = "Image format: raw|qcow2 (default: probe the file header)." };
+            HelpName = "FORMAT", Description = $"Image format: {string.Join("|", NbdQcow.Image.ImageFormats.Names)} (default: probe the file header)." };
         var description = new Option<string?>("--description") {
             HelpName = "TEXT", Description = "Export description shown by `nbdinfo --list`." };
         var maxConnections = new Option<string?>("--max-connections")
@@ -197,7 +197,7 @@ internal static class ServeCommand
             ServerSettings settings;
             try
             {
-                settings = ServerConfigurationLoader.Load(parseResult.GetValue(config), overrides);
+                settings = ServerConfigurationLoader.Load(parseResult.GetValue(config), overrides, formats: NbdQcow.Image.ImageFormats.Names);
             }
             catch (ConfigurationException ex)
             {

@@ -3,9 +3,6 @@ using System.Runtime.InteropServices;
 using NbdQcow.Cache;
 using NbdQcow.Config;
 using NbdQcow.Image;
-using NbdQcow.Image.Qcow2.Format;
-using NbdQcow.Image.Qcow2;
-using NbdQcow.Image.Raw;
 using NbdQcow.Server.Control;
 using NbdQcow.Server.Exports;
 using NbdQcow.Server.Nbd;
@@ -77,7 +74,7 @@ internal static class ServeRunner
                     throw new IOException(text.EndsWith("Permission denied", StringComparison.Ordinal) && !export.ReadOnly
                         ? text + " (use --read-only to serve it read-only)" : text, ex);
                 }
-                catch (Qcow2FormatException ex)
+                catch (ImageFormatException ex)
                 {
                     // A damaged or hostile header: one line naming the image and the field, not a stack trace.
                     throw new InvalidDataException($"{export.Path}: {ex.Message}", ex);
@@ -196,16 +193,8 @@ internal static class ServeRunner
         {
             return;
         }
-        var qcow2 = export.Format == "qcow2"
-            || (export.Format is null && export.Path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase));
-        if (qcow2)
-        {
-            Qcow2Creator.Create(export.Path, new Qcow2CreateOptions { Size = size });
-        }
-        else
-        {
-            RawImageCreator.Create(export.Path, size);
-        }
+        var format = export.Format is { } name ? ImageFormats.Get(name) : ImageFormats.ForNewFile(export.Path);
+        format.Create(export.Path, size);
     }
 
     private static string FormatEndPoint(IPEndPoint endPoint) =>

@@ -184,7 +184,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     public void Invalid_config_file_values_are_refused_naming_the_key(string json, string key)
     {
         var config = WriteConfig(json);
-        var error = Refused(() => ServerConfigurationLoader.Load(config, new ServeOverrides(), NoEnvironment));
+        var error = Refused(() => ServerConfigurationLoader.Load(config, new ServeOverrides(), NoEnvironment, NbdQcow.Image.ImageFormats.Names));
         Assert.Contains(error.Problems, p => p.StartsWith(key + ":", StringComparison.Ordinal) && p.Contains("allowed"));
     }
 
