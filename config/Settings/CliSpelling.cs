@@ -7,5 +7,8 @@ namespace NbdQcow.Config.Settings;
 /// <param name="FlagValue">For a flag, the value it sets ("true", or "off" for --no-lock).</param>
 public sealed record CliSpelling(string Name, string? HelpName, string Description, CliShape Shape = CliShape.Value, string FlagValue = "true")
 {
+    /// <summary>Values shell completion offers for it (a closed set such as the cache modes), or null.</summary>
+    public IReadOnlyList<string>? Completions { get; init; }
+
     public static CliSpelling Flag(string name, string description, string value = "true") => new(name, null, description, CliShape.Flag, value);
 }

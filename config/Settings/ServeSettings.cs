@@ -102,7 +102,8 @@ public static class ServeSettings
 
     public static readonly TypedSetting<ExportSettings, CacheMode> Cache = new("Cache", Export, "cache mode",
         "`writeback`, `writethrough`, `none`, `directsync`, `unsafe` (`writeback`)",
-        [new CliSpelling("--cache", "MODE", $"Cache mode: {string.Join("|", CacheModeInfo.CliNames)} (default writeback; meanings as in qemu).")],
+        [new CliSpelling("--cache", "MODE", $"Cache mode: {string.Join("|", CacheModeInfo.CliNames)} (default writeback; meanings as in qemu).")
+            { Completions = CacheModeInfo.CliNames }],
         text => CacheModeInfo.TryParse(text, out var mode)
             ? SettingParse<CacheMode>.Ok(mode)
             : SettingParse<CacheMode>.Bad($"'{text}' is not a cache mode; allowed: {string.Join(", ", CacheModeInfo.CliNames)}"),

@@ -33,6 +33,8 @@ internal static class ServeCommand
                     CliShape.List => new Option<string[]>(spelling.Name) { HelpName = spelling.HelpName, Description = spelling.Description },
                     _ => new Option<string?>(spelling.Name) { HelpName = spelling.HelpName, Description = spelling.Description },
                 };
+                if (spelling.Completions is { } completions)
+                    option.CompletionSources.Add([.. completions]);
                 settingOptions.Add((setting, spelling, option));
             }
         }

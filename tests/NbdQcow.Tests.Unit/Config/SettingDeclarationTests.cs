@@ -11,7 +11,7 @@ public sealed class SettingDeclarationTests
     [Fact]
     public void Readme_key_table_is_the_one_the_declarations_give()
     {
-        var readme = File.ReadAllLines(Path.Combine(RepositoryFolder(), "README.md"));
+        var readme = File.ReadAllLines(Path.Combine(RepositoryRoot.Path, "README.md"));
         var start = Array.IndexOf(readme, "| key | meaning | allowed values (default) |");
         Assert.True(start >= 0, "README.md has no settings key table");
         var rows = readme.Skip(start + 2).TakeWhile(line => line.StartsWith('|')).ToList();
@@ -46,15 +46,5 @@ public sealed class SettingDeclarationTests
             if (refused is ConfigurationException problems)
                 Assert.Contains($"Exports:0:{setting.Key}", problems.Message);
         }
-    }
-
-    private static string RepositoryFolder()
-    {
-        for (var folder = new DirectoryInfo(AppContext.BaseDirectory); folder is not null; folder = folder.Parent)
-        {
-            if (File.Exists(Path.Combine(folder.FullName, "NbdQcow.sln")))
-                return folder.FullName;
-        }
-        throw new InvalidOperationException("repository root not found above " + AppContext.BaseDirectory);
     }
 }
