@@ -201,12 +201,12 @@ public static class ServeSettings
             : SettingParse<TimeSpan>.NotAllowed(text, "milliseconds from 100 to 86400000"),
         (s, v) => s with { ErrorRetryTimeout = v });
 
-    /// <summary>Every setting, in the order of the README's key table.</summary>
+    /// <summary>Every setting, in the order of the README's key table and of the "allowed:" lists of unknown-key messages.</summary>
     public static readonly IReadOnlyList<Setting> All =
     [
         Listen, Socket, DefaultExport, MaxInFlight, MaxConnections, HandshakeTimeout, MaxBufferedBytes, Verbose, Tls, TlsCertificates,
         TlsVerifyPeer, Control,
-        Path, Name, Description, Cache, MaxDirtyAge, Journal, ReadOnly, Snapshot, Format, Create, Locking, Inactive, Bitmaps,
+        Name, Path, Description, Cache, ReadOnly, MaxDirtyAge, Journal, Snapshot, Format, Create, Locking, Inactive, Bitmaps,
         WriteErrorPolicy, ReadErrorPolicy, ErrorRetryTimeout,
         BackingRoot,
     ];
