@@ -6,6 +6,7 @@ namespace NbdQcow.Config;
 /// What `nbdqcow serve` was given on its command line. With an IMAGE, the per-export settings describe that
 /// image's export (added after those of the config file); without one they override every configured export.
 /// Settings are held by their configuration key (<see cref="ServeSettings"/>): <c>overrides["Cache"] = "none"</c>.
+/// A copy made with <c>with</c> shares these values (it is how the command line adds ImagePath after parsing them).
 /// </summary>
 public sealed record ServeOverrides
 {
