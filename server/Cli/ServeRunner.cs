@@ -47,19 +47,7 @@ internal static class ServeRunner
             foreach (var export in settings.Exports)
             {
                 CreateIfAsked(export);
-                var options = new ImageOpenOptions
-                {
-                    CacheMode = export.CacheMode,
-                    ReadOnly = export.ReadOnly,
-                    MaxDirtyAge = export.MaxDirtyAge,
-                    Journal = export.Journal,
-                    Snapshot = export.Snapshot,
-                    Format = export.Format,
-                    Locking = export.Locking,
-                    BackingRoot = export.BackingRoot,
-                    BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
-                    DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
-                };
+                var options = OpenOptionsFor(export, log);
                 // With a control socket every export can be handed over (inactivated) and taken back (activated).
                 IBlockDevice device;
                 try
@@ -186,6 +174,21 @@ internal static class ServeRunner
             return false;
         }
     }
+
+    /// <summary>The one place an export's settings become how its image is opened (the config layer does not know the image library).</summary>
+    private static ImageOpenOptions OpenOptionsFor(ExportSettings export, ServerLog log) => new()
+    {
+        CacheMode = export.CacheMode,
+        ReadOnly = export.ReadOnly,
+        MaxDirtyAge = export.MaxDirtyAge,
+        Journal = export.Journal,
+        Snapshot = export.Snapshot,
+        Format = export.Format,
+        Locking = export.Locking,
+        BackingRoot = export.BackingRoot,
+        BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
+        DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
+    };
 
     private static void CreateIfAsked(ExportSettings export)
     {
