@@ -65,15 +65,6 @@ public sealed class ServerLoggingTests
     }
 
     [Fact]
-    public async Task Verbose_and_quiet_together_are_a_usage_error()
-    {
-        await ServerProcess.EnsureLauncherBuiltAsync();
-        var result = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["serve", "disk.img", "--verbose", "--quiet"], TimeSpan.FromSeconds(60));
-        Assert.Equal(2, result.ExitCode);
-        Assert.Contains("--verbose and --quiet exclude each other", result.Stderr);
-    }
-
-    [Fact]
     public async Task Dash_capital_v_prints_the_same_version_as_double_dash_version()
     {
         await ServerProcess.EnsureLauncherBuiltAsync();

@@ -14,14 +14,14 @@ public sealed class ObservabilityConfigurationTests
         var defaults = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" }, NoEnvironment);
         Assert.Null(defaults.MetricsEndPoint);
         Assert.False(defaults.Quiet);
-        var flags = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Metrics = "127.0.0.1:9464", Quiet = true }, NoEnvironment);
+        var flags = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Metrics"] = "127.0.0.1:9464", ["Quiet"] = "true" }, NoEnvironment);
         Assert.Equal(new IPEndPoint(IPAddress.Loopback, 9464), flags.MetricsEndPoint);
         Assert.True(flags.Quiet);
         var environment = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" },
             [new("NBDQCOW__METRICS", "[::]:9464"), new("NBDQCOW__QUIET", "true")]);
         Assert.Equal(new IPEndPoint(IPAddress.IPv6Any, 9464), environment.MetricsEndPoint);
         Assert.True(environment.Quiet);
-        Assert.Null(ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Metrics = "off" }, NoEnvironment).MetricsEndPoint);
+        Assert.Null(ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Metrics"] = "off" }, NoEnvironment).MetricsEndPoint);
     }
 
     [Theory]
@@ -31,7 +31,7 @@ public sealed class ObservabilityConfigurationTests
     public void A_metrics_address_without_an_ip_or_a_port_is_refused_naming_the_key(string address)
     {
         var error = Assert.Throws<ConfigurationException>(() =>
-            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Metrics = address }, NoEnvironment));
+            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Metrics"] = address }, NoEnvironment));
         Assert.Contains($"Metrics: '{address}' is not allowed", error.Message);
     }
 }
