@@ -10,7 +10,7 @@ namespace NbdQcow.Image.Raw;
 /// age on (writeback/none/unsafe) a background flush bounds how long a change stays volatile.
 /// The host file is synchronous, so every method completes before it returns.
 /// </summary>
-public sealed partial class RawImage : IBlockDevice
+public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
 {
     private const int ZeroChunk = 1 << 20;
     private static readonly byte[] Zeroes = new byte[ZeroChunk];
@@ -20,6 +20,7 @@ public sealed partial class RawImage : IBlockDevice
     private readonly SyncFailureLatch _syncFailures = new();
     private readonly CacheMode _mode;
     private readonly DirtyAgeFlusher? _dirtyAge;
+    private readonly UnflushedChanges? _unflushed;
     private readonly bool _readOnly;
     private int _disposed;
 
@@ -47,6 +48,7 @@ public sealed partial class RawImage : IBlockDevice
             if (file.TryPunchHole(Size, HostFile.DirectAlignment)) features |= BlockDeviceFeatures.FastZero;
             if (_mode.HasVolatileCache() && options.MaxDirtyAge is { } maxAge)
                 _dirtyAge = new DirtyAgeFlusher(maxAge, FlushToDiskAsync, options.TimeProvider, options.BackgroundError);
+            _unflushed = new UnflushedChanges { FlushCompleted = options.FlushCompleted };
         }
         Features = features;
         BlockSizes = new BlockSizeHints(1, file.IsDirect ? (uint)HostFile.DirectAlignment : 4096, 32u << 20);
@@ -80,6 +82,9 @@ public sealed partial class RawImage : IBlockDevice
     /// <summary>The max-dirty-age policy, or null when off or not applicable.</summary>
     public DirtyAgeFlusher? DirtyAgePolicy => _dirtyAge;
 
+    /// <inheritdoc />
+    public UnflushedChanges? UnflushedChanges => _unflushed;
+
     /// <summary>The first failed fdatasync, after which every flush fails until the image is reopened.</summary>
     public SyncFailureLatch SyncFailures => _syncFailures;
 
@@ -106,11 +111,11 @@ public sealed partial class RawImage : IBlockDevice
             writing = _file.WriteAsync(offset, data);
             if (writing.IsCompletedSuccessfully)
             {
-                // The threads engine: the write is done, so is the durability step unless it needs a sync.
+                // The threads engine: the write is done; the durability step runs here unless it needs a sync.
                 writing.GetAwaiter().GetResult();
                 if (!_mode.IsWriteThrough() && !(fua && _mode.HonoursFlush()))
                 {
-                    _dirtyAge?.NoteChangeCompleted();
+                    AfterChange(data.Length, fua);
                     return ValueTask.CompletedTask;
                 }
                 writing = ValueTask.CompletedTask;
@@ -120,16 +125,16 @@ public sealed partial class RawImage : IBlockDevice
         {
             return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
         }
-        return WriteThenSyncAsync(writing, fua);
+        return WriteThenSyncAsync(writing, data.Length, fua);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask WriteThenSyncAsync(ValueTask writing, bool fua)
+    private async ValueTask WriteThenSyncAsync(ValueTask writing, int length, bool fua)
     {
         try
         {
             await writing.ConfigureAwait(false);
-            await AfterChangeAsync(fua).ConfigureAwait(false);
+            await AfterChangeAsync(length, fua).ConfigureAwait(false);
         }
         catch (IOException e)
         {
@@ -164,7 +169,7 @@ public sealed partial class RawImage : IBlockDevice
                     throw new BlockDeviceException(BlockError.NotSupported, $"{_file.Path}: the file system cannot zero a range quickly");
                 WriteZeroes(offset, length);
             }
-            AfterChange((flags & ZeroFlags.Fua) != 0);
+            AfterChange(length, (flags & ZeroFlags.Fua) != 0);
             return ValueTask.CompletedTask;
         }
         catch (IOException e)
@@ -180,7 +185,7 @@ public sealed partial class RawImage : IBlockDevice
             ThrowIfReadOnly();
             // A trim is a hint: where holes cannot be punched the data simply stays.
             _file.TryPunchHole(offset, length);
-            AfterChange(fua);
+            AfterChange(length, fua);
             return ValueTask.CompletedTask;
         }
         catch (IOException e)
@@ -261,30 +266,39 @@ public sealed partial class RawImage : IBlockDevice
     }
 
     /// <summary><see cref="AfterChange"/> for the data path: the sync (if any) is the engine's asynchronous barrier.</summary>
-    private async ValueTask AfterChangeAsync(bool fua)
+    private async ValueTask AfterChangeAsync(long length, bool fua)
     {
         if (_mode.IsWriteThrough())
         {
             await _file.FlushAsync().ConfigureAwait(false);
             return;
         }
+        _unflushed?.NoteChangeCompleted(length);
         _dirtyAge?.NoteChangeCompleted();
         if (fua && _mode.HonoursFlush())
         {
             var ticket = _dirtyAge?.BeginFlush();
+            var unflushed = _unflushed?.BeginFlush();
             await _file.FlushAsync().ConfigureAwait(false);
-            if (ticket is { } t) _dirtyAge!.EndFlush(t);
+            EndFlush(ticket, unflushed);
         }
     }
 
+    private void EndFlush(FlushTicket? ticket, UnflushedChanges.FlushTicket? unflushed)
+    {
+        if (ticket is { } t) _dirtyAge!.EndFlush(t);
+        if (unflushed is { } u) _unflushed!.EndFlush(u);
+    }
+
     /// <summary>Durability after a completed change, per mode: sync now (writethrough, directsync, FUA) or note it dirty.</summary>
-    private void AfterChange(bool fua)
+    private void AfterChange(long length, bool fua)
     {
         if (_mode.IsWriteThrough())
         {
             _file.Flush();
             return;
         }
+        _unflushed?.NoteChangeCompleted(length);
         _dirtyAge?.NoteChangeCompleted();
         if (fua && _mode.HonoursFlush()) FlushToDisk();
     }
@@ -294,10 +308,11 @@ public sealed partial class RawImage : IBlockDevice
         try
         {
             var ticket = _dirtyAge?.BeginFlush();
+            var unflushed = _unflushed?.BeginFlush();
             var flushing = _file.FlushAsync();
-            if (!flushing.IsCompletedSuccessfully) return EndFlushAsync(flushing, ticket);
+            if (!flushing.IsCompletedSuccessfully) return EndFlushAsync(flushing, ticket, unflushed);
             flushing.GetAwaiter().GetResult();
-            if (ticket is { } t) _dirtyAge!.EndFlush(t);
+            EndFlush(ticket, unflushed);
             return ValueTask.CompletedTask;
         }
         catch (IOException e)
@@ -307,12 +322,12 @@ public sealed partial class RawImage : IBlockDevice
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask EndFlushAsync(ValueTask flushing, FlushTicket? ticket)
+    private async ValueTask EndFlushAsync(ValueTask flushing, FlushTicket? ticket, UnflushedChanges.FlushTicket? unflushed)
     {
         try
         {
             await flushing.ConfigureAwait(false);
-            if (ticket is { } t) _dirtyAge!.EndFlush(t);
+            EndFlush(ticket, unflushed);
         }
         catch (IOException e)
         {
@@ -323,8 +338,10 @@ public sealed partial class RawImage : IBlockDevice
     private void FlushToDisk()
     {
         var ticket = _dirtyAge?.BeginFlush();
+        var unflushed = _unflushed?.BeginFlush();
         _file.Flush();
         if (ticket is { } t) _dirtyAge!.EndFlush(t);
+        if (unflushed is { } u) _unflushed!.EndFlush(u);
     }
 
     private void WriteZeroes(long offset, long length)

@@ -19,16 +19,17 @@ public sealed class AioConfigurationTests : IDisposable
     [InlineData("unsafe")]
     public void Without_aio_every_cache_mode_uses_its_default_engine(string cache)
     {
-        var export = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", Cache = cache }, NoEnvironment).Exports[0];
+        var export = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", ["Cache"] = cache }, NoEnvironment).Exports[0];
         Assert.True(CacheModeInfo.TryParse(cache, out var mode));
-        Assert.Equal(mode.DefaultAio(), export.Aio);
-        Assert.Equal(AioEngine.Threads, export.Aio);
+        Assert.Null(export.Aio);
+        Assert.Equal(mode.DefaultAio(), export.EffectiveAio);
+        Assert.Equal(AioEngine.Threads, export.EffectiveAio);
     }
 
     [Fact]
     public void Aio_comes_from_the_command_line_the_environment_and_the_config_file()
     {
-        var fromCli = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", Aio = "io_uring" }, NoEnvironment);
+        var fromCli = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", ["Aio"] = "io_uring" }, NoEnvironment);
         Assert.Equal(AioEngine.IoUring, fromCli.Exports[0].Aio);
 
         var fromEnvironment = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2" },
@@ -51,7 +52,7 @@ public sealed class AioConfigurationTests : IDisposable
     public void A_bad_aio_value_is_refused_naming_the_key_and_the_engines(string text)
     {
         var refusal = Assert.Throws<ConfigurationException>(() =>
-            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", Aio = text }, NoEnvironment));
+            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", ["Aio"] = text }, NoEnvironment));
         Assert.Contains($"Aio: '{text}' is not an I/O engine; allowed: threads, io_uring", refusal.Message);
     }
 }
