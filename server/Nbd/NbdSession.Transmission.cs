@@ -493,6 +493,7 @@ public sealed partial class NbdSession
     /// not read its replies then holds at most the pipe's pause threshold in the pipe, plus the charged buffer.
     /// The caller holds the send lock and flushes the last piece.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WritePayloadAsync(ReadOnlyMemory<byte> data)
     {
         while (data.Length > ReplyChunk)
