@@ -191,25 +191,35 @@ public sealed partial class NbdSession
     private async ValueTask<bool> ReadIntoAsync(byte[] destination, int count, CancellationToken cancellationToken)
     {
         var copied = 0;
-        while (copied < count)
+        Volatile.Write(ref _awaitingPayload, true);
+        try
         {
-            var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
-            if (result.IsCanceled)
+            while (copied < count)
             {
-                return false;
+                var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+                if (result.IsCanceled)
+                {
+                    return false;
+                }
+                var buffer = result.Buffer;
+                var take = (int)Math.Min(buffer.Length, count - copied);
+                buffer.Slice(0, take).CopyTo(destination.AsSpan(copied, take));
+                copied += take;
+                // Only this loop writes it; the server's trim loop reads it to see the payload make progress.
+                Volatile.Write(ref _payloadBytesReceived, _payloadBytesReceived + take);
+                _inputHasMore = buffer.Length > take;
+                _input.AdvanceTo(buffer.GetPosition(take));
+                if (copied < count && result.IsCompleted)
+                {
+                    return false;
+                }
             }
-            var buffer = result.Buffer;
-            var take = (int)Math.Min(buffer.Length, count - copied);
-            buffer.Slice(0, take).CopyTo(destination.AsSpan(copied, take));
-            copied += take;
-            _inputHasMore = buffer.Length > take;
-            _input.AdvanceTo(buffer.GetPosition(take));
-            if (copied < count && result.IsCompleted)
-            {
-                return false;
-            }
+            return true;
         }
-        return true;
+        finally
+        {
+            Volatile.Write(ref _awaitingPayload, false);
+        }
     }
 
     /// <summary>Discards the next <paramref name="count"/> bytes without buffering them.</summary>

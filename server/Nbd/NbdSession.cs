@@ -68,6 +68,15 @@ public sealed partial class NbdSession
     /// <summary>Payload bytes this connection holds of the server's buffer budget.</summary>
     public long BufferedBytes => _account.Held;
 
+    /// <summary>WRITE payload bytes received so far (progress of a client that sends what it announced).</summary>
+    public long PayloadBytesReceived => Volatile.Read(ref _payloadBytesReceived);
+
+    /// <summary>The receive loop holds budget for a WRITE payload that has not fully arrived: the client is what it waits for.</summary>
+    public bool IsAwaitingPayload => Volatile.Read(ref _awaitingPayload);
+
+    private long _payloadBytesReceived;
+    private bool _awaitingPayload;
+
     /// <summary>
     /// True until an export is chosen (cleared before the reply that tells the client so); the server may close a
     /// connection still negotiating to make room.
