@@ -404,6 +404,10 @@ public sealed class NbdServer : IAsyncDisposable
                 var contended = budget.IsContended;
                 foreach (var (_, connection) in _connections)
                 {
+                    if (connection.SocketConnection.ShutdownKind != PipeShutdownKind.None)
+                    {
+                        connection.Session.NoteClientGone();
+                    }
                     var held = connection.Session.BufferedBytes;
                     if (connection.BudgetStalledMilliseconds(now, held, stall) >= stall && contended)
                     {

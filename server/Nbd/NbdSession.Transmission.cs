@@ -14,9 +14,17 @@ public sealed partial class NbdSession
 {
     private async Task TransmitAsync(CancellationToken stopping)
     {
+        bool disconnectRequested;
         using (stopping.Register(static state => ((PipeReader)state!).CancelPendingRead(), _input))
         {
-            await ReceiveLoopAsync(stopping).ConfigureAwait(false);
+            disconnectRequested = await ReceiveLoopAsync(stopping).ConfigureAwait(false);
+        }
+        // The client left without NBD_CMD_DISC (or was closed): requests an error policy holds stop waiting for the
+        // storage and give their payload budget back now, not after the retry timeout. After a DISC, and on
+        // shutdown, what is in flight may still finish.
+        if (!disconnectRequested && !stopping.IsCancellationRequested)
+        {
+            NoteClientGone();
         }
         // Answer everything already dispatched before the connection closes: take every slot back.
         for (var i = 0; i < _options.MaxInFlight; i++)
@@ -25,7 +33,8 @@ public sealed partial class NbdSession
         }
     }
 
-    private async Task ReceiveLoopAsync(CancellationToken stopping)
+    /// <summary>Returns true when the client ended with NBD_CMD_DISC.</summary>
+    private async Task<bool> ReceiveLoopAsync(CancellationToken stopping)
     {
         var threshold = (ulong)_options.LargeRequestThreshold;
         while (true)
@@ -37,12 +46,12 @@ public sealed partial class NbdSession
                 {
                     _log.Warn($"{_peer}: bad request magic; closing this connection");
                 }
-                return;
+                return false;
             }
             if (request.Command == NbdCommand.Disconnect)
             {
                 _log.Debug($"{_peer}: disconnect requested");
-                return;
+                return true;
             }
 
             var large = request.Length > threshold && request.Command is NbdCommand.Read or NbdCommand.Write
@@ -64,7 +73,7 @@ public sealed partial class NbdSession
                 {
                     _largeSlots.Release();
                 }
-                return;
+                return false;
             }
             byte[]? payload = null;
             var oversized = false;
@@ -76,7 +85,7 @@ public sealed partial class NbdSession
                     if (request.Length > MaxSkippablePayload)
                     {
                         _log.Warn($"{_peer}: WRITE of {request.Length} bytes; closing this connection");
-                        return;
+                        return false;
                     }
                     if (!await SkipAsync(request.Length, CancellationToken.None).ConfigureAwait(false))
                     {
@@ -84,7 +93,7 @@ public sealed partial class NbdSession
                         {
                             _largeSlots.Release();
                         }
-                        return;
+                        return false;
                     }
                     oversized = true;
                 }
@@ -116,7 +125,7 @@ public sealed partial class NbdSession
                         {
                             _largeSlots.Release();
                         }
-                        return;
+                        return false;
                     }
                 }
             }
@@ -330,12 +339,12 @@ public sealed partial class NbdSession
                     if (length > 0)
                     {
                         await device.WriteAsync((long)offset, work.Payload.AsMemory(0, (int)length),
-                            (request.Flags & NbdCommandFlags.Fua) != 0).ConfigureAwait(false);
+                            (request.Flags & NbdCommandFlags.Fua) != 0, _clientGone.Token).ConfigureAwait(false);
                     }
                     break;
 
                 case NbdCommand.Flush:
-                    await device.FlushAsync().ConfigureAwait(false);
+                    await device.FlushAsync(_clientGone.Token).ConfigureAwait(false);
                     break;
 
                 case NbdCommand.Trim:
@@ -351,7 +360,7 @@ public sealed partial class NbdSession
                     }
                     if (length > 0 && (export.Features & BlockDeviceFeatures.Trim) != 0)
                     {
-                        await device.TrimAsync((long)offset, (long)length, (request.Flags & NbdCommandFlags.Fua) != 0).ConfigureAwait(false);
+                        await device.TrimAsync((long)offset, (long)length, (request.Flags & NbdCommandFlags.Fua) != 0, _clientGone.Token).ConfigureAwait(false);
                     }
                     break;
 
@@ -386,7 +395,7 @@ public sealed partial class NbdSession
                         {
                             flags |= ZeroFlags.FastZero;
                         }
-                        await device.ZeroAsync((long)offset, (long)length, flags).ConfigureAwait(false);
+                        await device.ZeroAsync((long)offset, (long)length, flags, _clientGone.Token).ConfigureAwait(false);
                     }
                     break;
 
@@ -450,7 +459,7 @@ public sealed partial class NbdSession
         {
             try
             {
-                await device.ReadAsync((long)request.Offset, buffer.AsMemory(0, length)).ConfigureAwait(false);
+                await device.ReadAsync((long)request.Offset, buffer.AsMemory(0, length), _clientGone.Token).ConfigureAwait(false);
             }
             catch (BlockDeviceException ex)
             {

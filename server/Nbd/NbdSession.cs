@@ -42,6 +42,24 @@ public sealed partial class NbdSession
     private readonly BufferBudget _budget;
     private readonly BufferAccount _account = new();
 
+    /// <summary>
+    /// Cancelled when the receive loop ends other than by the server stopping: what the device holds for this
+    /// client (an error policy waiting for the storage) is given up.
+    /// </summary>
+    private readonly CancellationTokenSource _clientGone = new(); // no timer: nothing to dispose
+
+    /// <summary>
+    /// The transport saw the client close or reset the connection. A request running inline holds the receive loop,
+    /// so the server's periodic check, not the loop, is what notices; held requests are given up.
+    /// </summary>
+    public void NoteClientGone()
+    {
+        if (!_clientGone.IsCancellationRequested)
+        {
+            _clientGone.Cancel();
+        }
+    }
+
     private bool _noZeroes;
     private NbdReplyStyle _style = NbdReplyStyle.Simple;
     private bool _extended;
