@@ -250,9 +250,10 @@ public sealed partial class Qcow2Image : IBlockDevice
         string resolved = ResolveRelative(name);
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("external data file", name, $"not found at {resolved}");
-        EnsureReferencedFileAllowed("external data file", name, resolved);
+        // Open the path that was checked: the name may be a symlink someone retargets between the check and the open.
+        string checkedPath = EnsureReferencedFileAllowed("external data file", name, resolved);
         DataFilePath = resolved;
-        DataFile = LockedHostFile.Open(HostFiles, resolved, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()), Options.Locking);
+        DataFile = LockedHostFile.Open(HostFiles, checkedPath, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()), Options.Locking);
     }
 
     private void OpenBacking(HashSet<string> chain, int depth)
@@ -267,19 +268,21 @@ public sealed partial class Qcow2Image : IBlockDevice
         string resolved = ResolveRelative(name);
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("backing file", name, $"not found at {resolved}");
-        EnsureReferencedFileAllowed("backing file", name, resolved);
-        string format = Header.BackingFormat ?? ProbeBackingFormat(name, resolved);
+        // From here on only the checked, symlink-free path is opened: the name may be a symlink someone retargets
+        // between the check and the open.
+        string checkedPath = EnsureReferencedFileAllowed("backing file", name, resolved);
+        string format = Header.BackingFormat ?? ProbeBackingFormat(name, checkedPath);
         var backingOptions = Options with { ReadOnly = true, Snapshot = null, Format = format, Journal = false };
         BackingPath = resolved;
         BackingFormat = format;
         switch (format)
         {
             case "qcow2":
-                Backing = Open(resolved, backingOptions, HostFiles, chain, depth + 1);
+                Backing = Open(checkedPath, backingOptions, HostFiles, chain, depth + 1);
                 break;
             case "raw":
             case "file":
-                Backing = new RawBackingImage(LockedHostFile.Open(HostFiles, resolved, new HostFileOptions(true, Options.CacheMode.UsesODirect()), Options.Locking));
+                Backing = new RawBackingImage(LockedHostFile.Open(HostFiles, checkedPath, new HostFileOptions(true, Options.CacheMode.UsesODirect()), Options.Locking));
                 BackingFormat = "raw";
                 break;
             default:
@@ -290,12 +293,14 @@ public sealed partial class Qcow2Image : IBlockDevice
     /// <summary>
     /// A file the image names is read (and, for a data file, written) on the client's behalf, so a crafted image could
     /// name any host file: /etc/shadow, /dev/sda, /proc/self/mem. Only regular files inside the backing root are used.
+    /// Returns the canonical path that passed, which is the one to open.
     /// </summary>
-    private void EnsureReferencedFileAllowed(string field, string name, string resolved)
+    private string EnsureReferencedFileAllowed(string field, string name, string resolved)
     {
-        string canonical = HostPath.Canonical(resolved) ?? resolved;
+        string canonical = HostPath.Canonical(resolved)
+            ?? throw new Qcow2FormatException(field, name, $"not found at {resolved}");
         // /proc and /sys files look regular but are kernel interfaces (/proc/self/mem, /proc/kcore), never images.
-        if (!HostPath.IsRegularFile(resolved) || HostPath.IsInside(canonical, "/proc") || HostPath.IsInside(canonical, "/sys"))
+        if (!HostPath.IsRegularFile(canonical) || HostPath.IsInside(canonical, "/proc") || HostPath.IsInside(canonical, "/sys"))
             throw new Qcow2FormatException(field, name,
                 $"{canonical} is not a regular file (a device, FIFO, socket, folder, or a /proc or /sys file); refusing to open it");
         string root = Options.BackingRoot ?? "/";
@@ -303,6 +308,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             throw new Qcow2FormatException(field, name,
                 $"resolves to {canonical}, outside the backing root {root} (files an image names must lie in the served image's folder " +
                 $"unless allowed: serve --backing-root DIR or config key BackingRoot, e.g. {System.IO.Path.GetDirectoryName(canonical)})");
+        return canonical;
     }
 
     /// <summary>
