@@ -543,14 +543,21 @@ public sealed partial class Qcow2Image : IBlockDevice
                     Append(extents, first, mapping.Length, BlockExtentFlags.Hole | BlockExtentFlags.Zero);
                     break;
                 default:
-                    await AppendBackingStatusAsync(offset, mapping.Length, extents, first, cancellationToken).ConfigureAwait(false);
+                    long covered = await AppendBackingStatusAsync(offset, mapping.Length, extents, first, cancellationToken).ConfigureAwait(false);
+                    if (covered < mapping.Length)
+                        return; // the answer covers a prefix of the range, as a block status reply may
                     break;
             }
             offset += mapping.Length;
         }
     }
 
-    private async ValueTask AppendBackingStatusAsync(long offset, long length, List<BlockExtent> extents, int first, CancellationToken cancellationToken)
+    /// <summary>
+    /// Appends the backing chain's status for an unallocated run; returns how much of it the extents cover. One run
+    /// can span a whole L2 table's range (gigabytes with large clusters), so a fragmented backing file could
+    /// otherwise grow the list without bound for one request: it stops at <see cref="MaxExtentsPerQuery"/>.
+    /// </summary>
+    private async ValueTask<long> AppendBackingStatusAsync(long offset, long length, List<BlockExtent> extents, int first, CancellationToken cancellationToken)
     {
         var backing = Backing;
         long within = backing is null ? 0 : Math.Clamp(backing.Size - offset, 0, length);
@@ -560,6 +567,8 @@ public sealed partial class Qcow2Image : IBlockDevice
             long done = 0;
             while (done < within)
             {
+                if (extents.Count - first >= MaxExtentsPerQuery)
+                    return done;
                 inner.Clear();
                 await backing!.GetBlockStatusAsync(offset + done, within - done, inner, cancellationToken).ConfigureAwait(false);
                 if (inner.Count == 0)
@@ -571,11 +580,14 @@ public sealed partial class Qcow2Image : IBlockDevice
                         break;
                     Append(extents, first, n, extent.Flags);
                     done += n;
+                    if (extents.Count - first >= MaxExtentsPerQuery)
+                        return done;
                 }
             }
         }
         if (length > within)
             Append(extents, first, length - within, BlockExtentFlags.Hole | BlockExtentFlags.Zero);
+        return length;
     }
 
     private static void Append(List<BlockExtent> extents, int first, long length, BlockExtentFlags flags)
