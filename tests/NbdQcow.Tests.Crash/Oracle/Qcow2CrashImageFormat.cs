@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.RegularExpressions;
 using NbdQcow.Cache;
 using NbdQcow.Image.Qcow2;
@@ -68,22 +67,13 @@ public sealed partial class Qcow2CrashImageFormat(int clusterSize = 65536, int r
 
     public ConsistencyReport CheckConsistency(string path, long virtualSize)
     {
-        var start = new ProcessStartInfo("qemu-img") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "check", "-f", "qcow2", path }) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(60_000))
-        {
-            process.Kill();
-            return new ConsistencyReport("qemu-img check did not finish within 60 s");
-        }
-        var text = (stdout.Result + stderr.Result).Trim();
+        var check = ToolRunner.Run("qemu-img", ["check", "-f", "qcow2", path], TimeSpan.FromSeconds(60));
+        var text = (check.Stdout + check.Stderr).Trim();
         var leaks = LeakCount().Match(text) is { Success: true } m ? int.Parse(m.Groups[1].Value) : 0;
-        return process.ExitCode switch
+        return check.ExitCode switch
         {
             0 or 3 => new ConsistencyReport(null, leaks),
-            _ => new ConsistencyReport($"qemu-img check exit {process.ExitCode}: {text}", leaks),
+            _ => new ConsistencyReport($"qemu-img check exit {check.ExitCode}: {text}", leaks),
         };
     }
 
