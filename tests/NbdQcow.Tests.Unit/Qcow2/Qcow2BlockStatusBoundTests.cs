@@ -1,7 +1,7 @@
 using NbdQcow.Cache;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
-using NbdQcow.Tests.Unit.HostIo;
+using NbdQcow.Tests.Shared;
 
 namespace NbdQcow.Tests.Unit.Qcow2;
 
@@ -14,7 +14,7 @@ public sealed class Qcow2BlockStatusBoundTests : IDisposable
 {
     private const int Kib = 1024;
     private const int Fragments = 8192;
-    private readonly DiskBackedTempFolder _folder = new();
+    private readonly TempDirectory _folder = new("unit", diskBacked: true);
 
     public void Dispose() => _folder.Dispose();
 
@@ -33,7 +33,7 @@ public sealed class Qcow2BlockStatusBoundTests : IDisposable
                 file.Write(block);
             }
         }
-        QemuTools.Bash(_folder.FolderPath, "qemu-img create -q -f qcow2 -b base.raw -F raw top.qcow2 64M");
+        QemuTools.Bash(_folder.Path, "qemu-img create -q -f qcow2 -b base.raw -F raw top.qcow2 64M");
         return _folder.File("top.qcow2");
     }
 
