@@ -1,7 +1,7 @@
 using System.CommandLine;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;
-using NbdQcow.Image.Raw;
+using NbdQcow.Image;
 
 namespace NbdQcow.Server.Cli;
 
@@ -42,24 +42,27 @@ internal static class CreateCommand
                     return 2;
                 }
                 var formatName = parseResult.GetValue(format)?.ToLowerInvariant();
-                if (formatName is not (null or "raw" or "qcow2"))
+                var creatable = ImageFormats.All.Where(f => f.Has(ImageFormatFeatures.Create)).Select(f => f.Name).ToList();
+                if (formatName is not null && !creatable.Contains(formatName))
                 {
-                    Console.Error.WriteLine($"nbdqcow create: --format {formatName}: allowed: raw, qcow2");
+                    Console.Error.WriteLine($"nbdqcow create: --format {formatName}: allowed: {string.Join(", ", creatable)}");
                     Console.Error.WriteLine("Try 'nbdqcow create --help' for more information.");
                     return 2;
                 }
-                formatName ??= backingFile is not null || path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase) ? "qcow2" : "raw";
-                if (formatName == "raw")
+                var chosen = formatName is not null ? ImageFormats.Get(formatName)
+                    : backingFile is not null ? ImageFormats.Qcow2 : ImageFormats.ForNewFile(path);
+                if (chosen != ImageFormats.Qcow2)
                 {
+                    // Backing files and cluster sizes are qcow2's; any other format is created from a size alone.
                     if (backingFile is not null || parseResult.GetValue(clusterSize) is not null)
                     {
-                        Console.Error.WriteLine("nbdqcow create: --backing and --cluster-size are for qcow2 images; a raw image has neither");
+                        Console.Error.WriteLine($"nbdqcow create: --backing and --cluster-size are for qcow2 images; a {chosen.Name} image has neither");
                         Console.Error.WriteLine("Try 'nbdqcow create --help' for more information.");
                         return 2;
                     }
-                    var rawSize = Qcow2Creator.ParseSize(sizeText!);
-                    RawImageCreator.Create(path, rawSize);
-                    Console.Out.WriteLine($"Created {path}: raw, {rawSize} bytes (sparse)");
+                    var plainSize = Qcow2Creator.ParseSize(sizeText!);
+                    chosen.Create(path, plainSize);
+                    Console.Out.WriteLine($"Created {path}: {chosen.Name}, {plainSize} bytes{(chosen == ImageFormats.Raw ? " (sparse)" : "")}");
                     return 0;
                 }
                 var options = new Qcow2CreateOptions
@@ -75,7 +78,7 @@ internal static class CreateCommand
                     + (backingFile is null ? "" : $", backing file {backingFile}"));
                 return 0;
             }
-            catch (Exception e) when (e is FormatException or ArgumentException or IOException or UnauthorizedAccessException or OverflowException or Qcow2FormatException)
+            catch (Exception e) when (e is FormatException or ArgumentException or IOException or UnauthorizedAccessException or OverflowException or ImageFormatException)
             {
                 // An argument check names its parameter; the user never typed one of that name.
                 var message = e is ArgumentException { ParamName: { } parameter } ? e.Message.Replace($" (Parameter '{parameter}')", "", StringComparison.Ordinal) : e.Message;

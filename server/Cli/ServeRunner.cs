@@ -3,9 +3,6 @@ using System.Runtime.InteropServices;
 using NbdQcow.Cache;
 using NbdQcow.Config;
 using NbdQcow.Image;
-using NbdQcow.Image.Qcow2.Format;
-using NbdQcow.Image.Qcow2;
-using NbdQcow.Image.Raw;
 using NbdQcow.Server.Control;
 using NbdQcow.Server.Exports;
 using NbdQcow.Server.Nbd;
@@ -50,19 +47,7 @@ internal static class ServeRunner
             foreach (var export in settings.Exports)
             {
                 CreateIfAsked(export);
-                var options = new ImageOpenOptions
-                {
-                    CacheMode = export.CacheMode,
-                    ReadOnly = export.ReadOnly,
-                    MaxDirtyAge = export.MaxDirtyAge,
-                    Journal = export.Journal,
-                    Snapshot = export.Snapshot,
-                    Format = export.Format,
-                    Locking = export.Locking,
-                    BackingRoot = export.BackingRoot,
-                    BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
-                    DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
-                };
+                var options = OpenOptionsFor(export, log);
                 // With a control socket every export can be handed over (inactivated) and taken back (activated).
                 IBlockDevice device;
                 try
@@ -77,7 +62,7 @@ internal static class ServeRunner
                     throw new IOException(text.EndsWith("Permission denied", StringComparison.Ordinal) && !export.ReadOnly
                         ? text + " (use --read-only to serve it read-only)" : text, ex);
                 }
-                catch (Qcow2FormatException ex)
+                catch (ImageFormatException ex)
                 {
                     // A damaged or hostile header: one line naming the image and the field, not a stack trace.
                     throw new InvalidDataException($"{export.Path}: {ex.Message}", ex);
@@ -190,22 +175,29 @@ internal static class ServeRunner
         }
     }
 
+    /// <summary>The one place an export's settings become how its image is opened (the config layer does not know the image library).</summary>
+    private static ImageOpenOptions OpenOptionsFor(ExportSettings export, ServerLog log) => new()
+    {
+        CacheMode = export.CacheMode,
+        ReadOnly = export.ReadOnly,
+        MaxDirtyAge = export.MaxDirtyAge,
+        Journal = export.Journal,
+        Snapshot = export.Snapshot,
+        Format = export.Format,
+        Locking = export.Locking,
+        BackingRoot = export.BackingRoot,
+        BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
+        DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
+    };
+
     private static void CreateIfAsked(ExportSettings export)
     {
         if (export.CreateSize is not { } size || File.Exists(export.Path))
         {
             return;
         }
-        var qcow2 = export.Format == "qcow2"
-            || (export.Format is null && export.Path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase));
-        if (qcow2)
-        {
-            Qcow2Creator.Create(export.Path, new Qcow2CreateOptions { Size = size });
-        }
-        else
-        {
-            RawImageCreator.Create(export.Path, size);
-        }
+        var format = export.Format is { } name ? ImageFormats.Get(name) : ImageFormats.ForNewFile(export.Path);
+        format.Create(export.Path, size);
     }
 
     private static string FormatEndPoint(IPEndPoint endPoint) =>

@@ -291,11 +291,13 @@ public sealed partial class NbdSession
         var cookie = request.Cookie;
         var offset = request.Offset;
         var length = request.Length;
-        var errorAsChunk = request.Command is NbdCommand.Read or NbdCommand.BlockStatus;
+        var errorAsChunk = NbdRequestValidator.ErrorAsChunk(request.Command);
 
-        if ((request.Flags & ~KnownCommandFlags) != 0)
+        // Validated once, here; the dispatch below only calls the device.
+        var refusal = NbdRequestValidator.Check(request, export, work.Oversized, AnyMetaContext);
+        if (refusal.Refused)
         {
-            await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "unknown command flags", errorAsChunk).ConfigureAwait(false);
+            await SendErrorAsync(cookie, offset, refusal.Errno, refusal.Message!, errorAsChunk).ConfigureAwait(false);
             return;
         }
         try
@@ -303,16 +305,6 @@ public sealed partial class NbdSession
             switch (request.Command)
             {
                 case NbdCommand.Read:
-                    if (length > NbdLimits.MaxPayload)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "read larger than 32 MiB", true).ConfigureAwait(false);
-                        return;
-                    }
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "read beyond the end of the export", true).ConfigureAwait(false);
-                        return;
-                    }
                     if (length == 0)
                     {
                         break; // nothing to send: a plain success (a NONE chunk with extended headers)
@@ -321,21 +313,6 @@ public sealed partial class NbdSession
                     return;
 
                 case NbdCommand.Write:
-                    if (work.Oversized)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "write larger than 32 MiB", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if (export.ReadOnly)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.NoSpace, "write beyond the end of the export", false).ConfigureAwait(false);
-                        return;
-                    }
                     if (length > 0)
                     {
                         await device.WriteAsync((long)offset, work.Payload.AsMemory(0, (int)length),
@@ -348,16 +325,6 @@ public sealed partial class NbdSession
                     break;
 
                 case NbdCommand.Trim:
-                    if (export.ReadOnly)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "trim beyond the end of the export", false).ConfigureAwait(false);
-                        return;
-                    }
                     if (length > 0 && (export.Features & BlockDeviceFeatures.Trim) != 0)
                     {
                         await device.TrimAsync((long)offset, (long)length, (request.Flags & NbdCommandFlags.Fua) != 0, _clientGone.Token).ConfigureAwait(false);
@@ -365,46 +332,13 @@ public sealed partial class NbdSession
                     break;
 
                 case NbdCommand.WriteZeroes:
-                    if (export.ReadOnly)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.NoSpace, "write zeroes beyond the end of the export", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if ((request.Flags & NbdCommandFlags.FastZero) != 0 && (export.Features & BlockDeviceFeatures.FastZero) == 0)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.NotSupported, "no fast zero on this export", false).ConfigureAwait(false);
-                        return;
-                    }
                     if (length > 0)
                     {
-                        var flags = ZeroFlags.None;
-                        if ((request.Flags & NbdCommandFlags.Fua) != 0)
-                        {
-                            flags |= ZeroFlags.Fua;
-                        }
-                        if ((request.Flags & NbdCommandFlags.NoHole) != 0)
-                        {
-                            flags |= ZeroFlags.NoHole;
-                        }
-                        if ((request.Flags & NbdCommandFlags.FastZero) != 0)
-                        {
-                            flags |= ZeroFlags.FastZero;
-                        }
-                        await device.ZeroAsync((long)offset, (long)length, flags, _clientGone.Token).ConfigureAwait(false);
+                        await device.ZeroAsync((long)offset, (long)length, ZeroFlagsOf(request.Flags), _clientGone.Token).ConfigureAwait(false);
                     }
                     break;
 
                 case NbdCommand.Cache:
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "cache beyond the end of the export", false).ConfigureAwait(false);
-                        return;
-                    }
                     if (length > 0)
                     {
                         await device.CacheAsync((long)offset, (long)length).ConfigureAwait(false);
@@ -412,21 +346,7 @@ public sealed partial class NbdSession
                     break;
 
                 case NbdCommand.BlockStatus:
-                    if (!AnyMetaContext)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "no meta context negotiated", true).ConfigureAwait(false);
-                        return;
-                    }
-                    if (length == 0 || !InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "block status range invalid or beyond the end", true).ConfigureAwait(false);
-                        return;
-                    }
                     await BlockStatusAndReplyAsync(work).ConfigureAwait(false);
-                    return;
-
-                default:
-                    await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, $"unknown command {(ushort)request.Command}", false).ConfigureAwait(false);
                     return;
             }
         }
@@ -445,10 +365,13 @@ public sealed partial class NbdSession
         await SendSuccessAsync(cookie, offset).ConfigureAwait(false);
     }
 
-    private static bool InRange(NbdExport export, ulong offset, ulong length)
+    private static ZeroFlags ZeroFlagsOf(NbdCommandFlags requestFlags)
     {
-        var size = (ulong)export.Size;
-        return offset <= size && length <= size - offset;
+        var flags = ZeroFlags.None;
+        if ((requestFlags & NbdCommandFlags.Fua) != 0) flags |= ZeroFlags.Fua;
+        if ((requestFlags & NbdCommandFlags.NoHole) != 0) flags |= ZeroFlags.NoHole;
+        if ((requestFlags & NbdCommandFlags.FastZero) != 0) flags |= ZeroFlags.FastZero;
+        return flags;
     }
 
     private async Task ReadAndReplyAsync(IBlockDevice device, NbdRequest request)

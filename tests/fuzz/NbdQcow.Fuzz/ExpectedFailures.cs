@@ -23,7 +23,7 @@ public static class ExpectedFailures
 
     private static bool Classify(Exception exception) => exception switch
     {
-        Qcow2FormatException or BlockDeviceException or RecoveryInputException or MemoryFileFullException => true,
+        ImageFormatException or BlockDeviceException or RecoveryInputException or MemoryFileFullException => true,
         FileNotFoundException or DirectoryNotFoundException => true,
         AggregateException aggregate => aggregate.InnerExceptions.All(Classify),
         _ => false,
