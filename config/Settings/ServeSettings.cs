@@ -1,3 +1,4 @@
+using System.Net;
 using NbdQcow.Cache;
 
 namespace NbdQcow.Config.Settings;
@@ -59,6 +60,29 @@ public static class ServeSettings
         "`true`, `false` (`false`)",
         [CliSpelling.Flag("--verbose", "Log connections and request errors on stderr.")],
         SettingParsers.Bool, (s, v) => s with { Verbose = v });
+
+    public static readonly TypedSetting<ServerSettings, bool> Quiet = new("Quiet", Server,
+        "log only warnings and errors (with `Verbose` too, `Verbose` wins)", "`true`, `false` (`false`)",
+        [CliSpelling.Flag("--quiet", "Log only warnings and errors.")],
+        SettingParsers.Bool, (s, v) => s with { Quiet = v });
+
+    /// <summary>
+    /// "off" or HOST:PORT with an IP address or localhost. There is no default address: whoever wants the metrics on
+    /// every interface writes 0.0.0.0 or [::] themselves. A host name is refused (it could resolve to any interface),
+    /// and so is port 0 (Prometheus needs a known port).
+    /// </summary>
+    public static readonly TypedSetting<ServerSettings, IPEndPoint?> Metrics = new("Metrics", Server,
+        "Prometheus endpoint `http://HOST:PORT/metrics` (see [Logs and metrics](#logs-and-metrics))",
+        "`HOST:PORT` with an IP address or `localhost`, `off` (`off`)",
+        [new CliSpelling("--metrics", "HOST:PORT",
+            "Serve Prometheus metrics at http://HOST:PORT/metrics (off by default; e.g. 127.0.0.1:9464; 0.0.0.0:PORT for every interface).")],
+        text => string.IsNullOrWhiteSpace(text) || text.Trim().Equals("off", StringComparison.OrdinalIgnoreCase)
+            ? SettingParse<IPEndPoint?>.Ok(null)
+            : EndPointParser.TryParse(text, out var endPoint) && endPoint.Port != 0
+                ? SettingParse<IPEndPoint?>.Ok(endPoint)
+                : SettingParse<IPEndPoint?>.NotAllowed(text, "HOST:PORT with an IP address or localhost, e.g. 127.0.0.1:9464 "
+                    + "(0.0.0.0:9464 or [::]:9464 for every interface), or 'off'"),
+        (s, v) => s with { MetricsEndPoint = v });
 
     public static readonly CheckedTogetherSetting Tls = new("Tls", Server, "TLS mode (see [TLS](#tls))", "`off`, `on`, `require` (`off`)",
         new CliSpelling("--tls", "off|on|require",
@@ -204,7 +228,7 @@ public static class ServeSettings
     /// <summary>Every setting, in the order of the README's key table and of the "allowed:" lists of unknown-key messages.</summary>
     public static readonly IReadOnlyList<Setting> All =
     [
-        Listen, Socket, DefaultExport, MaxInFlight, MaxConnections, HandshakeTimeout, MaxBufferedBytes, Verbose, Tls, TlsCertificates,
+        Listen, Socket, DefaultExport, MaxInFlight, MaxConnections, HandshakeTimeout, MaxBufferedBytes, Verbose, Quiet, Metrics, Tls, TlsCertificates,
         TlsVerifyPeer, Control,
         Name, Path, Description, Cache, ReadOnly, MaxDirtyAge, Journal, Snapshot, Format, Create, Locking, Inactive, Bitmaps,
         WriteErrorPolicy, ReadErrorPolicy, ErrorRetryTimeout,

@@ -5,8 +5,11 @@ using NbdQcow.Config;
 using NbdQcow.Image;
 using NbdQcow.Server.Control;
 using NbdQcow.Server.Exports;
+using NbdQcow.Server.Logging;
+using NbdQcow.Server.Metrics;
 using NbdQcow.Server.Nbd;
 using NbdQcow.Server.Storage;
+using OpenTelemetry.Metrics;
 
 namespace NbdQcow.Server.Cli;
 
@@ -33,7 +36,10 @@ internal static class ServeRunner
     public static async Task<int> RunAsync(ServerSettings settings, ServiceOptions service)
     {
         var pidFile = service.PidFile is null ? null : new Service.PidFile(service.PidFile);
-        var log = new ServerLog(Console.Error, settings.Verbose);
+        using var loggerFactory = ServerLogging.CreateFactory(ServerLogging.MinimumLevel(settings.Verbose, settings.Quiet), ServerLogging.StderrIsJournal());
+        var log = new ServerLog(loggerFactory.CreateLogger(ServerLogging.CategoryName));
+        using var metrics = new ServerMetrics();
+        MeterProvider? metricsExporter = null;
         var registry = new ExportRegistry();
         NbdServer? server = null;
         ControlServer? control = null;
@@ -47,7 +53,9 @@ internal static class ServeRunner
             foreach (var export in settings.Exports)
             {
                 CreateIfAsked(export);
-                var options = OpenOptionsFor(export, log);
+                IBlockDevice? opened = null;
+                var exportMetrics = metrics.AddExport(export.Name, () => (opened as IUnflushedChangesSource)?.UnflushedChanges);
+                var options = OpenOptionsFor(export, log) with { FlushCompleted = exportMetrics.RecordFlush };
                 // With a control socket every export can be handed over (inactivated) and taken back (activated).
                 IBlockDevice device;
                 try
@@ -68,12 +76,14 @@ internal static class ServeRunner
                     throw new InvalidDataException($"{export.Path}: {ex.Message}", ex);
                 }
                 await RefuseUnexportableBitmapsAsync(export, device).ConfigureAwait(false);
+                opened = device;
                 if (device is HandoffBlockDevice handoff) handoffs.Add(new(export.Name, handoff));
                 // Error policies (werror/rerror) sit over everything else, so a held request is retried as a whole.
                 var policed = new ErrorPolicyBlockDevice(device, export.Name, export.WriteErrorPolicy, export.ReadErrorPolicy,
                     export.ErrorRetryTimeout, log);
                 storage[export.Name] = policed;
-                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps), export.Name == settings.DefaultExport);
+                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps) { Metrics = exportMetrics },
+                    export.Name == settings.DefaultExport);
             }
 
             var tls = settings.Tls is { } tlsSettings ? new TlsUpgrade(tlsSettings) : null;
@@ -84,6 +94,7 @@ internal static class ServeRunner
                 HandshakeTimeout = settings.HandshakeTimeout,
                 Budget = new BufferBudget(settings.MaxBufferedBytes),
                 Tls = tls,
+                Metrics = metrics,
             }, log);
             var where = new List<string>();
             foreach (var endPoint in settings.TcpEndPoints)
@@ -108,6 +119,14 @@ internal static class ServeRunner
                 control = ControlServer.Start(controlPath, handoffs, log);
                 control.Storage = storage;
             }
+            var metricsNote = "";
+            if (settings.MetricsEndPoint is { } metricsEndPoint)
+            {
+                metricsExporter = PrometheusEndpoint.Start(metricsEndPoint, out var metricsUrl);
+                metricsNote = $"; metrics {metricsUrl}";
+                if (!IPAddress.IsLoopback(metricsEndPoint.Address))
+                    log.Warn($"metrics are served on {metricsUrl}, beyond this host: anyone who reaches it sees export names and traffic");
+            }
             var exportNames = new List<string>();
             foreach (var export in registry.Exports)
             {
@@ -121,7 +140,7 @@ internal static class ServeRunner
             }
             var cacheModes = string.Join("/", settings.Exports.Select(e => e.CacheMode.ToCliName()).Distinct());
             Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}; cache {cacheModes}" +
-                $"{tlsNote}{controlNote}; stop with Ctrl-C or SIGTERM");
+                $"{tlsNote}{controlNote}{metricsNote}; stop with Ctrl-C or SIGTERM");
             Console.Out.Flush();
             pidFile?.Write();
             if (Service.ServiceNotifier.Notify("READY=1") is { } notifyError) log.Warn(notifyError);
@@ -144,6 +163,7 @@ internal static class ServeRunner
                 await server.StopAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             }
             await CloseAsync(registry).ConfigureAwait(false);
+            metricsExporter?.Dispose();
             pidFile?.Remove();
             return 1;
         }
@@ -154,6 +174,7 @@ internal static class ServeRunner
         }
         await server.StopAsync(TimeSpan.FromSeconds(60)).ConfigureAwait(false);
         var closed = await CloseAsync(registry).ConfigureAwait(false);
+        metricsExporter?.Dispose();
         pidFile?.Remove();
         return closed ? 0 : 1;
     }

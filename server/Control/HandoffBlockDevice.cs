@@ -19,7 +19,7 @@ namespace NbdQcow.Server.Control;
 /// qcow2 image clean) and so drops caches and write locks; activating opens the image afresh (locks first, then the
 /// header and metadata are read again), so nothing from before the handover is trusted.
 /// </summary>
-public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource
+public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflushedChangesSource
 {
     private const int ActiveState = 0;
     private const int InactiveState = 1;
@@ -262,6 +262,9 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource
         try { return device is IQemuStatusSource source ? source.CheckBitmapExportable(bitmap) : "the image format has no persistent bitmaps"; }
         finally { Exit(); }
     }
+
+    /// <summary>The open image's; null while inactive (a handed-over image holds nothing unflushed here).</summary>
+    public UnflushedChanges? UnflushedChanges => Volatile.Read(ref _device) is IUnflushedChangesSource source ? source.UnflushedChanges : null;
 
     private IQemuStatusSource QemuStatus(IBlockDevice device) => device as IQemuStatusSource
         ?? throw new BlockDeviceException(BlockError.NotSupported, $"{Path}: the image format has no qemu block status");

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using System.Text;
@@ -257,9 +258,11 @@ public sealed partial class NbdSession
     /// <summary>Runs one request on the thread pool and answers it; never throws.</summary>
     internal async Task ExecuteAsync(RequestWork work)
     {
+        var started = Stopwatch.GetTimestamp();
         try
         {
             await ProcessAsync(work).ConfigureAwait(false);
+            _export.Metrics?.RecordRequest(work.Request.Command, work.Request.Length, started);
         }
         catch (Exception ex)
         {
@@ -536,6 +539,7 @@ public sealed partial class NbdSession
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask SendErrorAsync(ulong cookie, ulong offset, NbdErrno error, string message, bool asChunk)
     {
+        _export.Metrics?.RecordError(error);
         await _sendLock.WaitAsync().ConfigureAwait(false);
         try
         {
