@@ -33,4 +33,6 @@ public sealed class ExportOptions
     /// Default: the server-wide BackingRoot, else the folder of the image itself.
     /// </summary>
     public string? BackingRoot { get; set; }
+    /// <summary>File whose whole content is the secret of a LUKS-encrypted qcow2 image.</summary>
+    public string? KeyFile { get; set; }
 }

@@ -32,6 +32,8 @@ public sealed record ServeOverrides
     public string? Description { get; init; }
     /// <summary>--backing-root DIR.</summary>
     public string? BackingRoot { get; init; }
+    /// <summary>--key-file FILE: the secret of an encrypted image.</summary>
+    public string? KeyFile { get; init; }
     public bool? Verbose { get; init; }
     public string? MaxConnections { get; init; }
     public string? HandshakeTimeout { get; init; }

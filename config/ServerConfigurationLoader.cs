@@ -185,6 +185,7 @@ public static class ServerConfigurationLoader
         Put(cli, prefix + "Create", o.Create);
         Put(cli, prefix + "Description", o.Description);
         Put(cli, prefix + "BackingRoot", o.BackingRoot);
+        Put(cli, prefix + "KeyFile", o.KeyFile);
         Put(cli, prefix + "Locking", o.Locking);
         Put(cli, prefix + "Inactive", o.Inactive is null ? null : o.Inactive.Value ? "true" : "false");
         for (var i = 0; o.Bitmaps is not null && i < o.Bitmaps.Count; i++)
@@ -208,7 +209,7 @@ public static class ServerConfigurationLoader
 
     private static readonly string[] ExportKeys =
         ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive", "Bitmaps",
-         "WriteErrorPolicy", "ReadErrorPolicy", "ErrorRetryTimeout", "BackingRoot"];
+         "WriteErrorPolicy", "ReadErrorPolicy", "ErrorRetryTimeout", "BackingRoot", "KeyFile"];
 
     /// <summary>A misspelt key would otherwise be ignored silently.</summary>
     private static void CheckKnownKeys(IConfiguration configuration, List<string> problems)

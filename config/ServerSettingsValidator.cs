@@ -326,6 +326,7 @@ public static class ServerSettingsValidator
             ReadErrorPolicy = readErrors,
             ErrorRetryTimeout = retryTimeout,
             BackingRoot = backingRoot,
+            KeyFile = string.IsNullOrEmpty(o.KeyFile) ? null : System.IO.Path.GetFullPath(o.KeyFile),
         };
     }
 

@@ -134,6 +134,12 @@ internal static class ServeCommand
             Description = "Backing files (the whole chain) and external data files of a qcow2 image must lie in DIR or under it, after " +
                           "symlinks; '/' allows any. Default: the folder of the served image. Devices, FIFOs and other non-regular files are always refused.",
         };
+        var keyFile = new Option<string?>("--key-file")
+        {
+            HelpName = "FILE",
+            Description = "Secret of a LUKS-encrypted qcow2 image: the whole content of FILE, as qemu's --object secret,file=FILE " +
+                          "(no newline stripped). Without it the NBDQCOW_KEY environment variable is used. Never on the command line.",
+        };
         var pidFile = new Option<string?>("--pid-file") { HelpName = "FILE", Description = "Write the server's pid to FILE once it listens; removed at exit." };
         var fork = new Option<bool>(Service.Daemon.ForkOption) { Description = "Run in the background: return (exit 0) once the server listens, or with its error." };
         var command = new Command("serve", "Serve an image (or the exports of a config file) over NBD until SIGTERM/SIGINT.")
@@ -141,7 +147,7 @@ internal static class ServeCommand
             pidFile, fork,
             image, listen, socket, export, cache, maxDirtyAge, journal, readOnly, config, create, snapshot, format, description, verbose,
             maxConnections, handshakeTimeout, maxBufferedBytes,
-            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap, werror, rerror, errorRetryTimeout, backingRoot,
+            tls, tlsCertificates, tlsVerifyPeer, noLock, forceShare, inactive, control, bitmap, werror, rerror, errorRetryTimeout, backingRoot, keyFile,
         };
         command.SetAction(parseResult =>
         {
@@ -186,6 +192,7 @@ internal static class ServeCommand
                 Create = createSize,
                 Description = parseResult.GetValue(description),
                 BackingRoot = parseResult.GetValue(backingRoot),
+                KeyFile = parseResult.GetValue(keyFile),
                 Verbose = parseResult.GetValue(verbose) ? true : null,
                 MaxConnections = parseResult.GetValue(maxConnections),
                 HandshakeTimeout = parseResult.GetValue(handshakeTimeout),
