@@ -34,26 +34,6 @@ public sealed class XtsSectorCipher : SectorCipher
 
     public override void Decrypt(long firstSector, Span<byte> data) => Transform(firstSector, data, encrypt: false);
 
-    /// <summary>Encrypts or decrypts one data unit of any whole number of blocks with a 64-bit tweak (the IEEE 1619 vectors use short units).</summary>
-    internal void TransformUnit(ulong tweak, Span<byte> data, bool encrypt)
-    {
-        if ((data.Length & 15) != 0 || data.Length > ChunkBytes)
-            throw new ArgumentException("a data unit is a whole number of 16-byte blocks");
-        var worker = Rent();
-        try
-        {
-            BinaryPrimitives.WriteUInt64LittleEndian(worker.Ivs, tweak);
-            Array.Clear(worker.Ivs, 8, 8);
-            worker.Tweak.Encrypt(worker.Ivs, 0, AesBlockTransform.BlockSize);
-            Expand(worker.Ivs.AsSpan(0, 16), worker.Tweaks.AsSpan(0, data.Length));
-            Apply(worker, data, encrypt);
-        }
-        finally
-        {
-            Return(worker);
-        }
-    }
-
     private void Transform(long firstSector, Span<byte> data, bool encrypt)
     {
         EnsureWholeSectors(data.Length);

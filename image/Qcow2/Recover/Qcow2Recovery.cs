@@ -184,7 +184,14 @@ public static class Qcow2Recovery
     private static void CheckHeaderUsable(string path, Qcow2Header header, RecoveryReport report)
     {
         if (header.EncryptionMethod != Qcow2EncryptionMethod.None)
-            throw new RecoveryInputException($"{path}: the image is encrypted (crypt_method {(uint)header.EncryptionMethod}); nbdqcow cannot decrypt it, nothing recovered");
+            throw new RecoveryInputException(header.EncryptionMethod == Qcow2EncryptionMethod.Luks
+                // qcow2 LUKS encrypts each sector with its host offset: a cluster moved to a new image would need
+                // decrypting and encrypting again, which recover does not do, with or without the key.
+                ? $"{path}: the image is LUKS-encrypted; recover cannot rebuild it (its data is encrypted with each cluster's position in the file, " +
+                  "so clusters cannot be moved into a new image), nothing recovered. Without the key: `nbdqcow check --repair all` repairs " +
+                  "refcounts and leaks (metadata only). With the key, if the image still opens: copy the data out with " +
+                  "`nbdqcow serve IMAGE --read-only --key-file FILE` and qemu-img convert"
+                : $"{path}: the image is encrypted with legacy AES (crypt_method {(uint)header.EncryptionMethod}); nbdqcow cannot decrypt it, nothing recovered");
         if (header.HasExternalDataFile)
             throw new RecoveryInputException($"{path}: guest data lives in the external data file {header.ExternalDataFile}; recover does not support external data files, nothing recovered");
         if (header.Size > Qcow2HeaderValidator.MaxVirtualSize)
