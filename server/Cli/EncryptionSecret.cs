@@ -23,7 +23,7 @@ public static class EncryptionSecret
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
-                throw new IOException($"key file {keyFile}: {ex.Message}", ex);
+                throw new IOException($"key file {FileErrorText.Describe(keyFile, ex)}", ex);
             }
             return secret.Length > 0 ? secret : throw new IOException($"key file {keyFile} is empty");
         }
