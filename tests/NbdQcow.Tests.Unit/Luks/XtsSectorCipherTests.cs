@@ -55,6 +55,27 @@ public sealed class XtsSectorCipherTests
         Assert.Equal(bySector, data);
     }
 
+    [Fact]
+    public void Encrypting_and_decrypting_allocate_nothing_once_warm()
+    {
+        using var xts = new XtsSectorCipher(new byte[64]);
+        using var cbc = new CbcSectorCipher(new byte[32], SectorIvMode.Essiv, System.Security.Cryptography.HashAlgorithmName.SHA256);
+        var data = new byte[256 << 10];
+        foreach (SectorCipher cipher in new SectorCipher[] { xts, cbc })
+        {
+            cipher.Encrypt(5, data);
+            cipher.Decrypt(5, data);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 10; i++)
+            {
+                cipher.Encrypt(5 + i, data);
+                cipher.Decrypt(5 + i, data);
+            }
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.True(allocated == 0, $"{cipher.GetType().Name} allocated {allocated} bytes for 20 calls");
+        }
+    }
+
     private const string Vector4Ciphertext =
         "27a7479befa1d476489f308cd4cfa6e2a96e4bbe3208ff25287dd3819616e89c" +
         "c78cf7f5e543445f8333d8fa7f56000005279fa5d8b5e4ad40e736ddb4d35412" +
