@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive (real NBD clients, qemu tools, fio, afl++ for tests/fuzz,
-# systemd-socket-activate), if missing.
+# systemd-socket-activate, man for the generated man page), if missing.
 set -euo pipefail
-packages=(qemu-utils libnbd-bin python3-libnbd nbdkit fio nbd-client qemu-system-x86 busybox-static e2fsprogs afl++ systemd)
+packages=(qemu-utils libnbd-bin python3-libnbd nbdkit fio nbd-client qemu-system-x86 busybox-static e2fsprogs afl++ systemd man-db)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

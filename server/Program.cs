@@ -28,6 +28,7 @@ public static class Program
             RecoverCommand.Create(),
             ControlCommand.Create(),
         };
+        root.Subcommands.Add(Cli.Docs.DocsCommand.Create(() => root));
         var parseResult = root.Parse(args);
         // Usage errors (unknown option, missing argument) exit 2 in every command, as invalid configuration does.
         return UsageErrors.Report(parseResult, args) ?? parseResult.Invoke();

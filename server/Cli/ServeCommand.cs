@@ -30,6 +30,7 @@ internal static class ServeCommand
             HelpName = "MODE",
             Description = $"Cache mode: {string.Join("|", NbdQcow.Cache.CacheModeInfo.CliNames)} (default writeback; meanings as in qemu).",
         };
+        cache.CompletionSources.Add(NbdQcow.Cache.CacheModeInfo.CliNames.ToArray());
         var maxDirtyAge = new Option<string?>("--max-dirty-age")
         {
             HelpName = "MS|off",

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.RegularExpressions;
 using NbdQcow.Cache;
 using NbdQcow.Image.Qcow2;
@@ -75,25 +74,16 @@ public sealed partial class Qcow2CrashImageFormat(int clusterSize = 65536, int r
 
     public ConsistencyReport CheckConsistency(string path, long virtualSize)
     {
-        var start = new ProcessStartInfo("qemu-img") { RedirectStandardOutput = true, RedirectStandardError = true };
         string[] arguments = encrypted
             ? ["check", "--object", $"secret,id=sec0,data={Secret}", "--image-opts", $"driver=qcow2,file.filename={path},encrypt.key-secret=sec0"]
             : ["check", "-f", "qcow2", path];
-        foreach (var a in arguments) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(60_000))
-        {
-            process.Kill();
-            return new ConsistencyReport("qemu-img check did not finish within 60 s");
-        }
-        var text = (stdout.Result + stderr.Result).Trim();
+        var check = ToolRunner.Run("qemu-img", arguments, TimeSpan.FromSeconds(60));
+        var text = (check.Stdout + check.Stderr).Trim();
         var leaks = LeakCount().Match(text) is { Success: true } m ? int.Parse(m.Groups[1].Value) : 0;
-        return process.ExitCode switch
+        return check.ExitCode switch
         {
             0 or 3 => new ConsistencyReport(null, leaks),
-            _ => new ConsistencyReport($"qemu-img check exit {process.ExitCode}: {text}", leaks),
+            _ => new ConsistencyReport($"qemu-img check exit {check.ExitCode}: {text}", leaks),
         };
     }
 

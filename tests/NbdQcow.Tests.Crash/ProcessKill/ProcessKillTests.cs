@@ -28,7 +28,7 @@ public sealed class ProcessKillTests(ITestOutputHelper output)
     [InlineData("qcow2", "unsafe")]
     public async Task Killing_the_server_mid_workload_keeps_every_flushed_write(string format, string mode)
     {
-        var root = RepositoryRoot.Find();
+        var root = RepositoryRoot.Path;
         var work = DiskBackedFolder.Create("kill");
         try
         {

@@ -108,7 +108,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     [Fact]
     public void Config_file_declares_several_exports_and_the_example_file_is_valid()
     {
-        var example = Path.Combine(FindRepoRoot(), "config", "examples", "two-exports.json");
+        var example = Path.Combine(RepositoryRoot.Path, "config", "examples", "two-exports.json");
         var settings = ServerConfigurationLoader.Load(example, new ServeOverrides(), NoEnvironment);
 
         Assert.Equal(["system", "iso", "scratch"], settings.Exports.Select(e => e.Name));
@@ -247,14 +247,4 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     [InlineData("127.0.0.1:70000")]
     [InlineData("example.org:10809")]
     public void Bad_listen_addresses_do_not_parse(string text) => Assert.False(EndPointParser.TryParse(text, out _));
-
-    private static string FindRepoRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "NbdQcow.sln")))
-        {
-            dir = dir.Parent;
-        }
-        return dir?.FullName ?? throw new DirectoryNotFoundException("repository root (NbdQcow.sln) not found above the test binaries");
-    }
 }

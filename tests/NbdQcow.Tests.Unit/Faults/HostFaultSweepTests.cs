@@ -16,7 +16,7 @@ namespace NbdQcow.Tests.Unit.Faults;
 /// </summary>
 public sealed class HostFaultSweepTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly DiskBackedTempFolder _dir = new();
+    private readonly TempDirectory _dir = new();
 
     public void Dispose() => _dir.Dispose();
 

@@ -13,7 +13,7 @@ namespace NbdQcow.Tests.Unit.Fuzz;
 public sealed class FuzzFoundImageTests : IDisposable
 {
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(15);
-    private readonly DiskBackedTempFolder _folder = new();
+    private readonly TempDirectory _folder = new();
 
     public void Dispose() => _folder.Dispose();
 

@@ -17,7 +17,7 @@ namespace NbdQcow.Tests.Unit.Fuzz;
 public sealed class FuzzFoundJournalTests : IDisposable
 {
     private const int TableSize = 512;
-    private readonly DiskBackedTempFolder _folder = new();
+    private readonly TempDirectory _folder = new();
 
     public void Dispose() => _folder.Dispose();
 

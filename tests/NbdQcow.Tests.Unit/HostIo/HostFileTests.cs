@@ -4,7 +4,7 @@ namespace NbdQcow.Tests.Unit.HostIo;
 
 public sealed class HostFileTests : IDisposable
 {
-    private readonly DiskBackedTempFolder _temp = new();
+    private readonly TempDirectory _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

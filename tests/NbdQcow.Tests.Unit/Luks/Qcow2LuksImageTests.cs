@@ -3,7 +3,6 @@ using NbdQcow.Cache;
 using NbdQcow.Image;
 using NbdQcow.Image.Luks;
 using NbdQcow.Image.Qcow2;
-using NbdQcow.Tests.Unit.HostIo;
 using NbdQcow.Tests.Unit.Qcow2;
 
 namespace NbdQcow.Tests.Unit.Luks;
@@ -13,7 +12,7 @@ public sealed class Qcow2LuksImageTests : IDisposable
 {
     private const string Secret = "123456"; // what QemuTools.CreateLuksImage uses
     private const string QemuOpts = "--object secret,id=sec0,data=123456 --image-opts driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=sec0";
-    private readonly DiskBackedTempFolder _folder = new();
+    private readonly TempDirectory _folder = new("unit", diskBacked: true);
 
     public void Dispose() => _folder.Dispose();
 
@@ -23,8 +22,8 @@ public sealed class Qcow2LuksImageTests : IDisposable
     [Fact]
     public async Task Data_qemu_io_wrote_reads_back_identically_to_qemu_img_convert()
     {
-        QemuTools.CreateLuksImage(_folder.FolderPath, "enc.qcow2", "4M");
-        QemuTools.Bash(_folder.FolderPath, $"""
+        QemuTools.CreateLuksImage(_folder.Path, "enc.qcow2", "4M");
+        QemuTools.Bash(_folder.Path, $"""
             qemu-io {QemuOpts} -c 'write -P 0x21 0 100k' -c 'write -P 0x22 1M 3k' -c 'write -P 0x23 2097663 777' -c 'write -z 3M 64k' >/dev/null
             qemu-img convert {QemuOpts} -O raw plain.raw
             """);
@@ -41,8 +40,8 @@ public sealed class Qcow2LuksImageTests : IDisposable
     [Fact]
     public async Task Writes_read_back_in_qemu_with_the_secret_and_qemu_img_check_is_clean()
     {
-        QemuTools.CreateLuksImage(_folder.FolderPath, "enc.qcow2", "4M");
-        QemuTools.Bash(_folder.FolderPath, $"qemu-io {QemuOpts} -c 'write -P 0x31 0 128k' >/dev/null");
+        QemuTools.CreateLuksImage(_folder.Path, "enc.qcow2", "4M");
+        QemuTools.Bash(_folder.Path, $"qemu-io {QemuOpts} -c 'write -P 0x31 0 128k' >/dev/null");
         await using (var image = Open(readOnly: false))
         {
             var payload = Fill(1000, 0x41);
@@ -53,7 +52,7 @@ public sealed class Qcow2LuksImageTests : IDisposable
             await image.ZeroAsync(64 << 10, 64 << 10, ZeroFlags.None);
             await image.FlushAsync();
         }
-        QemuTools.Bash(_folder.FolderPath, $"qemu-img check {QemuOpts}");
+        QemuTools.Bash(_folder.Path, $"qemu-img check {QemuOpts}");
         QemuReads("read -P 0x31 0 513", "read -P 0x41 513 1000", "read -P 0x31 1513 64023", "read -P 0 64k 64k", "read -P 0x42 1M 4k",
             "read -P 0 1052672 61440", "read -P 0 983040 65536", "read -P 0x43 2097052 300", "read -P 0 2097352 65336");
         // What qemu reads, nbdqcow reads after reopening.
@@ -66,7 +65,7 @@ public sealed class Qcow2LuksImageTests : IDisposable
     [Fact]
     public void A_wrong_key_is_refused_with_one_line()
     {
-        QemuTools.CreateLuksImage(_folder.FolderPath, "enc.qcow2", "1M");
+        QemuTools.CreateLuksImage(_folder.Path, "enc.qcow2", "1M");
         var error = Assert.Throws<EncryptionKeyException>(() => Open(readOnly: true, secret: "12345"));
         Assert.Equal("wrong key: it opens none of the 1 active LUKS keyslot(s)", error.Message);
     }
@@ -82,9 +81,9 @@ public sealed class Qcow2LuksImageTests : IDisposable
         });
         await using (var image = Open(readOnly: false))
             await image.WriteAsync(3 << 20, Fill(70000, 0x51), fua: true);
-        QemuTools.Bash(_folder.FolderPath, $"qemu-img check {QemuOpts}");
+        QemuTools.Bash(_folder.Path, $"qemu-img check {QemuOpts}");
         QemuReads("read -P 0x51 3M 70000", "read -P 0 0 3M");
-        QemuTools.Bash(_folder.FolderPath, $"qemu-io {QemuOpts} -c 'write -P 0x52 5M 4k' >/dev/null");
+        QemuTools.Bash(_folder.Path, $"qemu-io {QemuOpts} -c 'write -P 0x52 5M 4k' >/dev/null");
         await using var reopened = Open(readOnly: true);
         var back = new byte[4096];
         await reopened.ReadAsync(5 << 20, back);
@@ -94,7 +93,7 @@ public sealed class Qcow2LuksImageTests : IDisposable
     /// <summary>Runs qemu-io reads with patterns on the image (with its secret); every one must run and match.</summary>
     private void QemuReads(params string[] reads)
     {
-        string output = QemuTools.Bash(_folder.FolderPath, $"qemu-io {QemuOpts} {string.Join(' ', reads.Select(r => $"-c '{r}'"))} 2>&1");
+        string output = QemuTools.Bash(_folder.Path, $"qemu-io {QemuOpts} {string.Join(' ', reads.Select(r => $"-c '{r}'"))} 2>&1");
         Assert.DoesNotContain("Pattern verification failed", output);
         Assert.Equal(reads.Length, output.Split('\n').Count(line => line.StartsWith("read ", StringComparison.Ordinal)));
     }

@@ -11,7 +11,7 @@ namespace NbdQcow.Tests.Unit.Migration;
 /// </summary>
 public sealed class HandoffBlockDeviceTests : IDisposable
 {
-    private readonly DiskBackedTempFolder _folder = new();
+    private readonly TempDirectory _folder = new();
     private readonly string _image;
     private readonly ImageOpenOptions _options = new() { Locking = ImageLocking.On, MaxDirtyAge = null };
 

@@ -9,7 +9,7 @@ namespace NbdQcow.Tests.Unit.Migration;
 /// </summary>
 public sealed class ImageLockTests : IDisposable
 {
-    private readonly DiskBackedTempFolder _folder = new();
+    private readonly TempDirectory _folder = new();
     private readonly string _image;
 
     public ImageLockTests()

@@ -12,8 +12,8 @@ public sealed class InfoCommandTests
     [Fact]
     public void Info_json_shows_header_features_backing_chain_snapshots_bitmaps_and_allocation()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f raw base.raw 4M
             qemu-img create -q -f qcow2 -b base.raw -F raw mid.qcow2
             qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 -o extended_l2=on,compression_type=zstd,cluster_size=128k img.qcow2
@@ -21,7 +21,7 @@ public sealed class InfoCommandTests
             qemu-img snapshot -c before-upgrade img.qcow2
             qemu-img bitmap --add -g 1M img.qcow2 nightly
             """);
-        using var json = JsonDocument.Parse(Nbdqcow(folder.FolderPath, "info", "--json", "img.qcow2"));
+        using var json = JsonDocument.Parse(Nbdqcow(folder.Path, "info", "--json", "img.qcow2"));
         var root = json.RootElement;
         Assert.Equal("qcow2", root.GetProperty("format").GetString());
         Assert.Equal(4L << 20, root.GetProperty("virtual-size").GetInt64());
@@ -44,13 +44,13 @@ public sealed class InfoCommandTests
     [Fact]
     public void Info_text_of_a_raw_image_and_the_encryption_fields_of_an_encrypted_one_without_its_key()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, "qemu-img create -q -f raw disk.raw 3M");
-        QemuTools.CreateLuksImage(folder.FolderPath, "enc.qcow2", "1M");
-        string text = Nbdqcow(folder.FolderPath, "info", "disk.raw");
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, "qemu-img create -q -f raw disk.raw 3M");
+        QemuTools.CreateLuksImage(folder.Path, "enc.qcow2", "1M");
+        string text = Nbdqcow(folder.Path, "info", "disk.raw");
         Assert.Contains("format: raw", text);
         Assert.Contains("virtual size: 3 MiB (3145728 bytes)", text);
-        using var json = JsonDocument.Parse(Nbdqcow(folder.FolderPath, "info", "--output=json", "enc.qcow2"));
+        using var json = JsonDocument.Parse(Nbdqcow(folder.Path, "info", "--output=json", "enc.qcow2"));
         var encryption = json.RootElement.GetProperty("encryption");
         Assert.Equal("aes", encryption.GetProperty("cipher").GetString());
         Assert.Equal("xts-plain64", encryption.GetProperty("cipher-mode").GetString());

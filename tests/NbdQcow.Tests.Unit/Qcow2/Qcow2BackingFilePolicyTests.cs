@@ -13,8 +13,8 @@ namespace NbdQcow.Tests.Unit.Qcow2;
 /// </summary>
 public sealed class Qcow2BackingFilePolicyTests : IDisposable
 {
-    private readonly DiskBackedTempFolder _folder = new();
-    private readonly DiskBackedTempFolder _elsewhere = new();
+    private readonly TempDirectory _folder = new();
+    private readonly TempDirectory _elsewhere = new();
 
     public void Dispose()
     {
@@ -25,14 +25,14 @@ public sealed class Qcow2BackingFilePolicyTests : IDisposable
     /// <summary>img.qcow2 in the test folder, backed by <paramref name="backing"/> (raw), which need not exist.</summary>
     private string ImageBackedBy(string backing)
     {
-        QemuTools.Bash(_folder.FolderPath, $"qemu-img create -q -f qcow2 -u -b '{backing}' -F raw img.qcow2 1M");
+        QemuTools.Bash(_folder.Path, $"qemu-img create -q -f qcow2 -u -b '{backing}' -F raw img.qcow2 1M");
         return _folder.File("img.qcow2");
     }
 
     /// <summary>A raw "secret" of 1 MiB of 0x53 in a folder that is not the image's.</summary>
     private string SecretElsewhere()
     {
-        QemuTools.Bash(_elsewhere.FolderPath, "qemu-img create -q -f raw secret.raw 1M; qemu-io -f raw secret.raw -c 'write -P 0x53 0 1M' >/dev/null");
+        QemuTools.Bash(_elsewhere.Path, "qemu-img create -q -f raw secret.raw 1M; qemu-io -f raw secret.raw -c 'write -P 0x53 0 1M' >/dev/null");
         return _elsewhere.File("secret.raw");
     }
 
@@ -53,7 +53,7 @@ public sealed class Qcow2BackingFilePolicyTests : IDisposable
     [Fact]
     public async Task Fifo_backing_file_is_refused_without_blocking_on_open()
     {
-        QemuTools.Bash(_folder.FolderPath, "mkfifo pipe");
+        QemuTools.Bash(_folder.Path, "mkfifo pipe");
         string path = ImageBackedBy("pipe");
         // Opening a FIFO for reading blocks until a writer comes: a refusal must come before any open.
         var open = Task.Run(() => Refused(path));
@@ -83,7 +83,7 @@ public sealed class Qcow2BackingFilePolicyTests : IDisposable
     [Fact]
     public async Task Backing_chain_in_the_image_folder_and_its_subfolders_opens()
     {
-        QemuTools.Bash(_folder.FolderPath, """
+        QemuTools.Bash(_folder.Path, """
             mkdir -p bases/os
             qemu-img create -q -f raw bases/os/base.raw 1M; qemu-io -f raw bases/os/base.raw -c 'write -P 0x42 0 1M' >/dev/null
             qemu-img create -q -f qcow2 -b os/base.raw -F raw bases/mid.qcow2
@@ -100,7 +100,7 @@ public sealed class Qcow2BackingFilePolicyTests : IDisposable
     {
         string secret = SecretElsewhere();
         string path = ImageBackedBy(secret);
-        foreach (string root in new[] { _elsewhere.FolderPath, "/" })
+        foreach (string root in new[] { _elsewhere.Path, "/" })
         {
             await using var image = Qcow2Image.Open(path, new ImageOpenOptions { ReadOnly = true, BackingRoot = root }, HostFile.Open);
             var buffer = new byte[4096];
@@ -108,13 +108,13 @@ public sealed class Qcow2BackingFilePolicyTests : IDisposable
             Assert.All(buffer, b => Assert.Equal(0x53, b));
         }
         // The root does not reach back up: the image's own folder as root refuses the file elsewhere.
-        Assert.Contains("outside the backing root", Refused(path, new ImageOpenOptions { ReadOnly = true, BackingRoot = _folder.FolderPath }).Message);
+        Assert.Contains("outside the backing root", Refused(path, new ImageOpenOptions { ReadOnly = true, BackingRoot = _folder.Path }).Message);
     }
 
     [Fact]
     public void External_data_file_that_is_a_device_is_refused()
     {
-        QemuTools.Bash(_folder.FolderPath, "qemu-img create -q -f qcow2 -o data_file=data.raw img.qcow2 1M; rm data.raw; ln -s /dev/zero data.raw");
+        QemuTools.Bash(_folder.Path, "qemu-img create -q -f qcow2 -o data_file=data.raw img.qcow2 1M; rm data.raw; ln -s /dev/zero data.raw");
         Assert.Contains("not a regular file", Refused(_folder.File("img.qcow2")).Message);
     }
 
@@ -123,7 +123,7 @@ public sealed class Qcow2BackingFilePolicyTests : IDisposable
     {
         string path = ImageBackedBy("/dev/zero");
         var error = Assert.Throws<InvalidOperationException>(() =>
-            QemuTools.RunIn(_folder.FolderPath, "dotnet", [Path.Combine(AppContext.BaseDirectory, "nbdqcow.dll"), "info", path]));
+            QemuTools.RunIn(_folder.Path, "dotnet", [Path.Combine(AppContext.BaseDirectory, "nbdqcow.dll"), "info", path]));
         Assert.Contains("not a regular file", error.Message);
     }
 }

@@ -11,13 +11,13 @@ namespace NbdQcow.Tests.Unit.Qcow2;
 /// </summary>
 public sealed class Qcow2BitmapTrackingTests : IDisposable
 {
-    private readonly DiskBackedTempFolder _folder = new();
+    private readonly TempDirectory _folder = new();
 
     public void Dispose() => _folder.Dispose();
 
     private List<(long Start, long Length, bool Dirty)> DirtyMap(string bitmap)
     {
-        string output = QemuTools.RunIn(_folder.FolderPath, "nbdinfo", $"--map=qemu:dirty-bitmap:{bitmap}", "--",
+        string output = QemuTools.RunIn(_folder.Path, "nbdinfo", $"--map=qemu:dirty-bitmap:{bitmap}", "--",
             "[", "qemu-nbd", "-r", "-f", "qcow2", "-B", bitmap, "img.qcow2", "]");
         var runs = new List<(long, long, bool)>();
         foreach (var line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
@@ -41,7 +41,7 @@ public sealed class Qcow2BitmapTrackingTests : IDisposable
     public async Task Enabled_bitmap_records_writes_zeroes_and_trims_and_qemu_reads_it_back_after_close()
     {
         const int k = 1024;
-        QemuTools.Bash(_folder.FolderPath, """
+        QemuTools.Bash(_folder.Path, """
             qemu-img create -q -f qcow2 img.qcow2 64M
             qemu-img bitmap --add img.qcow2 b0
             qemu-img bitmap --add -g 4096 img.qcow2 fine
@@ -60,12 +60,12 @@ public sealed class Qcow2BitmapTrackingTests : IDisposable
             await image.FlushAsync();
 
             // While open, qemu sees the enabled bitmaps as in use (inconsistent), never as a stale clean bitmap.
-            string info = QemuTools.RunIn(_folder.FolderPath, "qemu-img", "info", "-U", "--output=json", "img.qcow2");
+            string info = QemuTools.RunIn(_folder.Path, "qemu-img", "info", "-U", "--output=json", "img.qcow2");
             Assert.Contains("in-use", info);
         }
 
-        QemuTools.RunIn(_folder.FolderPath, "qemu-img", "check", "img.qcow2");
-        string closedInfo = QemuTools.RunIn(_folder.FolderPath, "qemu-img", "info", "--output=json", "img.qcow2");
+        QemuTools.RunIn(_folder.Path, "qemu-img", "check", "img.qcow2");
+        string closedInfo = QemuTools.RunIn(_folder.Path, "qemu-img", "info", "--output=json", "img.qcow2");
         Assert.DoesNotContain("in-use", closedInfo);
 
         Assert.Equal(
@@ -82,7 +82,7 @@ public sealed class Qcow2BitmapTrackingTests : IDisposable
     [Fact]
     public async Task Read_only_open_leaves_bitmaps_untouched()
     {
-        QemuTools.Bash(_folder.FolderPath, "qemu-img create -q -f qcow2 img.qcow2 16M; qemu-img bitmap --add img.qcow2 b0");
+        QemuTools.Bash(_folder.Path, "qemu-img create -q -f qcow2 img.qcow2 16M; qemu-img bitmap --add img.qcow2 b0");
         byte[] before = await File.ReadAllBytesAsync(_folder.File("img.qcow2"));
         await using (var image = ImageOpener.Open(_folder.File("img.qcow2"), new ImageOpenOptions { ReadOnly = true }))
             await image.ReadAsync(0, new byte[4096]);

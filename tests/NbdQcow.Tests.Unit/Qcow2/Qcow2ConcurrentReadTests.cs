@@ -13,10 +13,10 @@ public sealed class Qcow2ConcurrentReadTests
     [Fact]
     public async Task Reads_racing_with_trims_and_reallocation_never_return_another_clusters_data()
     {
-        using var folder = new DiskBackedTempFolder();
+        using var folder = new TempDirectory("unit", diskBacked: true);
         const int clusterSize = 4096;
         const int clusters = 64;
-        QemuTools.Bash(folder.FolderPath, $"qemu-img create -q -f qcow2 -o cluster_size={clusterSize} img.qcow2 {clusters * clusterSize}");
+        QemuTools.Bash(folder.Path, $"qemu-img create -q -f qcow2 -o cluster_size={clusterSize} img.qcow2 {clusters * clusterSize}");
         string path = folder.File("img.qcow2");
         // Guest reads are 3000 bytes and pause before touching the file, so lookups go stale while the read waits.
         const int readLength = 3000;

@@ -18,8 +18,8 @@ public sealed class Qcow2HeaderRoundTripTests
     [InlineData("-o data_file=data.raw,data_file_raw=on")]
     public void Serialised_header_keeps_the_image_identical_for_qemu(string options)
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, $"""
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, $"""
             qemu-img create -q -f qcow2 base.qcow2 8M; qemu-io -f qcow2 base.qcow2 -c "write -P 7 0 1M" >/dev/null
             qemu-img create -q -f qcow2 {options} img.qcow2 8M
             qemu-io -f qcow2 img.qcow2 -c "write -P 9 512k 1M" >/dev/null
@@ -34,8 +34,8 @@ public sealed class Qcow2HeaderRoundTripTests
             var copy = original.Clone();
             file.Write(0, copy.Serialize());
         }
-        QemuTools.RunIn(folder.FolderPath, "qemu-img", "check", "img.qcow2");
-        QemuTools.RunIn(folder.FolderPath, "qemu-img", "compare", "img.qcow2", "orig.qcow2");
+        QemuTools.RunIn(folder.Path, "qemu-img", "check", "img.qcow2");
+        QemuTools.RunIn(folder.Path, "qemu-img", "compare", "img.qcow2", "orig.qcow2");
 
         using var reread = HostFile.Open(path, new HostFileOptions(true, false));
         var again = Qcow2Header.Read(reread);
@@ -62,8 +62,8 @@ public sealed class Qcow2HeaderRoundTripTests
     [Fact]
     public void Unknown_header_extension_is_kept_byte_for_byte()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, "qemu-img create -q -f qcow2 img.qcow2 1M");
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, "qemu-img create -q -f qcow2 img.qcow2 1M");
         string path = folder.File("img.qcow2");
         using var file = HostFile.Open(path, new HostFileOptions(false, false));
         var header = Qcow2Header.Read(file);

@@ -14,14 +14,14 @@ namespace NbdQcow.Tests.Unit.Qcow2;
 public sealed class Qcow2HostileEntryTests : IDisposable
 {
     private const int ClusterSize = 65536;
-    private readonly DiskBackedTempFolder _folder = new();
+    private readonly TempDirectory _folder = new();
 
     public void Dispose() => _folder.Dispose();
 
     /// <summary>0x5a in guest [0, 128k), 0x5b in [8M, 8M+64k): two L2 entries in the first L2 table.</summary>
     private string MakeImage(string options = "")
     {
-        QemuTools.Bash(_folder.FolderPath, $"""
+        QemuTools.Bash(_folder.Path, $"""
             qemu-img create -q -f qcow2 {options} img.qcow2 16M
             qemu-io -f qcow2 img.qcow2 -c "write -P 0x5a 0 128k" -c "write -P 0x5b 8M 64k" >/dev/null
             """);

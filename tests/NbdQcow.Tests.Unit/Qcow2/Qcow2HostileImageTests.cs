@@ -13,13 +13,13 @@ namespace NbdQcow.Tests.Unit.Qcow2;
 /// </summary>
 public sealed class Qcow2HostileImageTests : IDisposable
 {
-    private readonly DiskBackedTempFolder _folder = new();
+    private readonly TempDirectory _folder = new();
 
     public void Dispose() => _folder.Dispose();
 
     private string MakeImage(string name = "img.qcow2", string options = "", string size = "16M")
     {
-        QemuTools.Bash(_folder.FolderPath, $"""
+        QemuTools.Bash(_folder.Path, $"""
             qemu-img create -q -f qcow2 {options} {name} {size}
             qemu-io -f qcow2 {name} -c "write -P 0x5a 0 128k" -c "write -P 0x5b 8M 64k" >/dev/null
             """);
@@ -143,7 +143,7 @@ public sealed class Qcow2HostileImageTests : IDisposable
     [Fact]
     public async Task Old_v2_image_with_the_backing_name_right_after_the_header_and_no_extensions_opens()
     {
-        QemuTools.Bash(_folder.FolderPath, """
+        QemuTools.Bash(_folder.Path, """
             qemu-img create -q -f qcow2 -o compat=0.10 base.qcow2 4M; qemu-io -f qcow2 base.qcow2 -c "write -P 0x31 0 1M" >/dev/null
             qemu-img create -q -f qcow2 -o compat=0.10 -b base.qcow2 -F qcow2 img.qcow2
             qemu-io -f qcow2 img.qcow2 -c "write -P 0x32 512k 4k" >/dev/null
@@ -196,7 +196,7 @@ public sealed class Qcow2HostileImageTests : IDisposable
     [Fact]
     public void Encrypted_luks_image_made_by_qemu_img_without_its_key_is_refused_asking_for_the_key()
     {
-        QemuTools.CreateLuksImage(_folder.FolderPath, "enc.qcow2", "16M");
+        QemuTools.CreateLuksImage(_folder.Path, "enc.qcow2", "16M");
         var error = Assert.Throws<NbdQcow.Image.Luks.EncryptionKeyException>(() =>
             Qcow2Image.Open(_folder.File("enc.qcow2"), new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null }, HostFile.Open));
         Assert.Contains("LUKS aes-xts-plain64", error.Message);
@@ -206,7 +206,7 @@ public sealed class Qcow2HostileImageTests : IDisposable
     [Fact]
     public void Backing_chain_loop_is_refused()
     {
-        QemuTools.Bash(_folder.FolderPath, """
+        QemuTools.Bash(_folder.Path, """
             qemu-img create -q -f qcow2 a.qcow2 1M
             qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 b.qcow2
             qemu-img rebase -q -u -f qcow2 -b b.qcow2 -F qcow2 a.qcow2
@@ -217,14 +217,14 @@ public sealed class Qcow2HostileImageTests : IDisposable
     [Fact]
     public void Missing_backing_file_is_refused_naming_it()
     {
-        QemuTools.Bash(_folder.FolderPath, "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 -o size=1M img.qcow2 2>/dev/null || qemu-img create -q -f qcow2 -u -b base.qcow2 -F qcow2 img.qcow2 1M");
+        QemuTools.Bash(_folder.Path, "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 -o size=1M img.qcow2 2>/dev/null || qemu-img create -q -f qcow2 -u -b base.qcow2 -F qcow2 img.qcow2 1M");
         Assert.Contains("backing file = \"base.qcow2\": not found", Refused(_folder.File("img.qcow2")));
     }
 
     [Fact]
     public void Backing_chain_deeper_than_the_limit_is_refused()
     {
-        QemuTools.Bash(_folder.FolderPath, $$"""
+        QemuTools.Bash(_folder.Path, $$"""
             qemu-img create -q -f qcow2 l0.qcow2 1M
             for i in $(seq 1 {{Qcow2Image.MaxBackingChainDepth + 1}}); do qemu-img create -q -f qcow2 -u -b l$((i-1)).qcow2 -F qcow2 l$i.qcow2 1M; done
             """);
@@ -234,7 +234,7 @@ public sealed class Qcow2HostileImageTests : IDisposable
     [Fact]
     public void Raw_backing_file_without_recorded_format_is_not_probed()
     {
-        QemuTools.Bash(_folder.FolderPath, "qemu-img create -q -f raw base.raw 1M; qemu-img create -q -f qcow2 -b base.raw -F raw img.qcow2");
+        QemuTools.Bash(_folder.Path, "qemu-img create -q -f raw base.raw 1M; qemu-img create -q -f qcow2 -b base.raw -F raw img.qcow2");
         string path = _folder.File("img.qcow2");
         var header = ReadHeader(path);
         header.BackingFormat = null;
@@ -245,7 +245,7 @@ public sealed class Qcow2HostileImageTests : IDisposable
     [Fact]
     public void Unknown_backing_format_is_refused_naming_it()
     {
-        QemuTools.Bash(_folder.FolderPath, "qemu-img create -q -f raw base.raw 1M; qemu-img create -q -f qcow2 -b base.raw -F raw img.qcow2");
+        QemuTools.Bash(_folder.Path, "qemu-img create -q -f raw base.raw 1M; qemu-img create -q -f qcow2 -b base.raw -F raw img.qcow2");
         string path = _folder.File("img.qcow2");
         var header = ReadHeader(path);
         header.BackingFormat = "vmdk";
@@ -317,7 +317,7 @@ public sealed class Qcow2HostileImageTests : IDisposable
     [Fact]
     public async Task Corrupt_compressed_cluster_fails_the_read_instead_of_returning_garbage()
     {
-        QemuTools.Bash(_folder.FolderPath, """
+        QemuTools.Bash(_folder.Path, """
             qemu-img create -q -f raw src.raw 1M; qemu-io -f raw src.raw -c "write -P 0x42 0 1M" >/dev/null
             qemu-img convert -c -O qcow2 src.raw img.qcow2
             """);

@@ -21,8 +21,8 @@ public sealed class Qcow2VariantReadTests
     [MemberData(nameof(Variants))]
     public async Task Variant_reads_identical_to_qemu_and_block_status_agrees_with_qemu_map(string variant)
     {
-        using var folder = new DiskBackedTempFolder();
-        Qcow2ImageVariants.Build(folder.FolderPath, variant);
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        Qcow2ImageVariants.Build(folder.Path, variant);
         string image = folder.File("img.qcow2");
         await AssertReadsLikeQemu(image, null, folder);
     }
@@ -33,17 +33,17 @@ public sealed class Qcow2VariantReadTests
     [InlineData("1")]
     public async Task Internal_snapshot_reads_identical_to_qemu_convert_of_that_snapshot(string snapshot)
     {
-        using var folder = new DiskBackedTempFolder();
-        Qcow2ImageVariants.Build(folder.FolderPath, "snapshots-active");
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        Qcow2ImageVariants.Build(folder.Path, "snapshots-active");
         await AssertReadsLikeQemu(folder.File("img.qcow2"), snapshot, folder);
     }
 
     [Fact]
     public async Task Two_tib_sparse_image_reads_written_ranges_and_reports_holes_without_reading_the_whole_disk()
     {
-        using var folder = new DiskBackedTempFolder();
+        using var folder = new TempDirectory("unit", diskBacked: true);
         const long size = 2L << 40;
-        QemuTools.Bash(folder.FolderPath, $"""
+        QemuTools.Bash(folder.Path, $"""
             qemu-img create -q -f qcow2 img.qcow2 {size}
             qemu-io -f qcow2 img.qcow2 -c "write -P 0x21 0 64k" -c "write -P 0x22 {(1L << 40) + 12345} 5000" -c "write -P 0x23 {size - 4096} 4096" >/dev/null
             """);
@@ -72,13 +72,13 @@ public sealed class Qcow2VariantReadTests
         Assert.True(bad < 0, $"byte at {offset + bad} is 0x{(bad < 0 ? 0 : buffer[bad]):x2}, expected 0x{expected:x2}");
     }
 
-    private static async Task AssertReadsLikeQemu(string image, string? snapshot, DiskBackedTempFolder folder)
+    private static async Task AssertReadsLikeQemu(string image, string? snapshot, TempDirectory folder)
     {
         string reference = folder.File("reference.raw");
         if (snapshot is null)
-            QemuTools.RunIn(folder.FolderPath, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, reference);
+            QemuTools.RunIn(folder.Path, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, reference);
         else
-            QemuTools.RunIn(folder.FolderPath, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-l", snapshot.All(char.IsDigit) ? $"snapshot.id={snapshot}" : $"snapshot.name={snapshot}", image, reference);
+            QemuTools.RunIn(folder.Path, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", "-l", snapshot.All(char.IsDigit) ? $"snapshot.id={snapshot}" : $"snapshot.name={snapshot}", image, reference);
         byte[] expected = await File.ReadAllBytesAsync(reference);
 
         await using var device = ImageOpener.Open(image, new ImageOpenOptions { ReadOnly = true, Snapshot = snapshot });

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 
 namespace NbdQcow.Tests.Unit.Qcow2;
@@ -13,23 +12,10 @@ internal static class QemuTools
     /// <summary>Runs in <paramref name="workingDirectory"/> (qemu resolves a relative data_file name against it).</summary>
     public static string RunIn(string? workingDirectory, string fileName, params string[] args)
     {
-        var psi = new ProcessStartInfo(fileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        if (workingDirectory is not null)
-            psi.WorkingDirectory = workingDirectory;
-        foreach (var a in args)
-            psi.ArgumentList.Add(a);
-        using var process = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {fileName}");
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(Timeout))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{fileName} {string.Join(' ', args)} did not finish in {Timeout}");
-        }
-        process.WaitForExit();
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"{fileName} {string.Join(' ', args)} exited {process.ExitCode}: {stderr.Result}{stdout.Result}");
-        return stdout.Result;
+        var result = ToolRunner.Run(fileName, args, Timeout, workingDirectory);
+        if (result.ExitCode != 0)
+            throw new InvalidOperationException($"{fileName} {string.Join(' ', args)} exited {result.ExitCode}: {result.Stderr}{result.Stdout}");
+        return result.Stdout;
     }
 
     /// <summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 
 namespace NbdQcow.Tests.Unit.Qcow2Write;
 
@@ -7,17 +6,8 @@ public static class QemuImgTool
 {
     public static (int ExitCode, string Output) Run(params string[] args)
     {
-        var info = new ProcessStartInfo("qemu-img") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args) info.ArgumentList.Add(a);
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(120_000))
-        {
-            process.Kill();
-            throw new TimeoutException($"qemu-img {string.Join(' ', args)} did not finish in 120 s");
-        }
-        return (process.ExitCode, stdout.Result + stderr.Result);
+        var result = ToolRunner.Run("qemu-img", args);
+        return (result.ExitCode, result.Stdout + result.Stderr);
     }
 
     /// <summary>Asserts `qemu-img check` finds no errors and no leaks.</summary>

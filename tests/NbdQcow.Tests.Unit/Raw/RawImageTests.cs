@@ -9,7 +9,7 @@ namespace NbdQcow.Tests.Unit.Raw;
 public sealed class RawImageTests : IDisposable
 {
     private const long Size = 8 << 20;
-    private readonly DiskBackedTempFolder _temp = new();
+    private readonly TempDirectory _temp = new();
     private CountingHostFile? _counted;
 
     public void Dispose() => _temp.Dispose();

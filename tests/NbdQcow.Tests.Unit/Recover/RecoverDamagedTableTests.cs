@@ -9,10 +9,10 @@ namespace NbdQcow.Tests.Unit.Recover;
 public sealed class RecoverDamagedTableTests
 {
     /// <summary>4 KiB clusters, 16 MiB: slot 0 maps 0..2M (16 data clusters at 0), slot 2 maps 5M.. (16 clusters).</summary>
-    private static (DiskBackedTempFolder Folder, string Image) Build()
+    private static (TempDirectory Folder, string Image) Build()
     {
-        var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 16M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x11 0 64k' -c 'write -P 0x22 5M 64k' >/dev/null
             cp img.qcow2 original.qcow2
@@ -44,7 +44,7 @@ public sealed class RecoverDamagedTableTests
 
         Assert.Equal(RecoveryExitCode.RecoveredWithLosses, report.ExitCode);
         Assert.Contains(report.Findings, f => f.Kind == "l2-entry" && f.Message.Contains("entry 1 (guest 0x1000)"));
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x11 0 4k' -c 'read -P 0 4k 4k' -c 'read -P 0x11 8k 56k' -c 'read -P 0x22 5M 64k' | grep -c '^read' | grep -q 4");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x11 0 4k' -c 'read -P 0 4k 4k' -c 'read -P 0x11 8k 56k' -c 'read -P 0x22 5M 64k' | grep -c '^read' | grep -q 4");
         // The data cluster the garbled entry used to map is saved as orphan data.
         Assert.Equal(1, report.OrphanDataClusters);
         var index = File.ReadAllText(folder.File("out.qcow2.lost/index.json"));
@@ -67,7 +67,7 @@ public sealed class RecoverDamagedTableTests
         Assert.Equal(table, decision.HostOffset);
         Assert.Contains(0L, decision.CandidateSlots); // the true slot is among the candidates
         Assert.Null(decision.PlacedSlot);            // but 7 slots are free: no guessing
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x22 5M 64k' | grep -q 'read 65536'");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x22 5M 64k' | grep -q 'read 65536'");
     }
 
     [Fact]
@@ -83,7 +83,7 @@ public sealed class RecoverDamagedTableTests
         Assert.Equal(RecoveryExitCode.RecoveredWithLosses, report.ExitCode);
         Assert.Contains(report.Findings, f => f.Kind == "l2-entry" && f.Message.Contains("past the end of the file"));
         Assert.Contains(report.Findings, f => f.Kind == "data" && f.Message.Contains("cut short"));
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x11 0 64k' | grep -q 'read 65536'");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x11 0 64k' | grep -q 'read 65536'");
     }
 
     [Fact]
@@ -141,7 +141,7 @@ public sealed class RecoverDamagedTableTests
         Assert.Contains(report.Findings, f => f.Kind == "l2-entry" && f.Message.Contains("is metadata"));
         Assert.Contains(report.Findings, f => f.Kind == "conflict" && f.Message.Contains("placed at none"));
         // The entry onto metadata reads as zero; the cluster mapped twice goes to neither place (lost+found has it).
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 8k 4k' -c 'read -P 0 4k 4k' -c 'read -P 0 4256k 4k' -c 'read -P 0x11 12k 4k' | grep -c '^read' | grep -q 4");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 8k 4k' -c 'read -P 0 4k 4k' -c 'read -P 0 4256k 4k' -c 'read -P 0x11 12k 4k' | grep -c '^read' | grep -q 4");
         Assert.Equal(1, report.ConflictingClusters);
     }
 }

@@ -26,8 +26,8 @@ public sealed class RecoverEvidenceTests
     [Fact]
     public async Task Misdirected_L2_sector_write_never_gives_one_guest_offsets_data_to_another_and_saves_both_candidates()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 8M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x11 0 64k' -c 'write -P 0x22 2M 64k' >/dev/null
             """);
@@ -46,7 +46,7 @@ public sealed class RecoverEvidenceTests
         RecoverFixture.AssertCheckClean(folder.File("out.qcow2"));
         // No guest offset reads another's data: 2M must never read 0x11 (nothing tells which claim is true, so
         // neither is placed and both read as zero).
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 2M 64k' -c 'read -P 0 0 64k' | grep -c '^read' | grep -q 2");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 2M 64k' -c 'read -P 0 0 64k' | grep -c '^read' | grep -q 2");
         Assert.Equal(16, report.ConflictingClusters);
         Assert.Contains(report.Findings, f => f.Kind == "conflict");
         Assert.Equal(RecoveryExitCode.RecoveredWithLosses, report.ExitCode);
@@ -70,8 +70,8 @@ public sealed class RecoverEvidenceTests
     [Fact]
     public async Task Lost_L1_with_a_deleted_snapshots_stale_table_still_in_the_file_places_the_live_table_by_its_refcount()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=64k img.qcow2 256M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x31 0 1M' -c 'write -P 0x32 100M 256k' >/dev/null
             qemu-img snapshot -c old img.qcow2
@@ -100,8 +100,8 @@ public sealed class RecoverEvidenceTests
     [Fact]
     public async Task Zeroed_refcount_table_is_damage_not_a_clean_result()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=64k img.qcow2 64M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x21 0 1M' -c 'write -P 0x22 30M 64k' >/dev/null
             cp img.qcow2 original.qcow2
@@ -118,9 +118,9 @@ public sealed class RecoverEvidenceTests
     }
 
     /// <summary>64 KiB clusters, each guest cluster of the first 1 MiB its own pattern, compressed: 16 small streams share one host cluster.</summary>
-    private static string CompressedImage(DiskBackedTempFolder folder)
+    private static string CompressedImage(TempDirectory folder)
     {
-        QemuTools.Bash(folder.FolderPath, """
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f raw src.raw 64M
             args=""; for i in $(seq 0 15); do args="$args -c 'write -P $((0x50 + i)) $((i * 65536)) 64k'"; done
             eval qemu-io -f raw src.raw $args >/dev/null
@@ -132,7 +132,7 @@ public sealed class RecoverEvidenceTests
     [Fact]
     public async Task Lost_compressed_cluster_sharing_its_host_cluster_with_live_streams_is_found_decoded_and_saved()
     {
-        using var folder = new DiskBackedTempFolder();
+        using var folder = new TempDirectory("unit", diskBacked: true);
         string image = CompressedImage(folder);
         RecoverFixture.WriteU64(image, L2Of(image, 0) + 5 * 8, 0); // the L2 update of guest cluster 5 was lost
 
@@ -148,13 +148,13 @@ public sealed class RecoverEvidenceTests
         Assert.True(raw.AsSpan((int)at, 65536).IndexOfAnyExcept((byte)0x55) < 0, text); // guest cluster 5's data, decompressed
         Assert.Contains(5L * 65536, Candidates(stream)); // the gap between the streams of guest clusters 4 and 6
         // Every other cluster is in place.
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x54 256k 64k' -c 'read -P 0x56 384k 64k' -c 'read -P 0 320k 64k' | grep -c '^read' | grep -q 3");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x54 256k 64k' -c 'read -P 0x56 384k 64k' -c 'read -P 0 320k 64k' | grep -c '^read' | grep -q 3");
     }
 
     [Fact]
     public async Task Compressed_cluster_mapped_at_two_guest_offsets_is_placed_at_neither()
     {
-        using var folder = new DiskBackedTempFolder();
+        using var folder = new TempDirectory("unit", diskBacked: true);
         string image = CompressedImage(folder);
         long table = L2Of(image, 0);
         RecoverFixture.WriteU64(image, table + 9 * 8, RecoverFixture.ReadU64(image, table + 3 * 8)); // guest 9 now claims guest 3's stream
@@ -163,7 +163,7 @@ public sealed class RecoverEvidenceTests
 
         string text = RecoveryReportFormatter.ToText(report);
         RecoverFixture.AssertCheckClean(folder.File("out.qcow2"));
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 192k 64k' -c 'read -P 0 576k 64k' -c 'read -P 0x52 128k 64k' | grep -c '^read' | grep -q 3");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 192k 64k' -c 'read -P 0 576k 64k' -c 'read -P 0x52 128k 64k' | grep -c '^read' | grep -q 3");
         Assert.Equal(1, report.ConflictingClusters);
         var lost = LostEntries(folder.File("out.qcow2"));
         var raw = File.ReadAllBytes(folder.File("out.qcow2.lost/clusters.raw"));
@@ -180,8 +180,8 @@ public sealed class RecoverEvidenceTests
     [Fact]
     public async Task Old_L1_copy_spanning_several_clusters_never_places_a_table_at_the_slot_of_its_index_within_one_cluster()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 2G
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x71 0 8k' -c 'write -P 0x72 1600M 8k' >/dev/null
             """);
@@ -194,7 +194,7 @@ public sealed class RecoverEvidenceTests
         string text = RecoveryReportFormatter.ToText(report);
         RecoverFixture.AssertCheckClean(folder.File("out.qcow2"));
         // Slot 288 (576 MiB) must not receive slot 800's data; nothing says where either table belongs.
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 576M 8k' -c 'read -P 0 0 8k' | grep -c '^read' | grep -q 2");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0 576M 8k' -c 'read -P 0 0 8k' | grep -c '^read' | grep -q 2");
         Assert.Equal(0, report.OrphanL2TablesPlaced);
         var lost = LostEntries(folder.File("out.qcow2"));
         var raw = File.ReadAllBytes(folder.File("out.qcow2.lost/clusters.raw"));
@@ -207,8 +207,8 @@ public sealed class RecoverEvidenceTests
     [InlineData("64k", 65536)]
     public async Task Garbage_cluster_bits_is_probed_from_L2_table_shapes_or_taken_from_cluster_size(string cluster, int clusterSize)
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, $"""
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, $"""
             qemu-img create -q -f qcow2 -o cluster_size={cluster} img.qcow2 64M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x81 0 256k' -c 'write -P 0x82 40M 64k' >/dev/null
             cp img.qcow2 original.qcow2
@@ -230,8 +230,8 @@ public sealed class RecoverEvidenceTests
     [Fact]
     public async Task Lost_L1_offset_is_taken_from_l1_offset()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 2G
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x91 0 8k' -c 'write -P 0x92 1600M 8k' >/dev/null
             cp img.qcow2 original.qcow2

@@ -18,8 +18,8 @@ public sealed class RecoverLostL1EntryTests
     [InlineData("qemu-img create -q -f qcow2 -o cluster_size=2M,compat=0.10 img.qcow2 10G", 3)]
     public async Task Seed_scenario_2M_clusters_lost_L1_entry_data_comes_back_in_the_only_slot(string create, int dataClusters)
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, $"""
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, $"""
             {create}
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x33 0 4M' -c 'write -P 0x44 5G 2M' >/dev/null
             cp img.qcow2 original.qcow2
@@ -42,8 +42,8 @@ public sealed class RecoverLostL1EntryTests
     [Fact]
     public async Task Seed_report_exactly_qemu_img_check_finds_nothing_and_reads_zeroes_yet_recover_brings_the_data_back()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=2M img.qcow2 400G
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x5e 0 6M' -c 'write -P 0x5f 300G 1M' >/dev/null
             cp img.qcow2 original.qcow2
@@ -59,7 +59,7 @@ public sealed class RecoverLostL1EntryTests
         for (long c = table >> clusterBits; c < end; c++)
             RecoverFixture.WriteBytes(image, block + c * 2, [0, 0]);
         RecoverFixture.AssertCheckClean(image); // qemu-img check finds nothing wrong
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 img.qcow2 -c 'read -P 0 0 6M' | grep -q 'read 6291456'"); // and reads zeroes
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 img.qcow2 -c 'read -P 0 0 6M' | grep -q 'read 6291456'"); // and reads zeroes
 
         var report = await RecoverFixture.RecoverAsync(image, folder.File("out.qcow2"));
 
@@ -71,8 +71,8 @@ public sealed class RecoverLostL1EntryTests
     [Fact]
     public async Task Lost_L1_entry_over_compressed_clusters_brings_them_back_decompressed()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f raw src.raw 64M
             qemu-io -f raw src.raw -c 'write -P 0x44 0 1M' -c 'write -P 0x45 40M 1M' >/dev/null
             qemu-img convert -c -O qcow2 -o cluster_size=64k src.raw img.qcow2
@@ -89,8 +89,8 @@ public sealed class RecoverLostL1EntryTests
     [Fact]
     public async Task Lost_L1_entry_with_refcounts_never_written_is_recovered_from_the_only_empty_slot()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 8M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x11 0 8k' -c 'write -P 0x12 2M 8k' -c 'write -P 0x13 4M 8k' -c 'write -P 0x14 6M 64k' >/dev/null
             cp img.qcow2 original.qcow2
@@ -112,8 +112,8 @@ public sealed class RecoverLostL1EntryTests
     [Fact]
     public async Task Two_lost_L1_entries_among_many_free_slots_go_to_lost_and_found_with_both_true_slots_as_candidates()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 64M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x55 0 64k' -c 'write -P 0x66 10M 8k' -c 'write -P 0x77 20M 4k' >/dev/null
             """);
@@ -140,14 +140,14 @@ public sealed class RecoverLostL1EntryTests
             Assert.Equal(31, entry.GetProperty("candidate-count").GetInt64()); // 32 slots, only slot 0 still mapped
         }
         // The active data (slot 0) still made it into the output.
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x55 0 64k' -c 'read -P 0 10M 8k' | grep -q 'read 8192'");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 out.qcow2 -c 'read -P 0x55 0 64k' -c 'read -P 0 10M 8k' | grep -q 'read 8192'");
     }
 
     [Fact]
     public async Task Orphan_table_that_is_a_snapshots_copy_on_write_copy_is_placed_at_the_snapshots_slot()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 64M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x55 10M 64k' -c 'write -P 0x12 0 4k' >/dev/null
             qemu-img snapshot -c s1 img.qcow2
@@ -167,8 +167,8 @@ public sealed class RecoverLostL1EntryTests
     [Fact]
     public async Task Fill_from_snapshots_takes_the_snapshots_older_table_for_a_slot_with_no_table_at_all()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 64M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x55 10M 64k' >/dev/null
             qemu-img snapshot -c s1 img.qcow2
@@ -182,15 +182,15 @@ public sealed class RecoverLostL1EntryTests
             new RecoveryOptions { OutputPath = "", FillFromSnapshots = true });
 
         Assert.Equal(16, with.ClustersFilledFromSnapshots);
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 filled.qcow2 -c 'read -P 0x55 10M 64k' | grep -q 'read 65536'");
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 plain.qcow2 -c 'read -P 0 10M 64k' | grep -q 'read 65536'");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 filled.qcow2 -c 'read -P 0x55 10M 64k' | grep -q 'read 65536'");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 plain.qcow2 -c 'read -P 0 10M 64k' | grep -q 'read 65536'");
     }
 
     /// <summary>An in-memory history source: what the journal will provide through the same seam.</summary>
     /// <summary>4 KiB clusters, data in L1 slots 5 and 10 whose entries are then zeroed; original.qcow2 keeps the intact copy.</summary>
-    private static (string Image, long L1, long Entry5, long Entry10) ImageWithL1Slots5And10Lost(DiskBackedTempFolder folder)
+    private static (string Image, long L1, long Entry5, long Entry10) ImageWithL1Slots5And10Lost(TempDirectory folder)
     {
-        QemuTools.Bash(folder.FolderPath, """
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 64M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x66 10M 8k' -c 'write -P 0x77 20M 4k' >/dev/null
             cp img.qcow2 original.qcow2
@@ -214,7 +214,7 @@ public sealed class RecoverLostL1EntryTests
     [Fact]
     public async Task History_source_that_saw_the_L1_update_places_tables_the_file_alone_cannot()
     {
-        using var folder = new DiskBackedTempFolder();
+        using var folder = new TempDirectory("unit", diskBacked: true);
         var (image, l1, entry5, entry10) = ImageWithL1Slots5And10Lost(folder);
         // Slot 5 is in the history's newest L1 image (applied over the file); slot 10 only in an older write that a
         // later write of the same entry cleared, so it counts as evidence but not as the current mapping.
@@ -236,7 +236,7 @@ public sealed class RecoverLostL1EntryTests
     [Fact]
     public async Task History_writes_already_in_place_are_evidence_only_and_still_place_both_tables()
     {
-        using var folder = new DiskBackedTempFolder();
+        using var folder = new TempDirectory("unit", diskBacked: true);
         var (image, l1, entry5, entry10) = ImageWithL1Slots5And10Lost(folder);
         // Both writes were checkpointed (in place) according to the source: not laid over the file, only evidence.
         var history = new InMemoryHistory([

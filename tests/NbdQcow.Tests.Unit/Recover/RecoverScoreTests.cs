@@ -17,12 +17,12 @@ public sealed class RecoverScoreTests
     [InlineData("deleted-snapshot-64k", "zero-l1,truncate")]
     public async Task Recovered_blocks_are_never_wrong(string layout, string damage)
     {
-        using var folder = new DiskBackedTempFolder();
+        using var folder = new TempDirectory("unit", diskBacked: true);
         string root = new DirectoryInfo(AppContext.BaseDirectory).Parent!.FullName;
         while (!File.Exists(Path.Combine(root, "NbdQcow.sln"))) root = Path.GetDirectoryName(root) ?? throw new DirectoryNotFoundException("NbdQcow.sln");
         var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] { Path.Combine(root, "scripts", "recover-score.py"), "--layouts", layout, "--damage", damage,
-                     "--nbdqcow", $"dotnet {Path.Combine(AppContext.BaseDirectory, "nbdqcow.dll")}", "--keep", folder.FolderPath })
+                     "--nbdqcow", $"dotnet {Path.Combine(AppContext.BaseDirectory, "nbdqcow.dll")}", "--keep", folder.Path })
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();

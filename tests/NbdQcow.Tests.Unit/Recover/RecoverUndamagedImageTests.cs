@@ -21,8 +21,8 @@ public sealed class RecoverUndamagedImageTests
     [InlineData("qemu-img create -q -f qcow2 -o cluster_size=64k img.qcow2 24M", Writes + "; qemu-img snapshot -c one img.qcow2; qemu-io -f qcow2 img.qcow2 -c 'write -P 0x77 5M 64k' >/dev/null")]
     public async Task Recovered_image_reads_exactly_as_the_undamaged_original_and_is_check_clean(string create, string fill)
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, $"{create}\n{fill}");
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, $"{create}\n{fill}");
         var report = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("out.qcow2"));
         Assert.True(report.ExitCode == 0, RecoveryReportFormatter.ToText(report));
         Assert.True(RecoverFixture.Identical(folder.File("img.qcow2"), folder.File("out.qcow2")));
@@ -34,9 +34,9 @@ public sealed class RecoverUndamagedImageTests
     [Fact]
     public async Task Raw_output_of_an_undamaged_image_reads_as_the_original()
     {
-        using var folder = new DiskBackedTempFolder();
+        using var folder = new TempDirectory("unit", diskBacked: true);
         // A virtual size that is not a multiple of the cluster size: the last cluster is cut at the end of the disk.
-        QemuTools.Bash(folder.FolderPath, "qemu-img create -q -f qcow2 -o cluster_size=64k img.qcow2 24577k\n" + Writes + "\nqemu-io -f qcow2 img.qcow2 -c 'write -P 0x5a 24M 1k' >/dev/null");
+        QemuTools.Bash(folder.Path, "qemu-img create -q -f qcow2 -o cluster_size=64k img.qcow2 24577k\n" + Writes + "\nqemu-io -f qcow2 img.qcow2 -c 'write -P 0x5a 24M 1k' >/dev/null");
         var report = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("out.raw"),
             new RecoveryOptions { OutputPath = "", Format = RecoveryOutputFormat.Raw });
         Assert.Equal(0, report.ExitCode);
@@ -46,8 +46,8 @@ public sealed class RecoverUndamagedImageTests
     [Fact]
     public async Task Snapshot_view_is_recovered_as_the_snapshot_reads()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 8M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 0x55 1M 64k' >/dev/null
             qemu-img snapshot -c before img.qcow2
@@ -65,9 +65,9 @@ public sealed class RecoverUndamagedImageTests
     [Fact]
     public async Task Savevm_snapshot_vm_state_past_the_disk_is_not_taken_for_orphan_tables_or_data()
     {
-        using var folder = new DiskBackedTempFolder();
+        using var folder = new TempDirectory("unit", diskBacked: true);
         // The VM state of `savevm` lives in L1 slots past the virtual size; its tables must count as referenced.
-        QemuTools.Bash(folder.FolderPath, """
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f qcow2 -o cluster_size=4k img.qcow2 16M
             qemu-io -f qcow2 img.qcow2 -c 'write -P 7 0 64k' >/dev/null
             printf 'savevm s1\nquit\n' | timeout 90 qemu-system-x86_64 -M pc -accel tcg -nodefaults -display none -S -m 16 \
@@ -83,8 +83,8 @@ public sealed class RecoverUndamagedImageTests
     [Fact]
     public async Task Backing_file_is_not_followed_unless_keep_backing_and_then_the_chain_reads_as_before()
     {
-        using var folder = new DiskBackedTempFolder();
-        QemuTools.Bash(folder.FolderPath, """
+        using var folder = new TempDirectory("unit", diskBacked: true);
+        QemuTools.Bash(folder.Path, """
             qemu-img create -q -f raw base.raw 8M
             qemu-io -f raw base.raw -c 'write -P 0xbb 0 8M' >/dev/null
             qemu-img create -q -f qcow2 -b base.raw -F raw -o cluster_size=64k img.qcow2
@@ -92,7 +92,7 @@ public sealed class RecoverUndamagedImageTests
             """);
         var plain = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("plain.qcow2"));
         Assert.Contains(plain.Notes, n => n.Contains("NOT followed"));
-        QemuTools.Bash(folder.FolderPath, "qemu-io -f qcow2 plain.qcow2 -c 'read -P 0 0 1M' -c 'read -P 0x11 1M 64k' | grep -c '^read' | grep -q 2");
+        QemuTools.Bash(folder.Path, "qemu-io -f qcow2 plain.qcow2 -c 'read -P 0 0 1M' -c 'read -P 0x11 1M 64k' | grep -c '^read' | grep -q 2");
 
         var kept = await RecoverFixture.RecoverAsync(folder.File("img.qcow2"), folder.File("kept.qcow2"),
             new RecoveryOptions { OutputPath = "", KeepBacking = true });

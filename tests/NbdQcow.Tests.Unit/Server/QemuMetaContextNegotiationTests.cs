@@ -16,7 +16,7 @@ namespace NbdQcow.Tests.Unit.Server;
 public sealed class QemuMetaContextNegotiationTests : IDisposable
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
-    private readonly DiskBackedTempFolder _temp = new();
+    private readonly TempDirectory _temp = new();
 
     public void Dispose() => _temp.Dispose();
 

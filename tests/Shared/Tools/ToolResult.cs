@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace NbdQcow.Tests.Interop.Infrastructure;
+namespace NbdQcow.Tests.Shared;
 
 /// <summary>What one run of an external tool produced.</summary>
 public sealed record ToolResult(string CommandLine, int ExitCode, string Stdout, string Stderr, TimeSpan Elapsed)

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace NbdQcow.Tests.Interop.Infrastructure;
+namespace NbdQcow.Tests.Shared;
 
 /// <summary>
 /// Runs the real clients the tests drive (qemu-img, qemu-io, nbdinfo, nbdcopy, nbdsh, fio, nbd-client and
@@ -25,13 +25,14 @@ public static class ToolRunner
         ["fio"] = "fio",
         ["nbd-client"] = "nbd-client",
         ["systemd-socket-activate"] = "systemd",
+        ["man"] = "man-db",
         ["python3"] = "python3-libnbd",
         [Python] = "python3-libnbd",
     };
 
     private static readonly string[] ExtraSearchFolders = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 
-    /// <summary>The folder the libnbd Python scripts of this project are copied to.</summary>
+    /// <summary>The folder a test project copies its libnbd Python scripts to (its scripts/ folder).</summary>
     public static string ScriptsFolder => Path.Combine(AppContext.BaseDirectory, "scripts");
 
     /// <summary>Runs <paramref name="tool"/> (a name looked up on PATH and in /usr/sbin, or an absolute path).</summary>
@@ -100,7 +101,11 @@ public static class ToolRunner
 
     public static Task<ToolResult> RunAsync(string tool, params string[] arguments) => RunAsync(tool, arguments, null);
 
-    /// <summary>Runs one of this project's libnbd scripts (tests/NbdQcow.Tests.Interop/scripts/) with /usr/bin/python3.</summary>
+    /// <summary>The same, blocking: for the synchronous oracles of the unit and crash tests.</summary>
+    public static ToolResult Run(string tool, IEnumerable<string> arguments, TimeSpan? timeout = null, string? workingDirectory = null) =>
+        RunAsync(tool, arguments, timeout, workingDirectory: workingDirectory).GetAwaiter().GetResult();
+
+    /// <summary>Runs one of the test project's libnbd scripts (its scripts/ folder) with /usr/bin/python3.</summary>
     public static Task<ToolResult> RunPythonScriptAsync(string scriptName, IEnumerable<string> arguments,
         TimeSpan? timeout = null)
     {

@@ -1,4 +1,4 @@
-namespace NbdQcow.Tests.Interop.Infrastructure;
+namespace NbdQcow.Tests.Shared;
 
 /// <summary>Finds the repository root (the folder holding NbdQcow.sln) by walking up from the test binaries.</summary>
 public static class RepositoryRoot

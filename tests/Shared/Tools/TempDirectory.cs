@@ -1,13 +1,17 @@
-namespace NbdQcow.Tests.Interop.Infrastructure;
+namespace NbdQcow.Tests.Shared;
 
-/// <summary>A unique temporary folder for one test, removed with everything in it on dispose.</summary>
+/// <summary>
+/// A unique temporary folder for one test, removed with everything in it on dispose. <c>diskBacked</c> puts it
+/// under /var/tmp instead of a possibly-tmpfs /tmp, where O_DIRECT, fallocate and SEEK_DATA behave as on a real
+/// image store.
+/// </summary>
 public sealed class TempDirectory : IDisposable
 {
-    public TempDirectory(string purpose = "test")
+    public TempDirectory(string purpose = "test", bool diskBacked = false)
     {
+        string root = diskBacked && Directory.Exists("/var/tmp") ? "/var/tmp" : System.IO.Path.GetTempPath();
         // Short names: Unix socket paths must stay under 108 bytes.
-        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(),
-            $"nbdqcow-it-{purpose}-{Guid.NewGuid().ToString("N")[..12]}");
+        Path = System.IO.Path.Combine(root, $"nbdqcow-{purpose}-{Guid.NewGuid().ToString("N")[..12]}");
         Directory.CreateDirectory(Path);
     }
 
