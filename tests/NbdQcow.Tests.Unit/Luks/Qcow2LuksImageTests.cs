@@ -90,6 +90,22 @@ public sealed class Qcow2LuksImageTests : IDisposable
         Assert.All(back, b => Assert.Equal(0x52, b));
     }
 
+    [Fact]
+    public async Task Recover_refuses_an_encrypted_image_saying_what_works_instead_and_check_needs_no_key()
+    {
+        QemuTools.CreateLuksImage(_folder.Path, "enc.qcow2", "1M");
+        var error = await Assert.ThrowsAsync<NbdQcow.Image.Qcow2.Recover.RecoveryInputException>(() =>
+            NbdQcow.Image.Qcow2.Recover.Qcow2Recovery.RunAsync(_folder.File("enc.qcow2"), new NbdQcow.Image.Qcow2.Recover.RecoveryOptions { OutputPath = _folder.File("out.qcow2") }));
+        Assert.Contains("LUKS-encrypted", error.Message);
+        Assert.Contains("nbdqcow check --repair all", error.Message);
+        Assert.False(File.Exists(_folder.File("out.qcow2")));
+        using var file = HostFile.Open(_folder.File("enc.qcow2"), new HostFileOptions(ReadOnly: true, Direct: false));
+        var check = NbdQcow.Image.Qcow2.Check.Qcow2Checker.Check(file, NbdQcow.Image.Qcow2.Check.Qcow2RepairMode.None);
+        Assert.Null(check.FatalError);
+        Assert.Equal(0L, check.Corruptions);
+        Assert.Equal(0L, check.Leaks);
+    }
+
     /// <summary>Runs qemu-io reads with patterns on the image (with its secret); every one must run and match.</summary>
     private void QemuReads(params string[] reads)
     {
