@@ -91,14 +91,25 @@ public sealed class Qcow2LuksImageTests : IDisposable
     }
 
     [Fact]
-    public async Task Recover_refuses_an_encrypted_image_saying_what_works_instead_and_check_needs_no_key()
+    public async Task Recover_needs_the_key_and_with_it_writes_the_decrypted_data_unencrypted_while_check_needs_no_key()
     {
-        QemuTools.CreateLuksImage(_folder.Path, "enc.qcow2", "1M");
+        QemuTools.CreateLuksImage(_folder.Path, "enc.qcow2", "2M");
+        QemuTools.Bash(_folder.Path, $"""
+            qemu-io {QemuOpts} -c 'write -P 0x61 0 100k' -c 'write -P 0x62 1M 3k' >/dev/null
+            qemu-img convert {QemuOpts} -O raw plain.raw
+            """);
         var error = await Assert.ThrowsAsync<NbdQcow.Image.Qcow2.Recover.RecoveryInputException>(() =>
             NbdQcow.Image.Qcow2.Recover.Qcow2Recovery.RunAsync(_folder.File("enc.qcow2"), new NbdQcow.Image.Qcow2.Recover.RecoveryOptions { OutputPath = _folder.File("out.qcow2") }));
-        Assert.Contains("LUKS-encrypted", error.Message);
+        Assert.Contains("LUKS-encrypted; recover needs its key", error.Message);
         Assert.Contains("nbdqcow check --repair all", error.Message);
         Assert.False(File.Exists(_folder.File("out.qcow2")));
+
+        var report = await NbdQcow.Image.Qcow2.Recover.Qcow2Recovery.RunAsync(_folder.File("enc.qcow2"),
+            new NbdQcow.Image.Qcow2.Recover.RecoveryOptions { OutputPath = _folder.File("out.qcow2"), EncryptionKey = Encoding.UTF8.GetBytes(Secret) });
+        Assert.Contains(report.Notes, n => n.Contains("NOT encrypted"));
+        Assert.Equal(0, report.OrphanDataClusters); // the LUKS header area is metadata, not lost data
+        QemuTools.Bash(_folder.Path, "qemu-img check -q out.qcow2 && qemu-img compare -q -f qcow2 -F raw out.qcow2 plain.raw");
+
         using var file = HostFile.Open(_folder.File("enc.qcow2"), new HostFileOptions(ReadOnly: true, Direct: false));
         var check = NbdQcow.Image.Qcow2.Check.Qcow2Checker.Check(file, NbdQcow.Image.Qcow2.Check.Qcow2RepairMode.None);
         Assert.Null(check.FatalError);
