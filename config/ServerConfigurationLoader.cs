@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Configuration;
+using NbdQcow.Config.Settings;
 
 namespace NbdQcow.Config;
 
@@ -11,7 +12,9 @@ public static class ServerConfigurationLoader
     public const string EnvironmentPrefix = "NBDQCOW__";
 
     /// <param name="environment">Environment variables to use; null reads the process environment.</param>
-    public static ServerSettings Load(string? configFile, ServeOverrides overrides, IEnumerable<KeyValuePair<string, string?>>? environment = null)
+    /// <param name="formats">Image format names a Format may take (the server passes the image registry's); null leaves the check to the opener.</param>
+    public static ServerSettings Load(string? configFile, ServeOverrides overrides, IEnumerable<KeyValuePair<string, string?>>? environment = null,
+        IReadOnlyCollection<string>? formats = null)
     {
         if (configFile is not null && !File.Exists(configFile))
         {
@@ -30,21 +33,10 @@ public static class ServerConfigurationLoader
         }
 
         var cli = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
-        Put(cli, "Listen", overrides.Listen);
-        Put(cli, "Socket", overrides.Socket);
-        Put(cli, "Control", overrides.Control);
-        if (overrides.Verbose == true)
+        foreach (var setting in ServeSettings.All)
         {
-            cli["Verbose"] = "true";
-        }
-        Put(cli, "MaxConnections", overrides.MaxConnections);
-        Put(cli, "HandshakeTimeout", overrides.HandshakeTimeout);
-        Put(cli, "MaxBufferedBytes", overrides.MaxBufferedBytes);
-        Put(cli, "Tls", overrides.Tls);
-        Put(cli, "TlsCertificates", overrides.TlsCertificates);
-        if (overrides.TlsVerifyPeer == true)
-        {
-            cli["TlsVerifyPeer"] = "true";
+            if (setting.Scope == SettingScope.Server)
+                Put(cli, setting.Key, overrides[setting.Key]);
         }
         if (overrides.ImagePath is not null)
         {
@@ -73,10 +65,8 @@ public static class ServerConfigurationLoader
         var problems = new List<string>();
         CheckKnownKeys(configuration, problems);
         var firstProblem = problems.Count;
-        var options = new NbdQcowOptions();
-        configuration.Bind(options);
-        var listenGiven = configuration["Listen"] is not null;
-        var settings = ServerSettingsValidator.Validate(options, listenGiven, problems, overrides.SocketActivated);
+        var listenGiven = configuration[ServeSettings.Listen.Key] is not null;
+        var settings = ServerSettingsValidator.Validate(configuration, listenGiven, problems, overrides.SocketActivated, formats);
         if (problems.Count > 0)
         {
             for (var i = firstProblem; i < problems.Count; i++) problems[i] = NameSource(configuration, baseConfiguration, cli, problems[i], configFile);
@@ -174,27 +164,23 @@ public static class ServerConfigurationLoader
     {
         if (includeName)
         {
-            Put(cli, prefix + "Name", o.ExportName);
+            Put(cli, prefix + ServeSettings.Name.Key, o.ExportName);
         }
-        Put(cli, prefix + "Cache", o.Cache);
-        Put(cli, prefix + "MaxDirtyAge", o.MaxDirtyAge);
-        Put(cli, prefix + "Journal", o.Journal is null ? null : o.Journal.Value ? "true" : "false");
-        Put(cli, prefix + "ReadOnly", o.ReadOnly is null ? null : o.ReadOnly.Value ? "true" : "false");
-        Put(cli, prefix + "Snapshot", o.Snapshot);
-        Put(cli, prefix + "Format", o.Format);
-        Put(cli, prefix + "Create", o.Create);
-        Put(cli, prefix + "Description", o.Description);
-        Put(cli, prefix + "BackingRoot", o.BackingRoot);
-        Put(cli, prefix + "KeyFile", o.KeyFile);
-        Put(cli, prefix + "Locking", o.Locking);
-        Put(cli, prefix + "Inactive", o.Inactive is null ? null : o.Inactive.Value ? "true" : "false");
-        for (var i = 0; o.Bitmaps is not null && i < o.Bitmaps.Count; i++)
+        foreach (var setting in ServeSettings.All)
         {
-            Put(cli, $"{prefix}Bitmaps:{i}", o.Bitmaps[i]);
+            if (!setting.AtExportLevel)
+                continue;
+            if (!setting.IsList)
+            {
+                Put(cli, prefix + setting.Key, o[setting.Key]);
+                continue;
+            }
+            var items = o.List(setting.Key);
+            for (var i = 0; items is not null && i < items.Count; i++)
+            {
+                Put(cli, $"{prefix}{setting.Key}:{i}", items[i]);
+            }
         }
-        Put(cli, prefix + "WriteErrorPolicy", o.WriteErrorPolicy);
-        Put(cli, prefix + "ReadErrorPolicy", o.ReadErrorPolicy);
-        Put(cli, prefix + "ErrorRetryTimeout", o.ErrorRetryTimeout);
     }
 
     private static void Put(Dictionary<string, string?> cli, string key, string? value)
@@ -205,23 +191,17 @@ public static class ServerConfigurationLoader
         }
     }
 
-    private static readonly string[] TopLevelKeys = ["Listen", "Socket", "DefaultExport", "MaxInFlight", "MaxConnections", "HandshakeTimeout", "MaxBufferedBytes", "Verbose", "Tls", "TlsCertificates", "TlsVerifyPeer", "Control", "BackingRoot", "Exports"];
-
-    private static readonly string[] ExportKeys =
-        ["Name", "Path", "Description", "Cache", "ReadOnly", "MaxDirtyAge", "Journal", "Snapshot", "Format", "Create", "Locking", "Inactive", "Bitmaps",
-         "WriteErrorPolicy", "ReadErrorPolicy", "ErrorRetryTimeout", "BackingRoot", "KeyFile"];
-
     /// <summary>A misspelt key would otherwise be ignored silently.</summary>
     private static void CheckKnownKeys(IConfiguration configuration, List<string> problems)
     {
         foreach (var section in configuration.GetChildren())
         {
-            if (!Contains(TopLevelKeys, section.Key))
+            if (!Contains(ServeSettings.ServerKeys, section.Key))
             {
-                problems.Add($"{section.Path}: unknown key; allowed: {string.Join(", ", TopLevelKeys)}");
+                problems.Add($"{section.Path}: unknown key; allowed: {string.Join(", ", ServeSettings.ServerKeys)}");
                 continue;
             }
-            if (!section.Key.Equals("Exports", StringComparison.OrdinalIgnoreCase))
+            if (!section.Key.Equals(ServeSettings.ExportsKey, StringComparison.OrdinalIgnoreCase))
             {
                 continue;
             }
@@ -234,16 +214,16 @@ public static class ServerConfigurationLoader
                 }
                 foreach (var field in export.GetChildren())
                 {
-                    if (!Contains(ExportKeys, field.Key))
+                    if (!Contains(ServeSettings.ExportKeys, field.Key))
                     {
-                        problems.Add($"{field.Path}: unknown key; allowed: {string.Join(", ", ExportKeys)}");
+                        problems.Add($"{field.Path}: unknown key; allowed: {string.Join(", ", ServeSettings.ExportKeys)}");
                     }
                 }
             }
         }
     }
 
-    private static bool Contains(string[] keys, string key)
+    private static bool Contains(IReadOnlyList<string> keys, string key)
     {
         foreach (var k in keys)
         {

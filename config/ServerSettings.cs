@@ -25,6 +25,12 @@ public sealed record ServerSettings
     public long MaxBufferedBytes { get; init; } = DefaultMaxBufferedBytes;
     public bool Verbose { get; init; }
 
+    /// <summary>Warnings and errors only (ignored with <see cref="Verbose"/>).</summary>
+    public bool Quiet { get; init; }
+
+    /// <summary>Where Prometheus scrapes /metrics, or null (off).</summary>
+    public System.Net.IPEndPoint? MetricsEndPoint { get; init; }
+
     /// <summary>Control socket path, or null for none.</summary>
     public string? ControlPath { get; init; }
 

@@ -25,6 +25,8 @@ public sealed record ImageOpenOptions
     public Action<Exception>? BackgroundError { get; init; }
     /// <summary>Called with one line when the image finds damage while serving (it fails that request with EIO); null = ignored.</summary>
     public Action<string>? DamageReport { get; init; }
+    /// <summary>Called after each durable flush of a writable image with its duration (metrics); null = ignored.</summary>
+    public Action<TimeSpan>? FlushCompleted { get; init; }
     /// <summary>
     /// qemu-compatible image locks on the image file, its external data file and backing files (see ImageLock).
     /// Off by default for library users and tests; the CLI turns it on.

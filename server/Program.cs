@@ -28,6 +28,11 @@ public static class Program
             RecoverCommand.Create(),
             ControlCommand.Create(),
         };
+        // -V as well as --version, as qemu-img and nbdkit answer it.
+        foreach (var option in root.Options)
+        {
+            if (option is VersionOption version) version.Aliases.Add("-V");
+        }
         root.Subcommands.Add(Cli.Docs.DocsCommand.Create(() => root));
         var parseResult = root.Parse(args);
         // Usage errors (unknown option, missing argument) exit 2 in every command, as invalid configuration does.

@@ -30,11 +30,11 @@ public static class Qcow2Creator
                 : System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path)) ?? ".", backing);
             if (!System.IO.File.Exists(resolved))
                 throw new FileNotFoundException($"backing file {backing} not found (looked at {resolved})", resolved);
-            (string probed, long size) = ProbeBacking(resolved);
-            backingFormat ??= probed;
-            if (backingFormat is not ("qcow2" or "raw"))
-                throw new ArgumentException($"backing format {backingFormat} is not supported (qcow2 or raw)", nameof(options));
-            backingSize = size;
+            var format = backingFormat is null ? ImageFormats.Probe(resolved)
+                : ImageFormats.Find(backingFormat)
+                  ?? throw new ArgumentException($"backing format {backingFormat} is not supported ({string.Join(", ", ImageFormats.Names)})", nameof(options));
+            backingFormat = format.Name;
+            backingSize = BackingSize(resolved, format);
         }
         long virtualSize = options.Size ?? backingSize
             ?? throw new ArgumentException("a size is needed when there is no backing file", nameof(options));
@@ -141,15 +141,27 @@ public static class Qcow2Creator
         }
     }
 
-    /// <summary>Format and virtual size of a backing file: qcow2 when it has the magic, else raw.</summary>
-    private static (string Format, long Size) ProbeBacking(string path)
+    /// <summary>Virtual size of a backing file: a qcow2 header's size field, a raw file's length, else what the format's image says.</summary>
+    private static long BackingSize(string path, ImageFormat format)
     {
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        var head = new byte[32];
-        int n = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
-        if (n >= 32 && BinaryPrimitives.ReadUInt32BigEndian(head) == Qcow2Header.Magic)
-            return ("qcow2", (long)BinaryPrimitives.ReadUInt64BigEndian(head.AsSpan(24)));
-        return ("raw", stream.Length);
+        if (format == ImageFormats.Raw)
+            return new FileInfo(path).Length;
+        if (format == ImageFormats.Qcow2)
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            var head = new byte[32];
+            stream.ReadExactly(head);
+            return (long)BinaryPrimitives.ReadUInt64BigEndian(head.AsSpan(24));
+        }
+        var device = format.Open(path, new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null, BackingRoot = "/" });
+        try
+        {
+            return device.Size;
+        }
+        finally
+        {
+            device.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
     }
 
     /// <summary>Parses sizes like 10G, 512M, 1T, 4096, 1.5G (binary units, as qemu-img).</summary>

@@ -12,12 +12,13 @@ namespace NbdQcow.Image.Qcow2;
 //   data clusters + refcount blocks -> barrier -> refcount table (new blocks only) -> barrier -> L2 tables
 //   -> barrier -> L1 table -> barrier. Freed clusters get their refcount dropped only after the L2/L1 change
 //   that dropped the reference is durable, and in-place data I/O that may still target them has drained.
-public sealed partial class Qcow2Image
+public sealed partial class Qcow2Image : IUnflushedChangesSource
 {
     private MetadataTableCache? _metadataCache;
     private Qcow2MetadataMap? _metadataMap;
     private Qcow2Refcounts? _refcounts;
     private DirtyAgeFlusher? _dirtyAge;
+    private UnflushedChanges? _unflushed;
     private readonly Qcow2DataAccessGuard _dataGuard = new();
     /// <summary>Guest clusters whose mapping is being changed (allocation in progress), by guest cluster index.</summary>
     private readonly Dictionary<long, TaskCompletionSource> _inflight = new();
@@ -41,6 +42,9 @@ public sealed partial class Qcow2Image
 
     /// <summary>The max-dirty-age policy, or null when off or not applicable.</summary>
     public DirtyAgeFlusher? DirtyAgePolicy => _dirtyAge;
+
+    /// <inheritdoc />
+    public UnflushedChanges? UnflushedChanges => _unflushed;
 
     private long MetadataCacheBytes() => Options.MetadataCacheBytes ?? MetadataTableCache.DefaultCapacityBytes;
 
@@ -96,6 +100,7 @@ public sealed partial class Qcow2Image
         if (Options.Journal) StartJournal(cache);
         if (Options.CacheMode.HasVolatileCache() && Options.MaxDirtyAge is { } maxAge)
             _dirtyAge = new DirtyAgeFlusher(maxAge, DurableFlushAsync, Options.TimeProvider, Options.BackgroundError);
+        _unflushed = new UnflushedChanges { FlushCompleted = Options.FlushCompleted };
     }
 
     /// <summary>
@@ -286,6 +291,7 @@ public sealed partial class Qcow2Image
             if (Interlocked.Read(ref _flushedChanges) >= target && MetadataCache.DirtyCount == 0 && _refcounts is not { PendingFreeCount: > 0 }) return;
             long covers = Interlocked.Read(ref _completedChanges);
             var ticket = _dirtyAge?.BeginFlush();
+            var unflushed = _unflushed?.BeginFlush();
             bool journal = MetadataCache.Journal is not null;
             long epoch = 0, freesCovered = 0;
             await MetadataLock.WaitAsync().ConfigureAwait(false);
@@ -320,6 +326,7 @@ public sealed partial class Qcow2Image
             }
             Interlocked.Exchange(ref _flushedChanges, covers);
             if (ticket is { } t) _dirtyAge!.EndFlush(t);
+            if (unflushed is { } u) _unflushed!.EndFlush(u);
         }
         finally
         {
@@ -338,6 +345,7 @@ public sealed partial class Qcow2Image
         }
         if (fua && Options.CacheMode == CacheMode.Unsafe)
             await UnsafeFlushToOsAsync(cancellationToken).ConfigureAwait(false);
+        _unflushed?.NoteChangeCompleted(length);
         _dirtyAge?.NoteChangeCompleted();
         await ReclaimPendingFreesAsync().ConfigureAwait(false);
     }

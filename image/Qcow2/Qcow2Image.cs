@@ -13,7 +13,7 @@ namespace NbdQcow.Image.Qcow2;
 public sealed partial class Qcow2Image : IBlockDevice
 {
     /// <summary>Longest backing chain accepted (qemu has no hard limit; a loop or a crafted chain must not exhaust us).</summary>
-    public const int MaxBackingChainDepth = 32;
+    public const int MaxBackingChainDepth = BackingChain.MaxDepth;
     /// <summary>One block status answer covers at most this many extents (a prefix is a valid answer).</summary>
     private const int MaxExtentsPerQuery = 2048;
 
@@ -42,13 +42,13 @@ public sealed partial class Qcow2Image : IBlockDevice
     /// <summary>The internal snapshot being served (read-only), or null for the active image.</summary>
     public Qcow2Snapshot? ServedSnapshot { get; private set; }
 
-    /// <summary>The backing image (qcow2 or raw), opened read-only, or null.</summary>
+    /// <summary>The backing image (any registered format), opened read-only, or null.</summary>
     public IBlockDevice? Backing { get; private set; }
 
     /// <summary>Resolved path of the backing file, or null.</summary>
     public string? BackingPath { get; private set; }
 
-    /// <summary>Format of the backing file ("qcow2" or "raw"), from backing_fmt or probed qcow2 magic.</summary>
+    /// <summary>Name of the backing file's format, from backing_fmt or a probed magic.</summary>
     public string? BackingFormat { get; private set; }
 
     /// <summary>Resolved path of the external data file, or null.</summary>
@@ -91,7 +91,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         // Every file of the image shares one latch: after a failed fdatasync on any of them no flush succeeds.
         var syncFailures = new SyncFailureLatch();
         var image = Open(path, options with { BackingRoot = CanonicalBackingRoot(path, options.BackingRoot) },
-            syncFailures.Wrap(hostFiles), new HashSet<string>(StringComparer.Ordinal), 0);
+            syncFailures.Wrap(hostFiles), BackingChain.Start());
         image.SyncFailures = syncFailures;
         if (!image.IsReadOnly) syncFailures.OnFirstFailure(image.MarkDirtyAfterSyncFailure);
         return image;
@@ -111,10 +111,14 @@ public sealed partial class Qcow2Image : IBlockDevice
         return System.IO.Path.GetDirectoryName(image) ?? "/";
     }
 
-    private static Qcow2Image Open(string path, ImageOpenOptions options, HostFileFactory hostFiles, HashSet<string> chain, int depth)
+    /// <summary>Opens a qcow2 image read-only as the backing file of another image, one level down <paramref name="chain"/>.</summary>
+    internal static Qcow2Image OpenBacking(string path, ImageOpenOptions options, BackingChain chain) =>
+        Open(path, options, options.HostFileFactory ?? HostFile.Open, chain);
+
+    private static Qcow2Image Open(string path, ImageOpenOptions options, HostFileFactory hostFiles, BackingChain chain)
     {
         string fullPath = System.IO.Path.GetFullPath(path);
-        if (!chain.Add(CanonicalPath(fullPath)))
+        if (!chain.TryAdd(CanonicalPath(fullPath)))
             throw new Qcow2FormatException("backing file", fullPath, "backing chain loops back to an image already in the chain");
         bool readOnly = options.ReadOnly || options.Snapshot is not null;
         var file = LockedHostFile.Open(hostFiles, fullPath, new HostFileOptions(readOnly, options.CacheMode.UsesODirect()), options.Locking);
@@ -134,7 +138,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             image.LoadL1(options.Snapshot);
             image.OpenDataFile();
             image.OpenEncryption();
-            image.OpenBacking(chain, depth);
+            image.OpenBacking(chain);
             image.LoadBitmapDirectory();
             if (!readOnly)
             {
@@ -256,12 +260,12 @@ public sealed partial class Qcow2Image : IBlockDevice
         DataFile = LockedHostFile.Open(HostFiles, resolved, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()), Options.Locking);
     }
 
-    private void OpenBacking(HashSet<string> chain, int depth)
+    private void OpenBacking(BackingChain chain)
     {
         string? name = Header.BackingFileName;
         if (name is null)
             return;
-        if (depth + 1 > MaxBackingChainDepth)
+        if (chain.Depth + 1 > MaxBackingChainDepth)
             throw new Qcow2FormatException("backing file", name, $"backing chain deeper than {MaxBackingChainDepth} images");
         if (name.StartsWith("json:", StringComparison.Ordinal) || name.Contains("://", StringComparison.Ordinal))
             throw new Qcow2FormatException("backing file", name, "only plain file names are supported as backing files");
@@ -269,23 +273,15 @@ public sealed partial class Qcow2Image : IBlockDevice
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("backing file", name, $"not found at {resolved}");
         EnsureReferencedFileAllowed("backing file", name, resolved);
-        string format = Header.BackingFormat ?? ProbeBackingFormat(name, resolved);
-        var backingOptions = Options with { ReadOnly = true, Snapshot = null, Format = format, Journal = false };
+        var format = Header.BackingFormat is { } recorded
+            ? ImageFormats.Find(recorded) ?? throw new Qcow2FormatException("backing format", recorded,
+                $"unsupported backing file format ({string.Join(", ", ImageFormats.Names)} are supported)")
+            : ProbeBackingFormat(name, resolved);
+        // The backing file is read through the same latched host files as this image.
+        var backingOptions = Options with { ReadOnly = true, Snapshot = null, Format = format.Name, Journal = false, HostFileFactory = HostFiles };
         BackingPath = resolved;
-        BackingFormat = format;
-        switch (format)
-        {
-            case "qcow2":
-                Backing = Open(resolved, backingOptions, HostFiles, chain, depth + 1);
-                break;
-            case "raw":
-            case "file":
-                Backing = new RawBackingImage(LockedHostFile.Open(HostFiles, resolved, new HostFileOptions(true, Options.CacheMode.UsesODirect()), Options.Locking));
-                BackingFormat = "raw";
-                break;
-            default:
-                throw new Qcow2FormatException("backing format", format, "unsupported backing file format (qcow2 and raw are supported)");
-        }
+        BackingFormat = format.Name;
+        Backing = format.OpenBacking(resolved, backingOptions, chain.Next());
     }
 
     /// <summary>
@@ -307,16 +303,19 @@ public sealed partial class Qcow2Image : IBlockDevice
     }
 
     /// <summary>
-    /// Without backing_fmt only an unambiguous qcow2 magic is accepted: guessing "raw" for anything else would let a
-    /// guest-written backing file pass itself off as another format (qemu restricts such probing for the same reason).
+    /// Without backing_fmt only an unambiguous magic (qcow2's, or another registered format's) is accepted: guessing "raw"
+    /// for anything else would let a guest-written backing file pass itself off as another format (qemu restricts such
+    /// probing for the same reason).
     /// </summary>
-    private string ProbeBackingFormat(string name, string resolved)
+    private ImageFormat ProbeBackingFormat(string name, string resolved)
     {
-        using var probe = HostFiles(resolved, new HostFileOptions(true, false));
-        Span<byte> magic = stackalloc byte[4];
-        probe.Read(0, magic);
-        if (probe.Length >= 4 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(magic) == Qcow2Header.Magic)
-            return "qcow2";
+        using (var probe = HostFiles(resolved, new HostFileOptions(true, false)))
+        {
+            var head = new byte[(int)Math.Min(ImageFormats.MaxProbeLength, probe.Length)];
+            probe.Read(0, head);
+            if (ImageFormats.ProbeMagic(head) is { } format)
+                return format;
+        }
         throw new Qcow2FormatException("backing format", "(not recorded)",
             $"backing file {name} is not qcow2 and its format is not recorded; refusing to probe it. Record it with: qemu-img rebase -u -F raw -b '{name}' '{Path}'");
     }

@@ -9,7 +9,7 @@ namespace NbdQcow.Image.Raw;
 /// age on (writeback/none/unsafe) a background flush bounds how long a change stays volatile.
 /// The host file is synchronous, so every method completes before it returns.
 /// </summary>
-public sealed partial class RawImage : IBlockDevice
+public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
 {
     private const int ZeroChunk = 1 << 20;
     private static readonly byte[] Zeroes = new byte[ZeroChunk];
@@ -19,6 +19,7 @@ public sealed partial class RawImage : IBlockDevice
     private readonly SyncFailureLatch _syncFailures = new();
     private readonly CacheMode _mode;
     private readonly DirtyAgeFlusher? _dirtyAge;
+    private readonly UnflushedChanges? _unflushed;
     private readonly bool _readOnly;
     private int _disposed;
 
@@ -46,6 +47,7 @@ public sealed partial class RawImage : IBlockDevice
             if (file.TryPunchHole(Size, HostFile.DirectAlignment)) features |= BlockDeviceFeatures.FastZero;
             if (_mode.HasVolatileCache() && options.MaxDirtyAge is { } maxAge)
                 _dirtyAge = new DirtyAgeFlusher(maxAge, FlushToDiskAsync, options.TimeProvider, options.BackgroundError);
+            _unflushed = new UnflushedChanges { FlushCompleted = options.FlushCompleted };
         }
         Features = features;
         BlockSizes = new BlockSizeHints(1, file.IsDirect ? (uint)HostFile.DirectAlignment : 4096, 32u << 20);
@@ -79,6 +81,9 @@ public sealed partial class RawImage : IBlockDevice
     /// <summary>The max-dirty-age policy, or null when off or not applicable.</summary>
     public DirtyAgeFlusher? DirtyAgePolicy => _dirtyAge;
 
+    /// <inheritdoc />
+    public UnflushedChanges? UnflushedChanges => _unflushed;
+
     /// <summary>The first failed fdatasync, after which every flush fails until the image is reopened.</summary>
     public SyncFailureLatch SyncFailures => _syncFailures;
 
@@ -101,7 +106,7 @@ public sealed partial class RawImage : IBlockDevice
         {
             ThrowIfReadOnly();
             _file.Write(offset, data.Span);
-            AfterChange(fua);
+            AfterChange(data.Length, fua);
             return ValueTask.CompletedTask;
         }
         catch (IOException e)
@@ -124,7 +129,7 @@ public sealed partial class RawImage : IBlockDevice
                     throw new BlockDeviceException(BlockError.NotSupported, $"{_file.Path}: the file system cannot zero a range quickly");
                 WriteZeroes(offset, length);
             }
-            AfterChange((flags & ZeroFlags.Fua) != 0);
+            AfterChange(length, (flags & ZeroFlags.Fua) != 0);
             return ValueTask.CompletedTask;
         }
         catch (IOException e)
@@ -140,7 +145,7 @@ public sealed partial class RawImage : IBlockDevice
             ThrowIfReadOnly();
             // A trim is a hint: where holes cannot be punched the data simply stays.
             _file.TryPunchHole(offset, length);
-            AfterChange(fua);
+            AfterChange(length, fua);
             return ValueTask.CompletedTask;
         }
         catch (IOException e)
@@ -221,13 +226,14 @@ public sealed partial class RawImage : IBlockDevice
     }
 
     /// <summary>Durability after a completed change, per mode: sync now (writethrough, directsync, FUA) or note it dirty.</summary>
-    private void AfterChange(bool fua)
+    private void AfterChange(long length, bool fua)
     {
         if (_mode.IsWriteThrough())
         {
             _file.Flush();
             return;
         }
+        _unflushed?.NoteChangeCompleted(length);
         _dirtyAge?.NoteChangeCompleted();
         if (fua && _mode.HonoursFlush()) FlushToDisk();
     }
@@ -248,8 +254,10 @@ public sealed partial class RawImage : IBlockDevice
     private void FlushToDisk()
     {
         var ticket = _dirtyAge?.BeginFlush();
+        var unflushed = _unflushed?.BeginFlush();
         _file.Flush();
         if (ticket is { } t) _dirtyAge!.EndFlush(t);
+        if (unflushed is { } u) _unflushed!.EndFlush(u);
     }
 
     private void WriteZeroes(long offset, long length)

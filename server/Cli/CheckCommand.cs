@@ -42,9 +42,9 @@ internal static class CheckCommand
                     Console.Error.WriteLine($"nbdqcow check: {path}: {(Directory.Exists(path) ? "Is a directory" : "No such file or directory")}");
                     return 1;
                 }
-                if (ImageOpener.ProbeFormat(path) != "qcow2")
+                if (ImageFormats.Probe(path) is var format && !format.Has(ImageFormatFeatures.Qcow2Tools))
                 {
-                    Console.Error.WriteLine($"nbdqcow check: {path}: not a qcow2 image (raw images have nothing to check)");
+                    Console.Error.WriteLine($"nbdqcow check: {path}: not a qcow2 image ({format.Name} images have nothing to check)");
                     return 1;
                 }
                 var mode = parseResult.GetValue(repair) switch

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;
-using NbdQcow.Image.Raw;
+using NbdQcow.Image;
 
 namespace NbdQcow.Server.Cli;
 
@@ -57,21 +57,23 @@ internal static class CreateCommand
                     return 2;
                 }
                 var formatName = parseResult.GetValue(format)?.ToLowerInvariant();
-                if (formatName is not (null or "raw" or "qcow2"))
+                var creatable = ImageFormats.All.Where(f => f.Has(ImageFormatFeatures.Create)).Select(f => f.Name).ToList();
+                if (formatName is not null && !creatable.Contains(formatName))
                 {
-                    Console.Error.WriteLine($"nbdqcow create: --format {formatName}: allowed: raw, qcow2");
+                    Console.Error.WriteLine($"nbdqcow create: --format {formatName}: allowed: {string.Join(", ", creatable)}");
                     Console.Error.WriteLine("Try 'nbdqcow create --help' for more information.");
                     return 2;
                 }
                 bool encrypted = parseResult.GetValue(encrypt);
-                formatName ??= encrypted || backingFile is not null || path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase) ? "qcow2" : "raw";
+                var chosen = formatName is not null ? ImageFormats.Get(formatName)
+                    : backingFile is not null || encrypted ? ImageFormats.Qcow2 : ImageFormats.ForNewFile(path);
                 byte[]? secret = null;
                 var iterTimeMs = 2000L;
                 if (encrypted)
                 {
-                    if (formatName == "raw")
+                    if (chosen != ImageFormats.Qcow2)
                     {
-                        Console.Error.WriteLine("nbdqcow create: --encrypt is for qcow2 images (LUKS inside qcow2); a raw image cannot be encrypted");
+                        Console.Error.WriteLine($"nbdqcow create: --encrypt is for qcow2 images (LUKS inside qcow2); a {chosen.Name} image cannot be encrypted");
                         return 2;
                     }
                     secret = EncryptionSecret.Read(parseResult.GetValue(keyFile));
@@ -92,17 +94,18 @@ internal static class CreateCommand
                     Console.Error.WriteLine("nbdqcow create: --key-file and --iter-time go with --encrypt");
                     return 2;
                 }
-                if (formatName == "raw")
+                if (chosen != ImageFormats.Qcow2)
                 {
+                    // Backing files and cluster sizes are qcow2's; any other format is created from a size alone.
                     if (backingFile is not null || parseResult.GetValue(clusterSize) is not null)
                     {
-                        Console.Error.WriteLine("nbdqcow create: --backing and --cluster-size are for qcow2 images; a raw image has neither");
+                        Console.Error.WriteLine($"nbdqcow create: --backing and --cluster-size are for qcow2 images; a {chosen.Name} image has neither");
                         Console.Error.WriteLine("Try 'nbdqcow create --help' for more information.");
                         return 2;
                     }
-                    var rawSize = Qcow2Creator.ParseSize(sizeText!);
-                    RawImageCreator.Create(path, rawSize);
-                    Console.Out.WriteLine($"Created {path}: raw, {rawSize} bytes (sparse)");
+                    var plainSize = Qcow2Creator.ParseSize(sizeText!);
+                    chosen.Create(path, plainSize);
+                    Console.Out.WriteLine($"Created {path}: {chosen.Name}, {plainSize} bytes{(chosen == ImageFormats.Raw ? " (sparse)" : "")}");
                     return 0;
                 }
                 var options = new Qcow2CreateOptions
@@ -121,7 +124,7 @@ internal static class CreateCommand
                     + (secret is null ? "" : $", encrypted (LUKS {Image.Luks.LuksVolume.DefaultCipherName}-{Image.Luks.LuksVolume.DefaultCipherMode}, {Image.Luks.LuksVolume.DefaultHashSpec})"));
                 return 0;
             }
-            catch (Exception e) when (e is FormatException or ArgumentException or IOException or UnauthorizedAccessException or OverflowException or Qcow2FormatException)
+            catch (Exception e) when (e is FormatException or ArgumentException or IOException or UnauthorizedAccessException or OverflowException or ImageFormatException)
             {
                 // An argument check names its parameter; the user never typed one of that name.
                 var message = e is ArgumentException { ParamName: { } parameter } ? e.Message.Replace($" (Parameter '{parameter}')", "", StringComparison.Ordinal) : e.Message;

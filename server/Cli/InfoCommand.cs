@@ -42,7 +42,7 @@ internal static class InfoCommand
                 Console.Out.Write(Describe(path, parseResult.GetValue(json) || outputFormat == "json", locking).GetAwaiter().GetResult());
                 return 0;
             }
-            catch (Exception e) when (e is Qcow2FormatException or IOException or UnauthorizedAccessException or ArgumentException)
+            catch (Exception e) when (e is ImageFormatException or IOException or UnauthorizedAccessException or ArgumentException)
             {
                 // A lock refusal names the image itself.
                 Console.Error.WriteLine(e is ImageLockConflictException ? $"nbdqcow info: {e.Message}" : $"nbdqcow info: {FileErrorText.Describe(path, e)}");

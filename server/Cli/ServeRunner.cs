@@ -3,13 +3,13 @@ using System.Runtime.InteropServices;
 using NbdQcow.Cache;
 using NbdQcow.Config;
 using NbdQcow.Image;
-using NbdQcow.Image.Qcow2.Format;
-using NbdQcow.Image.Qcow2;
-using NbdQcow.Image.Raw;
 using NbdQcow.Server.Control;
 using NbdQcow.Server.Exports;
+using NbdQcow.Server.Logging;
+using NbdQcow.Server.Metrics;
 using NbdQcow.Server.Nbd;
 using NbdQcow.Server.Storage;
+using OpenTelemetry.Metrics;
 
 namespace NbdQcow.Server.Cli;
 
@@ -36,7 +36,10 @@ internal static class ServeRunner
     public static async Task<int> RunAsync(ServerSettings settings, ServiceOptions service)
     {
         var pidFile = service.PidFile is null ? null : new Service.PidFile(service.PidFile);
-        var log = new ServerLog(Console.Error, settings.Verbose);
+        using var loggerFactory = ServerLogging.CreateFactory(ServerLogging.MinimumLevel(settings.Verbose, settings.Quiet), ServerLogging.StderrIsJournal());
+        var log = new ServerLog(loggerFactory.CreateLogger(ServerLogging.CategoryName));
+        using var metrics = new ServerMetrics();
+        MeterProvider? metricsExporter = null;
         var registry = new ExportRegistry();
         NbdServer? server = null;
         ControlServer? control = null;
@@ -50,20 +53,9 @@ internal static class ServeRunner
             foreach (var export in settings.Exports)
             {
                 CreateIfAsked(export);
-                var options = new ImageOpenOptions
-                {
-                    CacheMode = export.CacheMode,
-                    ReadOnly = export.ReadOnly,
-                    MaxDirtyAge = export.MaxDirtyAge,
-                    Journal = export.Journal,
-                    Snapshot = export.Snapshot,
-                    Format = export.Format,
-                    Locking = export.Locking,
-                    BackingRoot = export.BackingRoot,
-                    EncryptionKey = EncryptionSecret.Read(export.KeyFile),
-                    BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
-                    DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
-                };
+                IBlockDevice? opened = null;
+                var exportMetrics = metrics.AddExport(export.Name, () => (opened as IUnflushedChangesSource)?.UnflushedChanges);
+                var options = OpenOptionsFor(export, log) with { FlushCompleted = exportMetrics.RecordFlush };
                 // With a control socket every export can be handed over (inactivated) and taken back (activated).
                 IBlockDevice device;
                 try
@@ -78,18 +70,20 @@ internal static class ServeRunner
                     throw new IOException(text.EndsWith("Permission denied", StringComparison.Ordinal) && !export.ReadOnly
                         ? text + " (use --read-only to serve it read-only)" : text, ex);
                 }
-                catch (Exception ex) when (ex is Qcow2FormatException or NbdQcow.Image.Luks.EncryptionKeyException)
+                catch (Exception ex) when (ex is ImageFormatException or NbdQcow.Image.Luks.EncryptionKeyException)
                 {
                     // A damaged or hostile header: one line naming the image and the field, not a stack trace.
                     throw new InvalidDataException($"{export.Path}: {ex.Message}", ex);
                 }
                 await RefuseUnexportableBitmapsAsync(export, device).ConfigureAwait(false);
+                opened = device;
                 if (device is HandoffBlockDevice handoff) handoffs.Add(new(export.Name, handoff));
                 // Error policies (werror/rerror) sit over everything else, so a held request is retried as a whole.
                 var policed = new ErrorPolicyBlockDevice(device, export.Name, export.WriteErrorPolicy, export.ReadErrorPolicy,
                     export.ErrorRetryTimeout, log);
                 storage[export.Name] = policed;
-                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps), export.Name == settings.DefaultExport);
+                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps) { Metrics = exportMetrics },
+                    export.Name == settings.DefaultExport);
             }
 
             var tls = settings.Tls is { } tlsSettings ? new TlsUpgrade(tlsSettings) : null;
@@ -100,6 +94,7 @@ internal static class ServeRunner
                 HandshakeTimeout = settings.HandshakeTimeout,
                 Budget = new BufferBudget(settings.MaxBufferedBytes),
                 Tls = tls,
+                Metrics = metrics,
             }, log);
             var where = new List<string>();
             foreach (var endPoint in settings.TcpEndPoints)
@@ -124,6 +119,14 @@ internal static class ServeRunner
                 control = ControlServer.Start(controlPath, handoffs, log);
                 control.Storage = storage;
             }
+            var metricsNote = "";
+            if (settings.MetricsEndPoint is { } metricsEndPoint)
+            {
+                metricsExporter = PrometheusEndpoint.Start(metricsEndPoint, out var metricsUrl);
+                metricsNote = $"; metrics {metricsUrl}";
+                if (!IPAddress.IsLoopback(metricsEndPoint.Address))
+                    log.Warn($"metrics are served on {metricsUrl}, beyond this host: anyone who reaches it sees export names and traffic");
+            }
             var exportNames = new List<string>();
             foreach (var export in registry.Exports)
             {
@@ -137,7 +140,7 @@ internal static class ServeRunner
             }
             var cacheModes = string.Join("/", settings.Exports.Select(e => e.CacheMode.ToCliName()).Distinct());
             Console.Out.WriteLine($"nbdqcow: listening on {string.Join(", ", where)}; exports {string.Join(", ", exportNames)}; cache {cacheModes}" +
-                $"{tlsNote}{controlNote}; stop with Ctrl-C or SIGTERM");
+                $"{tlsNote}{controlNote}{metricsNote}; stop with Ctrl-C or SIGTERM");
             Console.Out.Flush();
             pidFile?.Write();
             if (Service.ServiceNotifier.Notify("READY=1") is { } notifyError) log.Warn(notifyError);
@@ -160,6 +163,7 @@ internal static class ServeRunner
                 await server.StopAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
             }
             await CloseAsync(registry).ConfigureAwait(false);
+            metricsExporter?.Dispose();
             pidFile?.Remove();
             return 1;
         }
@@ -170,6 +174,7 @@ internal static class ServeRunner
         }
         await server.StopAsync(TimeSpan.FromSeconds(60)).ConfigureAwait(false);
         var closed = await CloseAsync(registry).ConfigureAwait(false);
+        metricsExporter?.Dispose();
         pidFile?.Remove();
         return closed ? 0 : 1;
     }
@@ -191,22 +196,30 @@ internal static class ServeRunner
         }
     }
 
+    /// <summary>The one place an export's settings become how its image is opened (the config layer does not know the image library).</summary>
+    private static ImageOpenOptions OpenOptionsFor(ExportSettings export, ServerLog log) => new()
+    {
+        CacheMode = export.CacheMode,
+        ReadOnly = export.ReadOnly,
+        MaxDirtyAge = export.MaxDirtyAge,
+        Journal = export.Journal,
+        Snapshot = export.Snapshot,
+        Format = export.Format,
+        Locking = export.Locking,
+        BackingRoot = export.BackingRoot,
+        EncryptionKey = EncryptionSecret.Read(export.KeyFile),
+        BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
+        DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
+    };
+
     private static void CreateIfAsked(ExportSettings export)
     {
         if (export.CreateSize is not { } size || File.Exists(export.Path))
         {
             return;
         }
-        var qcow2 = export.Format == "qcow2"
-            || (export.Format is null && export.Path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase));
-        if (qcow2)
-        {
-            Qcow2Creator.Create(export.Path, new Qcow2CreateOptions { Size = size });
-        }
-        else
-        {
-            RawImageCreator.Create(export.Path, size);
-        }
+        var format = export.Format is { } name ? ImageFormats.Get(name) : ImageFormats.ForNewFile(export.Path);
+        format.Create(export.Path, size);
     }
 
     private static string FormatEndPoint(IPEndPoint endPoint) =>

@@ -19,7 +19,7 @@ namespace NbdQcow.Server.Control;
 /// qcow2 image clean) and so drops caches and write locks; activating opens the image afresh (locks first, then the
 /// header and metadata are read again), so nothing from before the handover is trusted.
 /// </summary>
-public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource
+public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflushedChangesSource
 {
     private const int ActiveState = 0;
     private const int InactiveState = 1;
@@ -76,12 +76,13 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource
         long size;
         BlockDeviceFeatures features;
         BlockSizeHints blockSizes;
-        var probe = ImageOpener.Open(fullPath, probeOptions);
+        var format = options.Format is { } name ? ImageFormats.Get(name) : ImageFormats.Probe(fullPath);
+        var probe = ImageOpener.Open(fullPath, probeOptions with { Format = format.Name });
         try
         {
             size = probe.Size;
             blockSizes = probe.BlockSizes;
-            features = options.ReadOnly || options.Snapshot is not null ? probe.Features : WritableFeatures(probe, options.CacheMode);
+            features = options.ReadOnly || options.Snapshot is not null || !format.Has(ImageFormatFeatures.Writable) ? probe.Features : WritableFeatures(format, options.CacheMode);
         }
         finally
         {
@@ -91,12 +92,12 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource
         return new HandoffBlockDevice(fullPath, options, null, inactiveLock, size, features, blockSizes);
     }
 
-    /// <summary>What a read-write open of the image offers (FAST_ZERO only where the format always has it: qcow2).</summary>
-    private static BlockDeviceFeatures WritableFeatures(IBlockDevice probe, CacheMode mode)
+    /// <summary>What a read-write open of the image offers (FAST_ZERO only where the format always has it, whatever the file system).</summary>
+    private static BlockDeviceFeatures WritableFeatures(ImageFormat format, CacheMode mode)
     {
         var features = BlockDeviceFeatures.BlockStatus | BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn
             | BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero;
-        if (probe is Qcow2Image) features |= BlockDeviceFeatures.FastZero;
+        if (format.Has(ImageFormatFeatures.AlwaysFastZero)) features |= BlockDeviceFeatures.FastZero;
         // As the images do: FLUSH/FUA in every mode, no-ops where every change is durable already.
         features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
         if (!mode.HasVolatileCache()) features |= BlockDeviceFeatures.WriteThrough;
@@ -261,6 +262,9 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource
         try { return device is IQemuStatusSource source ? source.CheckBitmapExportable(bitmap) : "the image format has no persistent bitmaps"; }
         finally { Exit(); }
     }
+
+    /// <summary>The open image's; null while inactive (a handed-over image holds nothing unflushed here).</summary>
+    public UnflushedChanges? UnflushedChanges => Volatile.Read(ref _device) is IUnflushedChangesSource source ? source.UnflushedChanges : null;
 
     private IQemuStatusSource QemuStatus(IBlockDevice device) => device as IQemuStatusSource
         ?? throw new BlockDeviceException(BlockError.NotSupported, $"{Path}: the image format has no qemu block status");

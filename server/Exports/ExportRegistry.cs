@@ -44,6 +44,7 @@ public sealed class ExportRegistry : IAsyncDisposable
         List<Exception>? errors = null;
         foreach (var export in _ordered)
         {
+            Exception? flushError = null;
             try
             {
                 if (!export.ReadOnly)
@@ -53,15 +54,20 @@ public sealed class ExportRegistry : IAsyncDisposable
             }
             catch (Exception ex)
             {
+                flushError = ex;
                 (errors ??= []).Add(new IOException($"flushing export '{export.Name}' at shutdown failed: {ex.Message}", ex));
             }
             try
             {
                 await export.Device.DisposeAsync().ConfigureAwait(false);
             }
-            catch (Exception ex)
+            catch (Exception ex) when (flushError is null || ex.Message != flushError.Message)
             {
                 (errors ??= []).Add(new IOException($"closing export '{export.Name}' failed: {ex.Message}", ex));
+            }
+            catch
+            {
+                // The close flushes again and fails for the reason just reported (a full disk): once is enough.
             }
         }
         _ordered.Clear();

@@ -32,6 +32,9 @@ public sealed class NbdExport
 
     public IBlockDevice Device { get; }
 
+    /// <summary>Where requests to this export are counted; null: not counted.</summary>
+    public Metrics.ExportMetrics? Metrics { get; init; }
+
     /// <summary>Persistent dirty bitmaps offered as qemu:dirty-bitmap:NAME; context id = index + <see cref="NbdQemuMetaContexts.FirstBitmapContextId"/>.</summary>
     public IReadOnlyList<string> Bitmaps { get; }
 

@@ -270,6 +270,7 @@ public sealed class NbdServer : IAsyncDisposable
             // Every slot is serving a client past negotiation: refuse at once rather than hold the descriptor.
             var why = limit < _sessionOptions.MaxConnections ? $" (MaxConnections {_sessionOptions.MaxConnections}, lowered by the open-file limit)" : "";
             _refusals.Warn($"{limit} connections, the limit{why}, are being served; refusing new connections");
+            _sessionOptions.Metrics?.ConnectionRefused();
             client.Dispose();
             return;
         }
@@ -288,6 +289,7 @@ public sealed class NbdServer : IAsyncDisposable
         }
         var connection = new Connection(id, peer, socketConnection, session, negotiation);
         Interlocked.Increment(ref _connectionCount);
+        _sessionOptions.Metrics?.ConnectionOpened();
         _connections[id] = connection;
         _log.Debug($"{peer}: connected");
         connection.Run = RunSessionAsync(connection, token);
@@ -337,6 +339,7 @@ public sealed class NbdServer : IAsyncDisposable
         }
         // The session ends on the cancellation; closing the socket now frees its descriptor at once.
         oldest.SocketConnection.Dispose();
+        _sessionOptions.Metrics?.ConnectionRefused();
         _refusals.Warn("connection limit or descriptors exhausted: closing connections that have not finished negotiating");
         return true;
     }
@@ -361,6 +364,7 @@ public sealed class NbdServer : IAsyncDisposable
             connection.SocketConnection.Dispose();
             connection.Negotiation.Dispose();
             _connections.TryRemove(connection.Id, out _);
+            _sessionOptions.Metrics?.ConnectionClosed();
             if (connection.TryUncount())
             {
                 Interlocked.Decrement(ref _connectionCount);

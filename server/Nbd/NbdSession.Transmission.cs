@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using System.Text;
@@ -238,9 +239,11 @@ public sealed partial class NbdSession
     /// <summary>Runs one request on the thread pool and answers it; never throws.</summary>
     internal async Task ExecuteAsync(RequestWork work)
     {
+        var started = Stopwatch.GetTimestamp();
         try
         {
             await ProcessAsync(work).ConfigureAwait(false);
+            _export.Metrics?.RecordRequest(work.Request.Command, work.Request.Length, started);
         }
         catch (Exception ex)
         {
@@ -272,11 +275,13 @@ public sealed partial class NbdSession
         var cookie = request.Cookie;
         var offset = request.Offset;
         var length = request.Length;
-        var errorAsChunk = request.Command is NbdCommand.Read or NbdCommand.BlockStatus;
+        var errorAsChunk = NbdRequestValidator.ErrorAsChunk(request.Command);
 
-        if ((request.Flags & ~KnownCommandFlags) != 0)
+        // Validated once, here; the dispatch below only calls the device.
+        var refusal = NbdRequestValidator.Check(request, export, work.Oversized, AnyMetaContext);
+        if (refusal.Refused)
         {
-            await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "unknown command flags", errorAsChunk).ConfigureAwait(false);
+            await SendErrorAsync(cookie, offset, refusal.Errno, refusal.Message!, errorAsChunk).ConfigureAwait(false);
             return;
         }
         try
@@ -284,16 +289,6 @@ public sealed partial class NbdSession
             switch (request.Command)
             {
                 case NbdCommand.Read:
-                    if (length > NbdLimits.MaxPayload)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "read larger than 32 MiB", true).ConfigureAwait(false);
-                        return;
-                    }
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "read beyond the end of the export", true).ConfigureAwait(false);
-                        return;
-                    }
                     if (length == 0)
                     {
                         break; // nothing to send: a plain success (a NONE chunk with extended headers)
@@ -302,21 +297,6 @@ public sealed partial class NbdSession
                     return;
 
                 case NbdCommand.Write:
-                    if (work.Oversized)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "write larger than 32 MiB", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if (export.ReadOnly)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.NoSpace, "write beyond the end of the export", false).ConfigureAwait(false);
-                        return;
-                    }
                     if (length > 0)
                     {
                         await device.WriteAsync((long)offset, work.Payload.AsMemory(0, (int)length),
@@ -329,16 +309,6 @@ public sealed partial class NbdSession
                     break;
 
                 case NbdCommand.Trim:
-                    if (export.ReadOnly)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "trim beyond the end of the export", false).ConfigureAwait(false);
-                        return;
-                    }
                     if (length > 0 && (export.Features & BlockDeviceFeatures.Trim) != 0)
                     {
                         await device.TrimAsync((long)offset, (long)length, (request.Flags & NbdCommandFlags.Fua) != 0).ConfigureAwait(false);
@@ -346,46 +316,13 @@ public sealed partial class NbdSession
                     break;
 
                 case NbdCommand.WriteZeroes:
-                    if (export.ReadOnly)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.PermissionDenied, "export is read-only", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.NoSpace, "write zeroes beyond the end of the export", false).ConfigureAwait(false);
-                        return;
-                    }
-                    if ((request.Flags & NbdCommandFlags.FastZero) != 0 && (export.Features & BlockDeviceFeatures.FastZero) == 0)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.NotSupported, "no fast zero on this export", false).ConfigureAwait(false);
-                        return;
-                    }
                     if (length > 0)
                     {
-                        var flags = ZeroFlags.None;
-                        if ((request.Flags & NbdCommandFlags.Fua) != 0)
-                        {
-                            flags |= ZeroFlags.Fua;
-                        }
-                        if ((request.Flags & NbdCommandFlags.NoHole) != 0)
-                        {
-                            flags |= ZeroFlags.NoHole;
-                        }
-                        if ((request.Flags & NbdCommandFlags.FastZero) != 0)
-                        {
-                            flags |= ZeroFlags.FastZero;
-                        }
-                        await device.ZeroAsync((long)offset, (long)length, flags).ConfigureAwait(false);
+                        await device.ZeroAsync((long)offset, (long)length, ZeroFlagsOf(request.Flags)).ConfigureAwait(false);
                     }
                     break;
 
                 case NbdCommand.Cache:
-                    if (!InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "cache beyond the end of the export", false).ConfigureAwait(false);
-                        return;
-                    }
                     if (length > 0)
                     {
                         await device.CacheAsync((long)offset, (long)length).ConfigureAwait(false);
@@ -393,21 +330,7 @@ public sealed partial class NbdSession
                     break;
 
                 case NbdCommand.BlockStatus:
-                    if (!AnyMetaContext)
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "no meta context negotiated", true).ConfigureAwait(false);
-                        return;
-                    }
-                    if (length == 0 || !InRange(export, offset, length))
-                    {
-                        await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, "block status range invalid or beyond the end", true).ConfigureAwait(false);
-                        return;
-                    }
                     await BlockStatusAndReplyAsync(work).ConfigureAwait(false);
-                    return;
-
-                default:
-                    await SendErrorAsync(cookie, offset, NbdErrno.InvalidArgument, $"unknown command {(ushort)request.Command}", false).ConfigureAwait(false);
                     return;
             }
         }
@@ -426,10 +349,13 @@ public sealed partial class NbdSession
         await SendSuccessAsync(cookie, offset).ConfigureAwait(false);
     }
 
-    private static bool InRange(NbdExport export, ulong offset, ulong length)
+    private static ZeroFlags ZeroFlagsOf(NbdCommandFlags requestFlags)
     {
-        var size = (ulong)export.Size;
-        return offset <= size && length <= size - offset;
+        var flags = ZeroFlags.None;
+        if ((requestFlags & NbdCommandFlags.Fua) != 0) flags |= ZeroFlags.Fua;
+        if ((requestFlags & NbdCommandFlags.NoHole) != 0) flags |= ZeroFlags.NoHole;
+        if ((requestFlags & NbdCommandFlags.FastZero) != 0) flags |= ZeroFlags.FastZero;
+        return flags;
     }
 
     private async Task ReadAndReplyAsync(IBlockDevice device, NbdRequest request)
@@ -593,6 +519,7 @@ public sealed partial class NbdSession
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask SendErrorAsync(ulong cookie, ulong offset, NbdErrno error, string message, bool asChunk)
     {
+        _export.Metrics?.RecordError(error);
         await _sendLock.WaitAsync().ConfigureAwait(false);
         try
         {

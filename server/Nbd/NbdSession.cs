@@ -16,9 +16,6 @@ namespace NbdQcow.Server.Nbd;
 /// </summary>
 public sealed partial class NbdSession
 {
-    private const NbdCommandFlags KnownCommandFlags = NbdCommandFlags.Fua | NbdCommandFlags.NoHole | NbdCommandFlags.DontFragment
-        | NbdCommandFlags.ReqOne | NbdCommandFlags.FastZero;
-
     /// <summary>Reads of at least this many zero bytes go out as OFFSET_HOLE chunks (when DF allows).</summary>
     private const int HoleReplyThreshold = 4096;
 

@@ -31,4 +31,7 @@ public sealed record NbdSessionOptions
 
     /// <summary>TLS credentials and mode; null serves plain text only (STARTTLS answered NBD_REP_ERR_UNSUP).</summary>
     public TlsUpgrade? Tls { get; init; }
+
+    /// <summary>Connection counters (accepted, open, refused); null: not counted.</summary>
+    public Metrics.ServerMetrics? Metrics { get; init; }
 }

@@ -1,38 +1,27 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
 namespace NbdQcow.Server.Nbd;
 
-/// <summary>Line-oriented log on stderr (stdout carries only the "listening" line tests wait for).</summary>
-public sealed class ServerLog
+/// <summary>
+/// The server's log lines, written through <see cref="ILogger"/> (level filtering, the plain or journal format:
+/// see <see cref="Logging.ServerLogging"/>). Messages are plain text, never templates, so a brace in a file name or a
+/// client's export name is printed as it is.
+/// </summary>
+public sealed class ServerLog(ILogger logger)
 {
-    private readonly TextWriter _writer;
+    private static readonly Func<string, Exception?, string> PlainText = static (message, _) => message;
 
-    public ServerLog(TextWriter writer, bool verbose)
-    {
-        _writer = writer;
-        Verbose = verbose;
-    }
+    public static ServerLog Quiet { get; } = new(NullLogger.Instance);
 
-    public static ServerLog Quiet { get; } = new(TextWriter.Null, verbose: false);
+    /// <summary>True when debug lines are written (--verbose): callers skip building a debug message otherwise.</summary>
+    public bool Verbose => logger.IsEnabled(LogLevel.Debug);
 
-    public bool Verbose { get; }
+    public void Error(string message) => logger.Log(LogLevel.Error, default, message, null, PlainText);
 
-    public void Info(string message) => Write("info", message);
+    public void Warn(string message) => logger.Log(LogLevel.Warning, default, message, null, PlainText);
 
-    public void Warn(string message) => Write("warning", message);
+    public void Info(string message) => logger.Log(LogLevel.Information, default, message, null, PlainText);
 
-    public void Debug(string message)
-    {
-        if (Verbose)
-        {
-            Write("debug", message);
-        }
-    }
-
-    private void Write(string level, string message)
-    {
-        lock (_writer)
-        {
-            _writer.WriteLine($"nbdqcow: {level}: {message}");
-            _writer.Flush();
-        }
-    }
+    public void Debug(string message) => logger.Log(LogLevel.Debug, default, message, null, PlainText);
 }

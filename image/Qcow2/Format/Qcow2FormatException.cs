@@ -4,7 +4,7 @@ namespace NbdQcow.Image.Qcow2.Format;
 /// A qcow2 image whose metadata is invalid or unsupported. The message names the field and its value,
 /// so an operator can see at once what is wrong with the file.
 /// </summary>
-public sealed class Qcow2FormatException : Exception
+public sealed class Qcow2FormatException : ImageFormatException
 {
     public Qcow2FormatException(string field, object? value, string problem)
         : base($"qcow2 {field} = {FormatValue(value)}: {problem}")

@@ -12,7 +12,7 @@ public sealed class BackingRootConfigurationTests
     {
         string tmp = Path.GetTempPath().TrimEnd('/');
         Assert.Null(ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" }, NoEnvironment).Exports[0].BackingRoot);
-        Assert.Equal("/", ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", BackingRoot = "/" }, NoEnvironment).Exports[0].BackingRoot);
+        Assert.Equal("/", ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["BackingRoot"] = "/" }, NoEnvironment).Exports[0].BackingRoot);
         Assert.Equal(tmp, ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" },
             [new("NBDQCOW__BACKINGROOT", tmp)]).Exports[0].BackingRoot);
         Assert.Equal("/", ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" },
@@ -23,7 +23,7 @@ public sealed class BackingRootConfigurationTests
     public void Backing_root_that_is_not_an_existing_folder_is_refused_naming_the_key()
     {
         var error = Assert.Throws<ConfigurationException>(() =>
-            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", BackingRoot = "/no/such/folder" }, NoEnvironment));
+            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["BackingRoot"] = "/no/such/folder" }, NoEnvironment));
         Assert.Contains("Exports:0:BackingRoot: '/no/such/folder' is not an existing folder", error.Message);
     }
 }

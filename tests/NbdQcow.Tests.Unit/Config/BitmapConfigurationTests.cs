@@ -11,7 +11,7 @@ public sealed class BitmapConfigurationTests
     public void Repeated_bitmap_options_and_the_config_key_give_the_export_its_bitmaps_in_order()
     {
         Assert.Empty(ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2" }, NoEnvironment).Exports[0].Bitmaps);
-        var cli = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", Bitmaps = ["daily", "weekly"] }, NoEnvironment);
+        var cli = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", Lists = { ["Bitmaps"] = ["daily", "weekly"] } }, NoEnvironment);
         Assert.Equal(["daily", "weekly"], cli.Exports[0].Bitmaps);
         var environment = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2" },
             [new("NBDQCOW__EXPORTS__0__BITMAPS__0", "b0"), new("NBDQCOW__EXPORTS__0__BITMAPS__1", "b1")]);
@@ -33,7 +33,7 @@ public sealed class BitmapConfigurationTests
     public void A_bitmap_named_twice_is_refused_naming_the_key()
     {
         var refusal = Assert.Throws<ConfigurationException>(() =>
-            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", Bitmaps = ["b0", "b0"] }, NoEnvironment));
+            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", Lists = { ["Bitmaps"] = ["b0", "b0"] } }, NoEnvironment));
         Assert.Contains("Exports:0:Bitmaps: 'b0' is named twice", refusal.Message);
     }
 }

@@ -12,7 +12,7 @@ public sealed class KeyFileConfigurationTests
     {
         Assert.Null(ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2" }, NoEnvironment).Exports[0].KeyFile);
         Assert.Equal("/etc/nbdqcow/a.key", ServerConfigurationLoader.Load(null,
-            new ServeOverrides { ImagePath = "a.qcow2", KeyFile = "/etc/nbdqcow/a.key" }, NoEnvironment).Exports[0].KeyFile);
+            new ServeOverrides { ImagePath = "a.qcow2", ["KeyFile"] = "/etc/nbdqcow/a.key" }, NoEnvironment).Exports[0].KeyFile);
         Assert.Equal(Path.GetFullPath("rel.key"), ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2" },
             [new("NBDQCOW__EXPORTS__0__KEYFILE", "rel.key")]).Exports[0].KeyFile);
 

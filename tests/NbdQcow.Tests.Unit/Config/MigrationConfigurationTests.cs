@@ -16,9 +16,9 @@ public sealed class MigrationConfigurationTests
     {
         Assert.Equal(ImageLocking.On, ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" }, NoEnvironment).Exports[0].Locking);
         Assert.Equal(ImageLocking.Off,
-            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Locking = "off" }, NoEnvironment).Exports[0].Locking);
+            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Locking"] = "off" }, NoEnvironment).Exports[0].Locking);
         Assert.Equal(ImageLocking.ForceShare,
-            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Locking = "force-share", ReadOnly = true }, NoEnvironment)
+            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Locking"] = "force-share", ["ReadOnly"] = "true" }, NoEnvironment)
                 .Exports[0].Locking);
     }
 
@@ -26,7 +26,7 @@ public sealed class MigrationConfigurationTests
     public void Force_share_on_a_writable_export_and_an_unknown_value_are_refused_naming_the_key()
     {
         var writable = Assert.Throws<ConfigurationException>(() =>
-            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Locking = "force-share" }, NoEnvironment));
+            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Locking"] = "force-share" }, NoEnvironment));
         Assert.Contains("Exports:0:Locking: force-share needs a read-only export", writable.Message);
         var unknown = Assert.Throws<ConfigurationException>(() => ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" },
             [new("NBDQCOW__EXPORTS__0__LOCKING", "sometimes")]));
@@ -36,12 +36,12 @@ public sealed class MigrationConfigurationTests
     [Fact]
     public void Inactive_is_accepted_with_a_control_socket_and_refused_without_one()
     {
-        var settings = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Inactive = true, Control = "/run/x.ctl" }, NoEnvironment);
+        var settings = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Inactive"] = "true", ["Control"] = "/run/x.ctl" }, NoEnvironment);
         Assert.True(settings.Exports[0].Inactive);
         Assert.Equal("/run/x.ctl", settings.ControlPath);
         Assert.Null(ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img" }, NoEnvironment).ControlPath);
         var refusal = Assert.Throws<ConfigurationException>(() =>
-            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Inactive = true }, NoEnvironment));
+            ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Inactive"] = "true" }, NoEnvironment));
         Assert.Contains("Exports:0:Inactive: true needs a control socket", refusal.Message);
     }
 

@@ -46,7 +46,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
 
         var cli = ServerConfigurationLoader.Load(null, new ServeOverrides
         {
-            ImagePath = "a.img", MaxConnections = "8", HandshakeTimeout = "off", MaxBufferedBytes = "1G",
+            ImagePath = "a.img", ["MaxConnections"] = "8", ["HandshakeTimeout"] = "off", ["MaxBufferedBytes"] = "1G",
         }, NoEnvironment);
         Assert.Equal((8, (TimeSpan?)null, 1L << 30), (cli.MaxConnections, cli.HandshakeTimeout, cli.MaxBufferedBytes));
 
@@ -62,7 +62,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     {
         var refusal = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides
         {
-            ImagePath = "a.img", MaxConnections = "0", HandshakeTimeout = "10s", MaxBufferedBytes = "1M",
+            ImagePath = "a.img", ["MaxConnections"] = "0", ["HandshakeTimeout"] = "10s", ["MaxBufferedBytes"] = "1M",
         }, NoEnvironment));
         Assert.Contains(refusal.Problems, p => p.StartsWith("MaxConnections: '0' is not allowed; allowed: an integer from 1", StringComparison.Ordinal));
         Assert.Contains(refusal.Problems, p => p.StartsWith("HandshakeTimeout: '10s' is not allowed; allowed: seconds from 1 to 3600, or 'off'", StringComparison.Ordinal));
@@ -74,8 +74,8 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     {
         var settings = ServerConfigurationLoader.Load(null, new ServeOverrides
         {
-            ImagePath = "a.img", ExportName = "vm", Cache = "directsync", MaxDirtyAge = "off", ReadOnly = true,
-            Format = "raw", Create = "512M", Listen = "[::1]:0",
+            ImagePath = "a.img", ExportName = "vm", ["Cache"] = "directsync", ["MaxDirtyAge"] = "off", ["ReadOnly"] = "true",
+            ["Format"] = "raw", ["Create"] = "512M", ["Listen"] = "[::1]:0",
         }, NoEnvironment);
 
         var export = Assert.Single(settings.Exports);
@@ -87,9 +87,9 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     [Fact]
     public void Journal_is_accepted_from_the_command_line_and_refused_with_unsafe_naming_both_keys()
     {
-        var settings = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Journal = true }, NoEnvironment);
+        var settings = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Journal"] = "true" }, NoEnvironment);
         Assert.True(settings.Exports[0].Journal);
-        var refusal = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Journal = true, Cache = "unsafe" }, NoEnvironment));
+        var refusal = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Journal"] = "true", ["Cache"] = "unsafe" }, NoEnvironment));
         Assert.Contains("Exports:0:Journal", refusal.Message);
         Assert.Contains("Exports:0:Cache unsafe", refusal.Message);
     }
@@ -97,11 +97,11 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     [Fact]
     public void Socket_alone_disables_the_default_TCP_listener_but_an_explicit_listen_keeps_it()
     {
-        var socketOnly = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Socket = "/tmp/x.sock" }, NoEnvironment);
+        var socketOnly = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Socket"] = "/tmp/x.sock" }, NoEnvironment);
         Assert.Empty(socketOnly.TcpEndPoints);
         Assert.Equal("/tmp/x.sock", socketOnly.SocketPath);
 
-        var both = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Socket = "/tmp/x.sock", Listen = "127.0.0.1:1234" }, NoEnvironment);
+        var both = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Socket"] = "/tmp/x.sock", ["Listen"] = "127.0.0.1:1234" }, NoEnvironment);
         Assert.Equal([new IPEndPoint(IPAddress.Loopback, 1234)], both.TcpEndPoints);
     }
 
@@ -135,7 +135,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
         Assert.Equal(2, fromEnvironment.TcpEndPoints[0].Port);
         Assert.Equal([CacheMode.None, CacheMode.Writethrough], fromEnvironment.Exports.Select(e => e.CacheMode));
 
-        var fromCommandLine = ServerConfigurationLoader.Load(config, new ServeOverrides { Listen = "127.0.0.1:3", Cache = "unsafe" }, environment);
+        var fromCommandLine = ServerConfigurationLoader.Load(config, new ServeOverrides { ["Listen"] = "127.0.0.1:3", ["Cache"] = "unsafe" }, environment);
         Assert.Equal(3, fromCommandLine.TcpEndPoints[0].Port);
         Assert.Equal([CacheMode.Unsafe, CacheMode.Unsafe], fromCommandLine.Exports.Select(e => e.CacheMode));
     }
@@ -152,7 +152,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     public void Image_on_the_command_line_is_added_to_the_config_exports_and_becomes_the_default()
     {
         var config = WriteConfig("""{ "Exports": [ { "Path": "a.img", "Cache": "none" } ] }""");
-        var settings = ServerConfigurationLoader.Load(config, new ServeOverrides { ImagePath = "/x/b.qcow2", Cache = "unsafe" }, NoEnvironment);
+        var settings = ServerConfigurationLoader.Load(config, new ServeOverrides { ImagePath = "/x/b.qcow2", ["Cache"] = "unsafe" }, NoEnvironment);
         Assert.Equal([("a", CacheMode.None), ("b", CacheMode.Unsafe)], settings.Exports.Select(e => (e.Name, e.CacheMode)));
         Assert.Equal("b", settings.DefaultExport);
     }
@@ -160,7 +160,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     [Fact]
     public void Bad_cache_mode_is_refused_naming_the_key_and_the_allowed_values()
     {
-        var error = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", Cache = "fast" }, NoEnvironment));
+        var error = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.img", ["Cache"] = "fast" }, NoEnvironment));
         var problem = Assert.Single(error.Problems);
         Assert.Contains("Exports:0:Cache", problem);
         Assert.Contains("'fast'", problem);
@@ -184,7 +184,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     public void Invalid_config_file_values_are_refused_naming_the_key(string json, string key)
     {
         var config = WriteConfig(json);
-        var error = Refused(() => ServerConfigurationLoader.Load(config, new ServeOverrides(), NoEnvironment));
+        var error = Refused(() => ServerConfigurationLoader.Load(config, new ServeOverrides(), NoEnvironment, NbdQcow.Image.ImageFormats.Names));
         Assert.Contains(error.Problems, p => p.StartsWith(key + ":", StringComparison.Ordinal) && p.Contains("allowed"));
     }
 
@@ -200,7 +200,7 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     [Fact]
     public void Snapshot_makes_the_export_read_only()
     {
-        var settings = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", Snapshot = "before-upgrade" }, NoEnvironment);
+        var settings = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", ["Snapshot"] = "before-upgrade" }, NoEnvironment);
         Assert.True(settings.Exports[0].ReadOnly);
         Assert.Equal("before-upgrade", settings.Exports[0].Snapshot);
     }

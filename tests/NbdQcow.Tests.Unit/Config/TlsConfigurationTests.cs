@@ -23,9 +23,9 @@ public sealed class TlsConfigurationTests : IDisposable
     private static ServeOverrides Cli(string? tls, string? certificates, bool verifyPeer = false) => new()
     {
         ImagePath = "/images/disk.img",
-        Tls = tls,
-        TlsCertificates = certificates,
-        TlsVerifyPeer = verifyPeer ? true : null,
+        ["Tls"] = tls,
+        ["TlsCertificates"] = certificates,
+        ["TlsVerifyPeer"] = verifyPeer ? "true" : null,
     };
 
     private static string Refusal(ServeOverrides overrides, IEnumerable<KeyValuePair<string, string?>>? environment = null) =>

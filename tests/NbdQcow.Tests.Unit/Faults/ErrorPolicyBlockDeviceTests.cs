@@ -5,6 +5,7 @@ using NbdQcow.Server.Nbd;
 using NbdQcow.Server.Storage;
 using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.Qcow2Write;
+using NbdQcow.Server.Logging;
 
 namespace NbdQcow.Tests.Unit.Faults;
 
@@ -27,7 +28,7 @@ public sealed class ErrorPolicyBlockDeviceTests : IDisposable
         plan.Armed = false;
         var image = ImageOpener.Open(path, new ImageOpenOptions { MaxDirtyAge = null, HostFileFactory = FaultInjectingHostFile.Factory(plan) });
         plan.Armed = true;
-        var device = new ErrorPolicyBlockDevice(image, "disk", werror, rerror, TimeSpan.FromMilliseconds(timeoutMs), new ServerLog(_logText, verbose: true));
+        var device = new ErrorPolicyBlockDevice(image, "disk", werror, rerror, TimeSpan.FromMilliseconds(timeoutMs), new ServerLog(new ServerLogWriter(_logText, journalPriorities: false)));
         return (device, plan, path);
     }
 

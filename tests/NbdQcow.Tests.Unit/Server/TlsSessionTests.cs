@@ -6,6 +6,7 @@ using NbdQcow.Config;
 using NbdQcow.Protocol;
 using NbdQcow.Protocol.Client;
 using NbdQcow.Server.Exports;
+using NbdQcow.Server.Logging;
 using NbdQcow.Server.Nbd;
 using NbdQcow.Tests.Tls;
 
@@ -65,7 +66,7 @@ public sealed class TlsSessionTests : IDisposable
         }
         var registry = new ExportRegistry();
         registry.Add(new NbdExport("disk", new MemoryBlockDevice(Size)));
-        var server = new NbdServer(registry, new NbdSessionOptions { Tls = tls }, new ServerLog(_logText, verbose: true));
+        var server = new NbdServer(registry, new NbdSessionOptions { Tls = tls }, new ServerLog(new ServerLogWriter(_logText, journalPriorities: false)));
         var bound = server.ListenTcp(new IPEndPoint(IPAddress.Loopback, 0));
         return new Running(server, registry, bound.Port);
     }

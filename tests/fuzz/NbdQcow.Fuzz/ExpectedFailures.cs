@@ -23,7 +23,7 @@ public static class ExpectedFailures
 
     private static bool Classify(Exception exception) => exception switch
     {
-        Qcow2FormatException or BlockDeviceException or RecoveryInputException or MemoryFileFullException => true,
+        ImageFormatException or BlockDeviceException or RecoveryInputException or MemoryFileFullException => true,
         // An encrypted image opened without its key: refused by name before any data is read.
         NbdQcow.Image.Luks.EncryptionKeyException => true,
         FileNotFoundException or DirectoryNotFoundException => true,
