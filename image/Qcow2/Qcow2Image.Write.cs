@@ -72,6 +72,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
         var map = new Qcow2MetadataMap(Geometry.ClusterBits);
         map.Add(0, Geometry.ClusterSize);
         map.Add((long)Header.L1TableOffset, Header.L1Size * 8L);
+        if (EncryptionArea is { } luks) map.Add(luks.Offset, luks.Length);
         if (Header.SnapshotCount > 0)
         {
             map.Add((long)Header.SnapshotsOffset, Math.Max(Qcow2SnapshotTable.SizeOf(Snapshots), 1));

@@ -137,6 +137,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             image.Snapshots = Qcow2SnapshotTable.Read(file, header, file.Length);
             image.LoadL1(options.Snapshot);
             image.OpenDataFile();
+            image.OpenEncryption();
             image.OpenBacking(chain);
             image.LoadBitmapDirectory();
             if (!readOnly)
@@ -472,6 +473,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         switch (mapping.Kind)
         {
             case Qcow2ClusterKind.Normal:
+                if (IsEncryptionLocked) throw EncryptedWithoutKey(offset);
                 DataFile.Read(mapping.HostOffset, chunk.Span);
                 break;
             case Qcow2ClusterKind.Zero:
@@ -503,6 +505,9 @@ public sealed partial class Qcow2Image : IBlockDevice
     /// <summary>Decompresses the cluster mapped by a compressed <paramref name="entry"/> and copies the part at <paramref name="guestOffset"/>.</summary>
     internal void ReadCompressed(L2Entry entry, long guestOffset, Span<byte> destination)
     {
+        if (Encryption is not null)
+            throw new BlockDeviceException(BlockError.Io,
+                $"qcow2 image {Path}: compressed cluster for guest offset 0x{guestOffset:x} in an encrypted image (qcow2 cannot encrypt compressed clusters)");
         var descriptor = entry.Compressed(Geometry.ClusterBits);
         int clusterSize = Geometry.ClusterSize;
         byte[] compressed = ArrayPool<byte>.Shared.Rent(descriptor.CompressedLength);
