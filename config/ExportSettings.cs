@@ -36,4 +36,6 @@ public sealed record ExportSettings
     public static readonly TimeSpan DefaultErrorRetryTimeout = TimeSpan.FromSeconds(60);
     /// <summary>Full path of the folder backing files must lie in, or null for the folder of the image itself.</summary>
     public string? BackingRoot { get; init; }
+    /// <summary>Full path of the file holding the secret of an encrypted image, or null (then NBDQCOW_KEY, if set).</summary>
+    public string? KeyFile { get; init; }
 }

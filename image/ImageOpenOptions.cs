@@ -40,4 +40,8 @@ public sealed record ImageOpenOptions
     public string? BackingRoot { get; init; }
     /// <summary>Bytes of qcow2 metadata tables (L2, refcount blocks) kept in memory; null = default (covers 64 GiB at 64 KiB clusters).</summary>
     public long? MetadataCacheBytes { get; init; }
+    /// <summary>The secret that opens a LUKS-encrypted qcow2 image (qemu's secret object: the bytes as given), or null.</summary>
+    public byte[]? EncryptionKey { get; init; }
+    /// <summary>Open an encrypted image read-only without its key: metadata only (info), data reads fail.</summary>
+    public bool OpenEncryptedWithoutKey { get; init; }
 }

@@ -236,13 +236,21 @@ public static class ServeSettings
             : SettingParse<TimeSpan>.NotAllowed(text, "milliseconds from 100 to 86400000"),
         (s, v) => s with { ErrorRetryTimeout = v });
 
+    public static readonly TypedSetting<ExportSettings, string?> KeyFile = new("KeyFile", Export,
+        "file whose whole content is the secret of a LUKS-encrypted qcow2 (see [Encrypted images](#encrypted-images-luks))",
+        "a path (none: `NBDQCOW_KEY`, if set)",
+        [new CliSpelling("--key-file", "FILE",
+            "Secret of a LUKS-encrypted qcow2 image: the whole content of FILE, as qemu's --object secret,file=FILE " +
+            "(no newline stripped). Without it the NBDQCOW_KEY environment variable is used. Never on the command line.")],
+        text => SettingParse<string?>.Ok(string.IsNullOrEmpty(text) ? null : System.IO.Path.GetFullPath(text)), (s, v) => s with { KeyFile = v });
+
     /// <summary>Every setting, in the order of the README's key table and of the "allowed:" lists of unknown-key messages.</summary>
     public static readonly IReadOnlyList<Setting> All =
     [
         Listen, Socket, DefaultExport, MaxInFlight, MaxConnections, HandshakeTimeout, MaxBufferedBytes, Verbose, Quiet, Metrics, Tls, TlsCertificates,
         TlsVerifyPeer, Control,
         Name, Path, Description, Cache, Aio, ReadOnly, MaxDirtyAge, Journal, Snapshot, Format, Create, Locking, Inactive, Bitmaps,
-        WriteErrorPolicy, ReadErrorPolicy, ErrorRetryTimeout,
+        WriteErrorPolicy, ReadErrorPolicy, ErrorRetryTimeout, KeyFile,
         BackingRoot,
     ];
 

@@ -14,4 +14,8 @@ public sealed record Qcow2CreateOptions
     public bool ExtendedL2 { get; init; }
     /// <summary>refcount_order: refcounts of 2^order bits (0..6).</summary>
     public int RefcountOrder { get; init; } = 4;
+    /// <summary>Encrypt with LUKS (aes-xts-plain64, sha256), keyslot 0 opened by this secret; null: not encrypted.</summary>
+    public byte[]? EncryptionSecret { get; init; }
+    /// <summary>PBKDF2 time the keyslot's iteration count is calibrated to (qemu's encrypt.iter-time, 2 s by default).</summary>
+    public TimeSpan EncryptionIterTime { get; init; } = TimeSpan.FromMilliseconds(2000);
 }

@@ -47,12 +47,14 @@ public static class Qcow2Creator
         if (l1Entries > Qcow2HeaderValidator.MaxL1Entries)
             throw new ArgumentException($"size {virtualSize} needs {l1Entries} L1 entries with {clusterSize}-byte clusters, more than {Qcow2HeaderValidator.MaxL1Entries}; use larger clusters", nameof(options));
         long l1Clusters = Math.Max(1, (l1Entries * 8 + clusterSize - 1) / clusterSize);
+        byte[]? luksArea = options.EncryptionSecret is { } secret ? Luks.LuksVolume.CreateArea(secret, options.EncryptionIterTime) : null;
+        long luksClusters = luksArea is null ? 0 : (luksArea.Length + clusterSize - 1) / clusterSize;
 
         // Header + refcount table + refcount blocks + L1 must all be covered by the refcount blocks.
         long tableClusters = 1, blocks = 1;
         while (true)
         {
-            long total = 1 + tableClusters + blocks + l1Clusters;
+            long total = 1 + tableClusters + blocks + l1Clusters + luksClusters;
             long neededBlocks = (total + geometry.RefcountBlockEntries - 1) / geometry.RefcountBlockEntries;
             long neededTable = (neededBlocks * 8 + clusterSize - 1) / clusterSize;
             if (neededBlocks == blocks && neededTable == tableClusters) break;
@@ -62,7 +64,8 @@ public static class Qcow2Creator
         long tableOffset = clusterSize;
         long blocksOffset = tableOffset + tableClusters * clusterSize;
         long l1Offset = blocksOffset + blocks * clusterSize;
-        long totalClusters = 1 + tableClusters + blocks + l1Clusters;
+        long luksOffset = l1Offset + l1Clusters * clusterSize;
+        long totalClusters = 1 + tableClusters + blocks + l1Clusters + luksClusters;
 
         var header = new Qcow2Header
         {
@@ -80,6 +83,15 @@ public static class Qcow2Creator
             BackingFileName = options.BackingFile,
             BackingFormat = options.BackingFile is null ? null : backingFormat,
         };
+        if (luksArea is not null)
+        {
+            // The LUKS header and its key material live in clusters after the L1 table, named by the extension.
+            var pointer = new byte[16];
+            BinaryPrimitives.WriteUInt64BigEndian(pointer, (ulong)luksOffset);
+            BinaryPrimitives.WriteUInt64BigEndian(pointer.AsSpan(8), (ulong)luksArea.Length);
+            header.EncryptionMethod = Qcow2EncryptionMethod.Luks;
+            header.UnknownExtensions.Add(new Qcow2HeaderExtension(Qcow2HeaderExtensionType.FullDiskEncryption, pointer));
+        }
 
         // Small clusters cannot hold the feature-name table next to the header and backing file name: leave it out.
         try { header.Serialize(); }
@@ -114,6 +126,11 @@ public static class Qcow2Creator
                 stream.Write(cluster);
             }
             stream.SetLength(totalClusters * clusterSize); // the L1 table: zeroes
+            if (luksArea is not null)
+            {
+                stream.Position = luksOffset;
+                stream.Write(luksArea);
+            }
             stream.Flush(flushToDisk: true);
         }
         catch

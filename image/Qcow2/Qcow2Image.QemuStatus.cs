@@ -20,14 +20,19 @@ public sealed partial class Qcow2Image : IQemuStatusSource
         {
             var mapping = await LookupAsync(offset, end - offset, cancellationToken).ConfigureAwait(false);
             if (mapping.Kind is Qcow2ClusterKind.Unallocated or Qcow2ClusterKind.UnallocatedWithHostCluster)
-                await AppendBackingDepthAsync(offset, mapping.Length, extents, first, cancellationToken).ConfigureAwait(false);
+            {
+                long covered = await AppendBackingDepthAsync(offset, mapping.Length, extents, first, cancellationToken).ConfigureAwait(false);
+                if (covered < mapping.Length)
+                    return; // a prefix of the range, bounded like the base:allocation answer
+            }
             else
                 AppendStatus(extents, first, mapping.Length, 1); // data, compressed and zero clusters all belong to this layer
             offset += mapping.Length;
         }
     }
 
-    private async ValueTask AppendBackingDepthAsync(long offset, long length, List<StatusExtent> extents, int first, CancellationToken cancellationToken)
+    /// <summary>Appends the chain's depth for an unallocated run; returns how much of it is covered (bounded by <see cref="MaxExtentsPerQuery"/>).</summary>
+    private async ValueTask<long> AppendBackingDepthAsync(long offset, long length, List<StatusExtent> extents, int first, CancellationToken cancellationToken)
     {
         long within = Backing is IQemuStatusSource ? Math.Clamp(Backing.Size - offset, 0, length) : 0;
         if (within > 0)
@@ -37,6 +42,8 @@ public sealed partial class Qcow2Image : IQemuStatusSource
             long done = 0;
             while (done < within)
             {
+                if (extents.Count - first >= MaxExtentsPerQuery)
+                    return done;
                 inner.Clear();
                 await backing.GetAllocationDepthAsync(offset + done, within - done, inner, cancellationToken).ConfigureAwait(false);
                 if (inner.Count == 0)
@@ -48,12 +55,15 @@ public sealed partial class Qcow2Image : IQemuStatusSource
                         break;
                     AppendStatus(extents, first, n, extent.Value == 0 ? 0 : extent.Value + 1);
                     done += n;
+                    if (extents.Count - first >= MaxExtentsPerQuery)
+                        return done;
                 }
             }
         }
         // Past the end of a shorter backing file the zeroes it reads as belong to that layer (qemu counts them so).
         if (length > within)
             AppendStatus(extents, first, length - within, Backing is null ? 0u : 2u);
+        return length;
     }
 
     private static void AppendStatus(List<StatusExtent> extents, int first, long length, uint value)

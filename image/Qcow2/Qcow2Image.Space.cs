@@ -38,10 +38,12 @@ public sealed partial class Qcow2Image
         try
         {
             var g = Geometry;
+            var refcounts = _refcounts!;
             if (Header.L1Size > 0) Reserve((long)Header.L1TableOffset, Header.L1Size * 8L);
-            Reserve((long)Header.RefcountTableOffset, (long)Header.RefcountTableClusters << g.ClusterBits);
-            var entries = (int)Math.Min((long)Header.RefcountTableClusters << (g.ClusterBits - 3), 1 << 20);
-            foreach (ulong block in BigEndianTable.Read(File, (long)Header.RefcountTableOffset, entries))
+            // The refcount table as the allocator keeps it, not a second read of the disk: one copy, so what is
+            // reserved is what the allocator will write to, pending changes included.
+            Reserve(refcounts.TableOffset, (long)refcounts.TableClusters << g.ClusterBits);
+            foreach (ulong block in refcounts.BlockOffsets)
             {
                 long offset = (long)(block & L1Entry.OffsetMask);
                 if (offset != 0) Reserve(offset, g.ClusterSize);

@@ -72,6 +72,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
         var map = new Qcow2MetadataMap(Geometry.ClusterBits);
         map.Add(0, Geometry.ClusterSize);
         map.Add((long)Header.L1TableOffset, Header.L1Size * 8L);
+        if (EncryptionArea is { } luks) map.Add(luks.Offset, luks.Length);
         if (Header.SnapshotCount > 0)
         {
             map.Add((long)Header.SnapshotsOffset, Math.Max(Qcow2SnapshotTable.SizeOf(Snapshots), 1));
@@ -279,7 +280,11 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
     /// Ordered flush to disk: every change completed before the call is durable afterwards. Then frees whose
     /// dropping table is durable are applied (after in-place I/O that may target those clusters has drained).
     /// </summary>
-    internal async ValueTask DurableFlushAsync()
+    internal ValueTask DurableFlushAsync() => DurableFlushAsync(forPendingFrees: false);
+
+    /// <param name="forPendingFrees">Asked only to make pending frees reusable: skipped when, once this flush's turn
+    /// comes, another flush has already brought them under <see cref="PendingFreeFlushBytes"/>.</param>
+    private async ValueTask DurableFlushAsync(bool forPendingFrees)
     {
         // Flushes coalesce: one that waited for another to finish is done if that one already covered every
         // change completed before it was asked for (a burst of client FLUSHes costs one fdatasync, not one each).
@@ -287,6 +292,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
         await _flushGate.WaitAsync().ConfigureAwait(false);
         try
         {
+            if (forPendingFrees && (_refcounts?.PendingFreeBytes ?? 0) < PendingFreeFlushBytes) return;
             if (Interlocked.Read(ref _flushedChanges) >= target && MetadataCache.DirtyCount == 0 && _refcounts is not { PendingFreeCount: > 0 }) return;
             long covers = Interlocked.Read(ref _completedChanges);
             var ticket = _dirtyAge?.BeginFlush();
@@ -358,15 +364,31 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
     /// in the background when the max-dirty-age flusher exists, else in this request (all modes, unsafe included:
     /// one fdatasync per that many freed bytes). Past four times that, the request waits for it in any case, so the
     /// file grows by at most that much beyond what the guest holds, however fast the churn.
+    /// The change that triggered it is complete and asked for no durability (FUA and write-through modes flushed
+    /// before getting here), so a failure of this flush is the image's, not the request's: it goes where background
+    /// flush failures go (a failed fdatasync also latches: every later FLUSH fails and the image is marked dirty),
+    /// and the request succeeds. The frees stay pending and the next change tries again.
     /// </summary>
     private async ValueTask ReclaimPendingFreesAsync()
     {
         long pending = _refcounts?.PendingFreeBytes ?? 0;
         if (pending < PendingFreeFlushBytes) return;
+        // After a failed fdatasync no flush succeeds until the image is reopened: trying on every change would
+        // only repeat the same report.
+        if (SyncFailures.HasFailed) return;
         if (_dirtyAge is not null && pending < 4 * PendingFreeFlushBytes)
+        {
             _dirtyAge.RequestFlush();
-        else
-            await DurableFlushAsync().ConfigureAwait(false);
+            return;
+        }
+        try
+        {
+            await DurableFlushAsync(forPendingFrees: true).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or BlockDeviceException)
+        {
+            Options.BackgroundError?.Invoke(e);
+        }
     }
 
     /// <summary>

@@ -137,6 +137,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             image.Snapshots = Qcow2SnapshotTable.Read(file, header, file.Length);
             image.LoadL1(options.Snapshot);
             image.OpenDataFile();
+            image.OpenEncryption();
             image.OpenBacking(chain);
             image.LoadBitmapDirectory();
             if (!readOnly)
@@ -254,9 +255,10 @@ public sealed partial class Qcow2Image : IBlockDevice
         string resolved = ResolveRelative(name);
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("external data file", name, $"not found at {resolved}");
-        EnsureReferencedFileAllowed("external data file", name, resolved);
+        // Open the path that was checked: the name may be a symlink someone retargets between the check and the open.
+        string checkedPath = EnsureReferencedFileAllowed("external data file", name, resolved);
         DataFilePath = resolved;
-        DataFile = LockedHostFile.Open(HostFiles, resolved, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()), Options.Locking);
+        DataFile = LockedHostFile.Open(HostFiles, checkedPath, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()), Options.Locking);
     }
 
     private void OpenBacking(BackingChain chain)
@@ -271,27 +273,31 @@ public sealed partial class Qcow2Image : IBlockDevice
         string resolved = ResolveRelative(name);
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("backing file", name, $"not found at {resolved}");
-        EnsureReferencedFileAllowed("backing file", name, resolved);
+        // From here on only the checked, symlink-free path is opened: the name may be a symlink someone retargets
+        // between the check and the open.
+        string checkedPath = EnsureReferencedFileAllowed("backing file", name, resolved);
         var format = Header.BackingFormat is { } recorded
             ? ImageFormats.Find(recorded) ?? throw new Qcow2FormatException("backing format", recorded,
                 $"unsupported backing file format ({string.Join(", ", ImageFormats.Names)} are supported)")
-            : ProbeBackingFormat(name, resolved);
+            : ProbeBackingFormat(name, checkedPath);
         // The backing file is read through the same latched host files as this image.
         var backingOptions = Options with { ReadOnly = true, Snapshot = null, Format = format.Name, Journal = false, HostFileFactory = HostFiles };
         BackingPath = resolved;
         BackingFormat = format.Name;
-        Backing = format.OpenBacking(resolved, backingOptions, chain.Next());
+        Backing = format.OpenBacking(checkedPath, backingOptions, chain.Next());
     }
 
     /// <summary>
     /// A file the image names is read (and, for a data file, written) on the client's behalf, so a crafted image could
     /// name any host file: /etc/shadow, /dev/sda, /proc/self/mem. Only regular files inside the backing root are used.
+    /// Returns the canonical path that passed, which is the one to open.
     /// </summary>
-    private void EnsureReferencedFileAllowed(string field, string name, string resolved)
+    private string EnsureReferencedFileAllowed(string field, string name, string resolved)
     {
-        string canonical = HostPath.Canonical(resolved) ?? resolved;
+        string canonical = HostPath.Canonical(resolved)
+            ?? throw new Qcow2FormatException(field, name, $"not found at {resolved}");
         // /proc and /sys files look regular but are kernel interfaces (/proc/self/mem, /proc/kcore), never images.
-        if (!HostPath.IsRegularFile(resolved) || HostPath.IsInside(canonical, "/proc") || HostPath.IsInside(canonical, "/sys"))
+        if (!HostPath.IsRegularFile(canonical) || HostPath.IsInside(canonical, "/proc") || HostPath.IsInside(canonical, "/sys"))
             throw new Qcow2FormatException(field, name,
                 $"{canonical} is not a regular file (a device, FIFO, socket, folder, or a /proc or /sys file); refusing to open it");
         string root = Options.BackingRoot ?? "/";
@@ -299,6 +305,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             throw new Qcow2FormatException(field, name,
                 $"resolves to {canonical}, outside the backing root {root} (files an image names must lie in the served image's folder " +
                 $"unless allowed: serve --backing-root DIR or config key BackingRoot, e.g. {System.IO.Path.GetDirectoryName(canonical)})");
+        return canonical;
     }
 
     /// <summary>
@@ -466,6 +473,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         switch (mapping.Kind)
         {
             case Qcow2ClusterKind.Normal:
+                if (IsEncryptionLocked) throw EncryptedWithoutKey(offset);
                 await DataFile.ReadAsync(mapping.HostOffset, chunk).ConfigureAwait(false);
                 break;
             case Qcow2ClusterKind.Zero:
@@ -497,6 +505,9 @@ public sealed partial class Qcow2Image : IBlockDevice
     /// <summary>Decompresses the cluster mapped by a compressed <paramref name="entry"/> and copies the part at <paramref name="guestOffset"/>.</summary>
     internal void ReadCompressed(L2Entry entry, long guestOffset, Span<byte> destination)
     {
+        if (Encryption is not null)
+            throw new BlockDeviceException(BlockError.Io,
+                $"qcow2 image {Path}: compressed cluster for guest offset 0x{guestOffset:x} in an encrypted image (qcow2 cannot encrypt compressed clusters)");
         var descriptor = entry.Compressed(Geometry.ClusterBits);
         int clusterSize = Geometry.ClusterSize;
         byte[] compressed = ArrayPool<byte>.Shared.Rent(descriptor.CompressedLength);
@@ -536,14 +547,21 @@ public sealed partial class Qcow2Image : IBlockDevice
                     Append(extents, first, mapping.Length, BlockExtentFlags.Hole | BlockExtentFlags.Zero);
                     break;
                 default:
-                    await AppendBackingStatusAsync(offset, mapping.Length, extents, first, cancellationToken).ConfigureAwait(false);
+                    long covered = await AppendBackingStatusAsync(offset, mapping.Length, extents, first, cancellationToken).ConfigureAwait(false);
+                    if (covered < mapping.Length)
+                        return; // the answer covers a prefix of the range, as a block status reply may
                     break;
             }
             offset += mapping.Length;
         }
     }
 
-    private async ValueTask AppendBackingStatusAsync(long offset, long length, List<BlockExtent> extents, int first, CancellationToken cancellationToken)
+    /// <summary>
+    /// Appends the backing chain's status for an unallocated run; returns how much of it the extents cover. One run
+    /// can span a whole L2 table's range (gigabytes with large clusters), so a fragmented backing file could
+    /// otherwise grow the list without bound for one request: it stops at <see cref="MaxExtentsPerQuery"/>.
+    /// </summary>
+    private async ValueTask<long> AppendBackingStatusAsync(long offset, long length, List<BlockExtent> extents, int first, CancellationToken cancellationToken)
     {
         var backing = Backing;
         long within = backing is null ? 0 : Math.Clamp(backing.Size - offset, 0, length);
@@ -553,6 +571,8 @@ public sealed partial class Qcow2Image : IBlockDevice
             long done = 0;
             while (done < within)
             {
+                if (extents.Count - first >= MaxExtentsPerQuery)
+                    return done;
                 inner.Clear();
                 await backing!.GetBlockStatusAsync(offset + done, within - done, inner, cancellationToken).ConfigureAwait(false);
                 if (inner.Count == 0)
@@ -564,11 +584,14 @@ public sealed partial class Qcow2Image : IBlockDevice
                         break;
                     Append(extents, first, n, extent.Flags);
                     done += n;
+                    if (extents.Count - first >= MaxExtentsPerQuery)
+                        return done;
                 }
             }
         }
         if (length > within)
             Append(extents, first, length - within, BlockExtentFlags.Hole | BlockExtentFlags.Zero);
+        return length;
     }
 
     private static void Append(List<BlockExtent> extents, int first, long length, BlockExtentFlags flags)

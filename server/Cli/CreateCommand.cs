@@ -23,7 +23,22 @@ internal static class CreateCommand
             HelpName = "raw|qcow2",
             Description = "Image format (default: qcow2 for *.qcow2 or with --backing, raw for other names, as serve --create).",
         };
-        var command = new Command("create", "Create a qcow2 v3 image or a sparse raw file.") { image, size, clusterSize, backing, format };
+        var encrypt = new Option<bool>("--encrypt")
+        {
+            Description = "Encrypt the qcow2 image with LUKS (aes-xts-plain64, sha256, as qemu-img -o encrypt.format=luks); the secret comes " +
+                          "from --key-file FILE or the NBDQCOW_KEY environment variable.",
+        };
+        var keyFile = new Option<string?>("--key-file")
+        {
+            HelpName = "FILE",
+            Description = "Secret for --encrypt: the whole content of FILE (as qemu's --object secret,file=FILE; no newline stripped).",
+        };
+        var iterTime = new Option<string?>("--iter-time")
+        {
+            HelpName = "MS",
+            Description = "Milliseconds of PBKDF2 a key check costs on this machine (default 2000, as qemu's encrypt.iter-time); the iteration counts are calibrated to it.",
+        };
+        var command = new Command("create", "Create a qcow2 v3 image or a sparse raw file.") { image, size, clusterSize, backing, format, encrypt, keyFile, iterTime };
         command.SetAction(parseResult =>
         {
             string path = parseResult.GetValue(image)!;
@@ -49,8 +64,36 @@ internal static class CreateCommand
                     Console.Error.WriteLine("Try 'nbdqcow create --help' for more information.");
                     return 2;
                 }
+                bool encrypted = parseResult.GetValue(encrypt);
                 var chosen = formatName is not null ? ImageFormats.Get(formatName)
-                    : backingFile is not null ? ImageFormats.Qcow2 : ImageFormats.ForNewFile(path);
+                    : backingFile is not null || encrypted ? ImageFormats.Qcow2 : ImageFormats.ForNewFile(path);
+                byte[]? secret = null;
+                var iterTimeMs = 2000L;
+                if (encrypted)
+                {
+                    if (chosen != ImageFormats.Qcow2)
+                    {
+                        Console.Error.WriteLine($"nbdqcow create: --encrypt is for qcow2 images (LUKS inside qcow2); a {chosen.Name} image cannot be encrypted");
+                        return 2;
+                    }
+                    secret = EncryptionSecret.Read(parseResult.GetValue(keyFile));
+                    if (secret is null)
+                    {
+                        Console.Error.WriteLine($"nbdqcow create: --encrypt needs a secret: --key-file FILE or the {EncryptionSecret.EnvironmentVariable} environment variable");
+                        return 2;
+                    }
+                    if (parseResult.GetValue(iterTime) is { } iterText
+                        && !(long.TryParse(iterText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out iterTimeMs) && iterTimeMs is >= 1 and <= 600_000))
+                    {
+                        Console.Error.WriteLine($"nbdqcow create: --iter-time {iterText}: allowed: milliseconds from 1 to 600000");
+                        return 2;
+                    }
+                }
+                else if (parseResult.GetValue(keyFile) is not null || parseResult.GetValue(iterTime) is not null)
+                {
+                    Console.Error.WriteLine("nbdqcow create: --key-file and --iter-time go with --encrypt");
+                    return 2;
+                }
                 if (chosen != ImageFormats.Qcow2)
                 {
                     // Backing files and cluster sizes are qcow2's; any other format is created from a size alone.
@@ -70,12 +113,15 @@ internal static class CreateCommand
                     Size = sizeText is null ? null : Qcow2Creator.ParseSize(sizeText),
                     ClusterSize = parseResult.GetValue(clusterSize) is { } c ? checked((int)Qcow2Creator.ParseSize(c)) : 65536,
                     BackingFile = backingFile,
+                    EncryptionSecret = secret,
+                    EncryptionIterTime = TimeSpan.FromMilliseconds(iterTimeMs),
                 };
                 Qcow2Creator.Create(path, options);
                 // With --backing and no SIZE the size is the backing file's: read it back rather than guess.
                 var createdSize = options.Size ?? ReadVirtualSize(path);
                 Console.Out.WriteLine($"Created {path}: qcow2 v3, {createdSize} bytes, {options.ClusterSize}-byte clusters"
-                    + (backingFile is null ? "" : $", backing file {backingFile}"));
+                    + (backingFile is null ? "" : $", backing file {backingFile}")
+                    + (secret is null ? "" : $", encrypted (LUKS {Image.Luks.LuksVolume.DefaultCipherName}-{Image.Luks.LuksVolume.DefaultCipherMode}, {Image.Luks.LuksVolume.DefaultHashSpec})"));
                 return 0;
             }
             catch (Exception e) when (e is FormatException or ArgumentException or IOException or UnauthorizedAccessException or OverflowException or ImageFormatException)

@@ -59,7 +59,8 @@ internal static class InfoCommand
         string format = ImageOpener.ProbeFormat(path);
         // An operator inspecting an image sees its whole chain wherever it lies (as qemu-img info); devices and other
         // non-regular backing files are still refused.
-        var options = new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null, Locking = locking, BackingRoot = "/" };
+        // An encrypted image opens without its key: info reads metadata only, never data.
+        var options = new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null, Locking = locking, BackingRoot = "/", OpenEncryptedWithoutKey = true };
         await using var device = ImageOpener.Open(path, options with { Format = format });
         var stream = new MemoryStream();
         using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
@@ -143,10 +144,36 @@ internal static class InfoCommand
             w.WriteEndObject();
         }
         w.WriteEndArray();
-        if (h.UnknownExtensions.Count > 0)
+        if (image.Encryption is { } luks)
+        {
+            // What the header says about the encryption; never the key (info does not ask for it).
+            w.WriteStartObject("encryption");
+            w.WriteString("format", "luks");
+            w.WriteString("cipher", luks.CipherName);
+            w.WriteString("cipher-mode", luks.CipherMode);
+            w.WriteString("hash", luks.HashSpec);
+            w.WriteNumber("key-bits", luks.KeyBytes * 8);
+            w.WriteString("uuid", luks.Uuid);
+            w.WriteNumber("master-key-iterations", luks.MasterKeyDigestIterations);
+            w.WriteNumber("keyslots-active", luks.ActiveKeyslots);
+            w.WriteStartArray("keyslots");
+            for (int i = 0; i < luks.Keyslots.Count; i++)
+            {
+                var slot = luks.Keyslots[i];
+                if (!slot.Active) continue;
+                w.WriteStartObject();
+                w.WriteNumber("slot", i);
+                w.WriteNumber("iterations", slot.Iterations);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        var unknown = h.UnknownExtensions.Where(e => e.Type != Qcow2HeaderExtensionType.FullDiskEncryption).ToList();
+        if (unknown.Count > 0)
         {
             w.WriteStartArray("unknown-header-extensions");
-            foreach (var e in h.UnknownExtensions)
+            foreach (var e in unknown)
                 w.WriteStringValue($"0x{e.Type:x8} ({e.Data.Length} bytes)");
             w.WriteEndArray();
         }

@@ -65,11 +65,16 @@ internal static class RecoverCommand
             Description = "Cluster size to use instead of the header's (512 to 2M, e.g. 64k). Without it a garbage cluster_bits is probed " +
                 "from the shapes of L2 tables in the file.",
         };
+        var keyFile = new Option<string?>("--key-file")
+        {
+            HelpName = "FILE",
+            Description = "Secret of a LUKS-encrypted image (the whole file, as qemu's secret,file=; else NBDQCOW_KEY): its data is decrypted and the recovered image is written unencrypted.",
+        };
         var l1Offset = new Option<string?>("--l1-offset") { Description = "Active L1 table offset to use instead of the header's (bytes, 0x... for hex)." };
         var refcountOffset = new Option<string?>("--refcount-offset") { Description = "Refcount table offset to use instead of the header's (bytes, 0x... for hex)." };
         var command = new Command("recover", "Recover the data of a damaged qcow2 image into a new image, with a report of what was found, placed and not placed.\n" + Explanation)
         {
-            image, output, format, force, snapshot, fill, keepBacking, json, ignoreJournal, quiet, forceShare, clusterSize, l1Offset, refcountOffset,
+            image, output, format, force, snapshot, fill, keepBacking, json, ignoreJournal, quiet, forceShare, clusterSize, l1Offset, refcountOffset, keyFile,
         };
         command.SetAction(async (parseResult, cancellationToken) =>
         {
@@ -87,6 +92,16 @@ internal static class RecoverCommand
                 Console.Error.WriteLine($"nbdqcow recover: {e.Message}");
                 return RecoveryExitCode.Unusable;
             }
+            byte[]? secret;
+            try
+            {
+                secret = EncryptionSecret.Read(parseResult.GetValue(keyFile));
+            }
+            catch (IOException e)
+            {
+                Console.Error.WriteLine($"nbdqcow recover: {e.Message}");
+                return RecoveryExitCode.Unusable;
+            }
             var options = new RecoveryOptions
             {
                 ClusterSize = size,
@@ -100,6 +115,7 @@ internal static class RecoverCommand
                 KeepBacking = parseResult.GetValue(keepBacking),
                 History = !parseResult.GetValue(ignoreJournal) && Qcow2JournalRecoverySource.For(path) is { } journal ? [journal] : [],
                 Locking = parseResult.GetValue(forceShare) ? ImageLocking.ForceShare : ImageLocking.On,
+                EncryptionKey = secret,
             };
             try
             {

@@ -71,7 +71,7 @@ internal static class ServeRunner
                     throw new IOException(text.EndsWith("Permission denied", StringComparison.Ordinal) && !export.ReadOnly
                         ? text + " (use --read-only to serve it read-only)" : text, ex);
                 }
-                catch (ImageFormatException ex)
+                catch (Exception ex) when (ex is ImageFormatException or NbdQcow.Image.Luks.EncryptionKeyException)
                 {
                     // A damaged or hostile header: one line naming the image and the field, not a stack trace.
                     throw new InvalidDataException($"{export.Path}: {ex.Message}", ex);
@@ -208,6 +208,7 @@ internal static class ServeRunner
         Format = export.Format,
         Locking = export.Locking,
         BackingRoot = export.BackingRoot,
+        EncryptionKey = EncryptionSecret.Read(export.KeyFile),
         BackgroundError = ex => log.Warn($"export '{export.Name}': background flush failed: {ex.Message}"),
         DamageReport = message => log.Warn($"export '{export.Name}': {message}"),
     };

@@ -6,6 +6,9 @@ namespace NbdQcow.Server.Nbd;
 /// budget is spent, so clients that queue large reads and never read the replies hold at most the budget.
 /// Two rules keep it from deadlocking or being taken by one client: a request is always granted when nothing
 /// at all is held, and one connection holds at most <see cref="PerConnectionLimit"/> unless it holds nothing.
+/// Grants are first come, first served once anyone waits for the budget: a small request never passes a larger
+/// one queued before it (else a stream of small requests could starve a 32 MiB one forever). A request waiting
+/// only for its own connection's share stands aside: it would otherwise hold up everyone behind it.
 /// Buffers come from <see cref="Buffers"/>, which gives large ones back to the runtime once the server is idle.
 /// </summary>
 public sealed class BufferBudget
@@ -52,15 +55,8 @@ public sealed class BufferBudget
         {
             lock (_lock)
             {
-                foreach (var waiter in _waiters)
-                {
-                    var withinShare = waiter.Account.Held == 0 || waiter.Account.Held + waiter.Bytes <= PerConnectionLimit;
-                    if (withinShare && _used != 0 && _used + waiter.Bytes > Capacity)
-                    {
-                        return true;
-                    }
-                }
-                return false;
+                // A waiter within its share waits for the server-wide budget: for room, or behind one that does.
+                return AnyoneWaitsForRoom();
             }
         }
     }
@@ -89,7 +85,7 @@ public sealed class BufferBudget
         }
         lock (_lock)
         {
-            if (Fits(account, bytes))
+            if (Fits(account, bytes) && !AnyoneWaitsForRoom())
             {
                 Grant(account, bytes);
                 return ValueTask.CompletedTask;
@@ -102,14 +98,18 @@ public sealed class BufferBudget
                 {
                     var (budget, w) = ((BufferBudget, Waiter))state!;
                     bool removed;
+                    List<Waiter>? granted = null;
                     lock (budget._lock)
                     {
                         removed = budget._waiters.Remove(w);
+                        // The waiters queued behind it may fit now.
+                        budget.GrantWaiters(ref granted);
                     }
                     if (removed)
                     {
                         w.Completion.TrySetCanceled(token);
                     }
+                    Complete(granted);
                 }, (this, waiter));
             }
             return new ValueTask(waiter.Completion.Task);
@@ -131,30 +131,66 @@ public sealed class BufferBudget
             {
                 _idleSince = Environment.TickCount64;
             }
-            for (var i = 0; i < _waiters.Count; i++)
-            {
-                var waiter = _waiters[i];
-                if (Fits(waiter.Account, waiter.Bytes))
-                {
-                    Grant(waiter.Account, waiter.Bytes);
-                    _waiters.RemoveAt(i--);
-                    (granted ??= []).Add(waiter);
-                }
-            }
+            GrantWaiters(ref granted);
         }
-        if (granted is not null)
+        Complete(granted);
+    }
+
+    /// <summary>
+    /// In arrival order: the first waiter within its share that does not fit stops the grants, so nothing behind it
+    /// takes the room it is waiting for. Waiters over their own share are skipped, not stopped at. Under the lock.
+    /// </summary>
+    private void GrantWaiters(ref List<Waiter>? granted)
+    {
+        for (var i = 0; i < _waiters.Count; i++)
         {
-            foreach (var waiter in granted)
+            var waiter = _waiters[i];
+            if (!WithinShare(waiter.Account, waiter.Bytes))
             {
-                waiter.Registration.Unregister();
-                waiter.Completion.TrySetResult();
+                continue;
             }
+            if (!FitsCapacity(waiter.Bytes))
+            {
+                break;
+            }
+            Grant(waiter.Account, waiter.Bytes);
+            _waiters.RemoveAt(i--);
+            (granted ??= []).Add(waiter);
         }
     }
 
-    private bool Fits(BufferAccount account, long bytes) =>
-        (_used == 0 || _used + bytes <= Capacity)
-        && (account.Held == 0 || account.Held + bytes <= PerConnectionLimit);
+    /// <summary>Completes granted waiters, outside the lock.</summary>
+    private static void Complete(List<Waiter>? granted)
+    {
+        if (granted is null)
+        {
+            return;
+        }
+        foreach (var waiter in granted)
+        {
+            waiter.Registration.Unregister();
+            waiter.Completion.TrySetResult();
+        }
+    }
+
+    private bool Fits(BufferAccount account, long bytes) => FitsCapacity(bytes) && WithinShare(account, bytes);
+
+    private bool FitsCapacity(long bytes) => _used == 0 || _used + bytes <= Capacity;
+
+    private bool WithinShare(BufferAccount account, long bytes) => account.Held == 0 || account.Held + bytes <= PerConnectionLimit;
+
+    /// <summary>A waiter within its share is queued: a new request goes behind it, not past it.</summary>
+    private bool AnyoneWaitsForRoom()
+    {
+        foreach (var waiter in _waiters)
+        {
+            if (WithinShare(waiter.Account, waiter.Bytes))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
 
     private void Grant(BufferAccount account, long bytes)
     {

@@ -408,10 +408,19 @@ public sealed class NbdServer : IAsyncDisposable
                 var contended = budget.IsContended;
                 foreach (var (_, connection) in _connections)
                 {
-                    if (connection.StalledMilliseconds(now) >= stall && contended && connection.Session.BufferedBytes > 0)
+                    if (connection.SocketConnection.ShutdownKind != PipeShutdownKind.None)
                     {
-                        CloseStalled(connection, $"holds {connection.Session.BufferedBytes / (1024 * 1024)} MiB of replies it has not read " +
-                            $"for {stall / 1000.0:0.#} s while other requests wait for buffer space");
+                        connection.Session.NoteClientGone();
+                    }
+                    var held = connection.Session.BufferedBytes;
+                    if (connection.BudgetStalledMilliseconds(now, held, stall) >= stall && contended)
+                    {
+                        var what = connection.Session.IsAwaitingPayload
+                            ? "for a WRITE payload it announced and does not send"
+                            : "of replies it has not read";
+                        CloseStalled(connection, $"holds {held / 1024.0 / 1024.0:0.#} MiB {what} " +
+                            $"(less than {Connection.RequiredProgress(held, stall) / 1024 / 1024.0:0.#} MiB moved in {stall / 1000.0:0.#} s) " +
+                            "while other requests wait for buffer space");
                     }
                 }
             }
@@ -553,5 +562,41 @@ public sealed class NbdServer : IAsyncDisposable
         }
 
         private const long ProgressBytes = 1024 * 1024;
+
+        /// <summary>
+        /// While others wait for the budget, bytes held must flow back at least this fast: a client holding N bytes
+        /// must move N in this time (at least <see cref="ProgressBytes"/> per window), so a slow reader or a client
+        /// trickling a WRITE payload cannot sit on a large share.
+        /// </summary>
+        private const long DrainMilliseconds = 30_000;
+
+        private long _movedAtBudgetMark;
+        private long _budgetMarkedAt = Environment.TickCount64;
+
+        /// <summary>Bytes a connection holding <paramref name="held"/> must move within <paramref name="windowMilliseconds"/>.</summary>
+        public static long RequiredProgress(long held, long windowMilliseconds) =>
+            Math.Max(ProgressBytes, held / DrainMilliseconds * windowMilliseconds);
+
+        /// <summary>
+        /// How long this connection has held part of the budget while the client is what holds it up (replies
+        /// waiting to be taken, or a WRITE payload still to arrive) without moving
+        /// <see cref="RequiredProgress"/> bytes (replies sent plus payload received); 0 otherwise. A request the
+        /// storage holds (an error policy) is not the client's doing and does not count.
+        /// </summary>
+        public long BudgetStalledMilliseconds(long now, long held, long windowMilliseconds)
+        {
+            lock (_progressLock)
+            {
+                var moved = SocketConnection.BytesSent + Session.PayloadBytesReceived;
+                var clientBound = Session.IsAwaitingPayload || SocketConnection.GetCounters().BytesWaitingToBeSent > 0;
+                if (held == 0 || !clientBound || moved - _movedAtBudgetMark >= RequiredProgress(held, windowMilliseconds))
+                {
+                    _movedAtBudgetMark = moved;
+                    _budgetMarkedAt = now;
+                    return 0;
+                }
+                return now - _budgetMarkedAt;
+            }
+        }
     }
 }

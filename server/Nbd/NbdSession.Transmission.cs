@@ -15,9 +15,17 @@ public sealed partial class NbdSession
 {
     private async Task TransmitAsync(CancellationToken stopping)
     {
+        bool disconnectRequested;
         using (stopping.Register(static state => ((PipeReader)state!).CancelPendingRead(), _input))
         {
-            await ReceiveLoopAsync(stopping).ConfigureAwait(false);
+            disconnectRequested = await ReceiveLoopAsync(stopping).ConfigureAwait(false);
+        }
+        // The client left without NBD_CMD_DISC (or was closed): requests an error policy holds stop waiting for the
+        // storage and give their payload budget back now, not after the retry timeout. After a DISC, and on
+        // shutdown, what is in flight may still finish.
+        if (!disconnectRequested && !stopping.IsCancellationRequested)
+        {
+            NoteClientGone();
         }
         // Answer everything already dispatched before the connection closes: take every slot back.
         for (var i = 0; i < _options.MaxInFlight; i++)
@@ -27,16 +35,17 @@ public sealed partial class NbdSession
     }
 
     /// <summary>
-    /// Reads requests and dispatches them. While more requests are already received (a burst), the export's
-    /// <see cref="HostIoBatch"/> is open so their host I/O is submitted together; it is closed before every wait
-    /// that may not finish at once, because what it holds might be what that wait needs.
+    /// Reads requests and dispatches them; returns true when the client ended with NBD_CMD_DISC. While more
+    /// requests are already received (a burst), the export's <see cref="HostIoBatch"/> is open so their host I/O
+    /// is submitted together; it is closed before every wait that may not finish at once, because what it holds
+    /// might be what that wait needs.
     /// </summary>
-    private async Task ReceiveLoopAsync(CancellationToken stopping)
+    private async Task<bool> ReceiveLoopAsync(CancellationToken stopping)
     {
         var batch = new BurstBatch(_export.HostIoBatch);
         try
         {
-            await ReceiveRequestsAsync(stopping, batch).ConfigureAwait(false);
+            return await ReceiveRequestsAsync(stopping, batch).ConfigureAwait(false);
         }
         finally
         {
@@ -44,7 +53,7 @@ public sealed partial class NbdSession
         }
     }
 
-    private async Task ReceiveRequestsAsync(CancellationToken stopping, BurstBatch batch)
+    private async Task<bool> ReceiveRequestsAsync(CancellationToken stopping, BurstBatch batch)
     {
         var threshold = (ulong)_options.LargeRequestThreshold;
         while (true)
@@ -59,12 +68,12 @@ public sealed partial class NbdSession
                 {
                     _log.Warn($"{_peer}: bad request magic; closing this connection");
                 }
-                return;
+                return false;
             }
             if (request.Command == NbdCommand.Disconnect)
             {
                 _log.Debug($"{_peer}: disconnect requested");
-                return;
+                return true;
             }
 
             var large = request.Length > threshold && request.Command is NbdCommand.Read or NbdCommand.Write
@@ -90,7 +99,7 @@ public sealed partial class NbdSession
                 {
                     _largeSlots.Release();
                 }
-                return;
+                return false;
             }
             byte[]? payload = null;
             var oversized = false;
@@ -102,7 +111,7 @@ public sealed partial class NbdSession
                     if (request.Length > MaxSkippablePayload)
                     {
                         _log.Warn($"{_peer}: WRITE of {request.Length} bytes; closing this connection");
-                        return;
+                        return false;
                     }
                     batch.Close();
                     if (!await SkipAsync(request.Length, CancellationToken.None).ConfigureAwait(false))
@@ -111,7 +120,7 @@ public sealed partial class NbdSession
                         {
                             _largeSlots.Release();
                         }
-                        return;
+                        return false;
                     }
                     oversized = true;
                 }
@@ -145,7 +154,7 @@ public sealed partial class NbdSession
                         {
                             _largeSlots.Release();
                         }
-                        return;
+                        return false;
                     }
                 }
             }
@@ -223,25 +232,35 @@ public sealed partial class NbdSession
     private async ValueTask<bool> ReadIntoAsync(byte[] destination, int count, CancellationToken cancellationToken)
     {
         var copied = 0;
-        while (copied < count)
+        Volatile.Write(ref _awaitingPayload, true);
+        try
         {
-            var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
-            if (result.IsCanceled)
+            while (copied < count)
             {
-                return false;
+                var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+                if (result.IsCanceled)
+                {
+                    return false;
+                }
+                var buffer = result.Buffer;
+                var take = (int)Math.Min(buffer.Length, count - copied);
+                buffer.Slice(0, take).CopyTo(destination.AsSpan(copied, take));
+                copied += take;
+                // Only this loop writes it; the server's trim loop reads it to see the payload make progress.
+                Volatile.Write(ref _payloadBytesReceived, _payloadBytesReceived + take);
+                _inputHasMore = buffer.Length > take;
+                _input.AdvanceTo(buffer.GetPosition(take));
+                if (copied < count && result.IsCompleted)
+                {
+                    return false;
+                }
             }
-            var buffer = result.Buffer;
-            var take = (int)Math.Min(buffer.Length, count - copied);
-            buffer.Slice(0, take).CopyTo(destination.AsSpan(copied, take));
-            copied += take;
-            _inputHasMore = buffer.Length > take;
-            _input.AdvanceTo(buffer.GetPosition(take));
-            if (copied < count && result.IsCompleted)
-            {
-                return false;
-            }
+            return true;
         }
-        return true;
+        finally
+        {
+            Volatile.Write(ref _awaitingPayload, false);
+        }
     }
 
     /// <summary>Discards the next <paramref name="count"/> bytes without buffering them.</summary>
@@ -331,25 +350,25 @@ public sealed partial class NbdSession
                     if (length > 0)
                     {
                         await device.WriteAsync((long)offset, work.Payload.AsMemory(0, (int)length),
-                            (request.Flags & NbdCommandFlags.Fua) != 0).ConfigureAwait(false);
+                            (request.Flags & NbdCommandFlags.Fua) != 0, _clientGone.Token).ConfigureAwait(false);
                     }
                     break;
 
                 case NbdCommand.Flush:
-                    await device.FlushAsync().ConfigureAwait(false);
+                    await device.FlushAsync(_clientGone.Token).ConfigureAwait(false);
                     break;
 
                 case NbdCommand.Trim:
                     if (length > 0 && (export.Features & BlockDeviceFeatures.Trim) != 0)
                     {
-                        await device.TrimAsync((long)offset, (long)length, (request.Flags & NbdCommandFlags.Fua) != 0).ConfigureAwait(false);
+                        await device.TrimAsync((long)offset, (long)length, (request.Flags & NbdCommandFlags.Fua) != 0, _clientGone.Token).ConfigureAwait(false);
                     }
                     break;
 
                 case NbdCommand.WriteZeroes:
                     if (length > 0)
                     {
-                        await device.ZeroAsync((long)offset, (long)length, ZeroFlagsOf(request.Flags)).ConfigureAwait(false);
+                        await device.ZeroAsync((long)offset, (long)length, ZeroFlagsOf(request.Flags), _clientGone.Token).ConfigureAwait(false);
                     }
                     break;
 
@@ -397,7 +416,7 @@ public sealed partial class NbdSession
         {
             try
             {
-                await device.ReadAsync((long)request.Offset, buffer.AsMemory(0, length)).ConfigureAwait(false);
+                await device.ReadAsync((long)request.Offset, buffer.AsMemory(0, length), _clientGone.Token).ConfigureAwait(false);
             }
             catch (BlockDeviceException ex)
             {
@@ -450,6 +469,7 @@ public sealed partial class NbdSession
     /// not read its replies then holds at most the pipe's pause threshold in the pipe, plus the charged buffer.
     /// The caller holds the send lock and flushes the last piece.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WritePayloadAsync(ReadOnlyMemory<byte> data)
     {
         while (data.Length > ReplyChunk)

@@ -39,6 +39,24 @@ public sealed partial class NbdSession
     private readonly BufferBudget _budget;
     private readonly BufferAccount _account = new();
 
+    /// <summary>
+    /// Cancelled when the receive loop ends other than by the server stopping: what the device holds for this
+    /// client (an error policy waiting for the storage) is given up.
+    /// </summary>
+    private readonly CancellationTokenSource _clientGone = new(); // no timer: nothing to dispose
+
+    /// <summary>
+    /// The transport saw the client close or reset the connection. A request running inline holds the receive loop,
+    /// so the server's periodic check, not the loop, is what notices; held requests are given up.
+    /// </summary>
+    public void NoteClientGone()
+    {
+        if (!_clientGone.IsCancellationRequested)
+        {
+            _clientGone.Cancel();
+        }
+    }
+
     private bool _noZeroes;
     private NbdReplyStyle _style = NbdReplyStyle.Simple;
     private bool _extended;
@@ -64,6 +82,15 @@ public sealed partial class NbdSession
 
     /// <summary>Payload bytes this connection holds of the server's buffer budget.</summary>
     public long BufferedBytes => _account.Held;
+
+    /// <summary>WRITE payload bytes received so far (progress of a client that sends what it announced).</summary>
+    public long PayloadBytesReceived => Volatile.Read(ref _payloadBytesReceived);
+
+    /// <summary>The receive loop holds budget for a WRITE payload that has not fully arrived: the client is what it waits for.</summary>
+    public bool IsAwaitingPayload => Volatile.Read(ref _awaitingPayload);
+
+    private long _payloadBytesReceived;
+    private bool _awaitingPayload;
 
     /// <summary>
     /// True until an export is chosen (cleared before the reply that tells the client so); the server may close a

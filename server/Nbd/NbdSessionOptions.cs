@@ -21,8 +21,9 @@ public sealed record NbdSessionOptions
     public BufferBudget Budget { get; init; } = new(256L * 1024 * 1024);
 
     /// <summary>
-    /// While requests wait for the buffer budget, a connection holding part of it whose replies make no progress
-    /// for this long is closed.
+    /// While requests wait for the buffer budget, a connection holding part of it that, for this long, has not
+    /// moved enough of it (replies taken or WRITE payload sent: at least 1 MiB, and at a pace that returns
+    /// everything it holds within 30 s) is closed.
     /// </summary>
     public TimeSpan ReplyStallTimeout { get; init; } = TimeSpan.FromSeconds(10);
 

@@ -17,6 +17,10 @@ namespace NbdQcow.Server.Storage;
 /// that, once the storage failed, holds every write and half-opens now and then to let one probe through.
 /// A failed fdatasync is never retried: after it no flush can be trusted (the image refuses them until reopened).
 /// With the <c>report</c> policies requests go straight to the device.
+/// A request's cancellation token ends only its holding (the client left): every attempt runs to its end without
+/// it, because the image must finish what it started (an acknowledged write still reaches the dirty-age flusher).
+/// Held requests keep their payload buffer and its share of the server's budget: that is the bound, with the
+/// retry timeout, and a client that leaves gives them back at once.
 /// </summary>
 public sealed partial class ErrorPolicyBlockDevice : IBlockDevice
 {
@@ -84,36 +88,36 @@ public sealed partial class ErrorPolicyBlockDevice : IBlockDevice
 
     public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default) =>
         _readPipeline is null
-            ? _inner.ReadAsync(offset, buffer, cancellationToken)
+            ? _inner.ReadAsync(offset, buffer)
             : RunAsync(_readPipeline, _reads, ReadPolicy.ToString(), (offset, buffer),
                 static (device, s, token) => device.ReadAsync(s.offset, s.buffer, token), alwaysHold: false, cancellationToken);
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken = default) =>
         _writePipeline is null
-            ? Observe(_inner.WriteAsync(offset, data, fua, cancellationToken))
+            ? Observe(_inner.WriteAsync(offset, data, fua))
             : RunWriteAsync((offset, data, fua), static (device, s, token) => device.WriteAsync(s.offset, s.data, s.fua, token), cancellationToken);
 
     public ValueTask ZeroAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken = default) =>
         _writePipeline is null
-            ? Observe(_inner.ZeroAsync(offset, length, flags, cancellationToken))
+            ? Observe(_inner.ZeroAsync(offset, length, flags))
             : RunWriteAsync((offset, length, flags), static (device, s, token) => device.ZeroAsync(s.offset, s.length, s.flags, token), cancellationToken);
 
     public ValueTask TrimAsync(long offset, long length, bool fua, CancellationToken cancellationToken = default) =>
         _writePipeline is null
-            ? Observe(_inner.TrimAsync(offset, length, fua, cancellationToken))
+            ? Observe(_inner.TrimAsync(offset, length, fua))
             : RunWriteAsync((offset, length, fua), static (device, s, token) => device.TrimAsync(s.offset, s.length, s.fua, token), cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
         if (Volatile.Read(ref _syncFailure) is not null) return FlushAfterSyncFailureAsync(cancellationToken);
         return _writePipeline is null
-            ? Observe(_inner.FlushAsync(cancellationToken))
+            ? Observe(_inner.FlushAsync())
             : RunWriteAsync(0, static (device, _, token) => device.FlushAsync(token), cancellationToken);
     }
 
     private async ValueTask FlushAfterSyncFailureAsync(CancellationToken cancellationToken)
     {
-        if (_writePipeline is null) await Observe(_inner.FlushAsync(cancellationToken)).ConfigureAwait(false);
+        if (_writePipeline is null) await Observe(_inner.FlushAsync()).ConfigureAwait(false);
         else await RunWriteAsync(0, static (device, _, token) => device.FlushAsync(token), cancellationToken).ConfigureAwait(false);
         // Only an image reopened since (a migration handover and back) flushes again after a failed fdatasync.
         if (Interlocked.Exchange(ref _syncFailure, null) is not null)
@@ -143,7 +147,7 @@ public sealed partial class ErrorPolicyBlockDevice : IBlockDevice
         {
             try
             {
-                await operation(_inner, state, cancellationToken).ConfigureAwait(false);
+                await operation(_inner, state, CancellationToken.None).ConfigureAwait(false);
                 return;
             }
             catch (BlockDeviceException e)
@@ -153,7 +157,7 @@ public sealed partial class ErrorPolicyBlockDevice : IBlockDevice
                 first = e;
             }
         }
-        var attempt = new HeldAttempt<TState>(_inner, state, operation, first, cancellationToken);
+        var attempt = new HeldAttempt<TState>(_inner, state, operation, first);
         tracker.Enter(first, policy, ErrorRetryTimeout);
         var succeeded = false;
         try

@@ -8,7 +8,7 @@ namespace NbdQcow.Server.Storage;
 /// so the pipeline's first attempt reports that failure instead of repeating it at once.
 /// </summary>
 internal sealed class HeldAttempt<TState>(IBlockDevice device, TState state, Func<IBlockDevice, TState, CancellationToken, ValueTask> operation,
-    BlockDeviceException? firstFailure, CancellationToken requestToken)
+    BlockDeviceException? firstFailure)
 {
     private BlockDeviceException? _pendingFailure = firstFailure;
 
@@ -23,9 +23,9 @@ internal sealed class HeldAttempt<TState>(IBlockDevice device, TState state, Fun
         }
         try
         {
-            // The request's own token, not the pipeline's: a timeout ends the waiting between attempts, never an
-            // attempt half-way (the image layer finishes or cleans up each attempt itself).
-            await operation(device, state, requestToken).ConfigureAwait(false);
+            // No token: a timeout or a departed client ends the waiting between attempts, never an attempt half-way
+            // (the image layer finishes or cleans up each attempt itself).
+            await operation(device, state, CancellationToken.None).ConfigureAwait(false);
         }
         catch (BlockDeviceException e)
         {

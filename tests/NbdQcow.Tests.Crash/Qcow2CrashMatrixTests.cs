@@ -94,6 +94,15 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
         AssertKeptThePromise(await RunAsync(ClusterSizeCases(), config));
     }
 
+    /// <summary>A LUKS-encrypted image (data clusters encrypted by host offset, the LUKS header as metadata) keeps the same promise.</summary>
+    [Fact]
+    public async Task Encrypted_qcow2_crash_states_check_clean_keep_durable_writes_and_show_no_foreign_data()
+    {
+        var config = CrashModeConfig.All.First(c => c.Name == "writeback");
+        var encrypted = new Qcow2CrashImageFormat(encrypted: true);
+        AssertKeptThePromise(await RunAsync([(encrypted, CrashWorkloads.MixedOverwriteZeroTrim(DeviceSize)), (encrypted, CrashWorkloads.FlushEveryN(DeviceSize, 3))], config));
+    }
+
     [Fact]
     public async Task Qcow2_unsafe_with_max_dirty_age_stays_consistent_and_keeps_aged_writes_after_power_loss()
     {

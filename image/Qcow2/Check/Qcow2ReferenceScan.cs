@@ -49,6 +49,8 @@ internal sealed class Qcow2ReferenceScan
         }
         _refs = new uint[_fileClusters];
         Reference(0, _clusterSize, "header");
+        if (Qcow2HeaderValidator.EncryptionHeaderArea(_header, _fileLength) is { } luks)
+            Reference(luks.Offset, luks.Length, "LUKS encryption header");
         _result.TotalGuestClusters = (long)((_header.Size + (ulong)_clusterSize - 1) >> _clusterBits);
         CheckL1((long)_header.L1TableOffset, _header.L1Size, "active", active: true);
         CheckSnapshots();

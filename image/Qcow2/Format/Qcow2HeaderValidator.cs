@@ -14,7 +14,7 @@ public static class Qcow2HeaderValidator
     /// <summary>Largest virtual size accepted (qemu's limit: 2^63 - 512 rounded; offsets stay in a long).</summary>
     public const ulong MaxVirtualSize = 1UL << 62;
 
-    /// <summary>Refuses features this implementation cannot serve: unknown incompatible bits and encryption.</summary>
+    /// <summary>Refuses features this implementation cannot serve: unknown incompatible bits, legacy AES encryption.</summary>
     public static void EnsureSupported(Qcow2Header header)
     {
         var unknown = header.IncompatibleFeatures & ~Qcow2Header.KnownIncompatibleFeatures;
@@ -27,21 +27,54 @@ public static class Qcow2HeaderValidator
             throw new Qcow2FormatException("incompatible_features", $"0x{(ulong)header.IncompatibleFeatures:x}",
                 $"unsupported incompatible feature(s): {string.Join(", ", names)}");
         }
+        bool hasEncryptionHeader = false;
+        foreach (var extension in header.UnknownExtensions)
+            if (extension.Type == Qcow2HeaderExtensionType.FullDiskEncryption)
+                hasEncryptionHeader = true;
         switch (header.EncryptionMethod)
         {
             case Qcow2EncryptionMethod.None:
+                if (hasEncryptionHeader)
+                    throw new Qcow2FormatException("header extension", "full disk encryption (0x0537be77)", "present although crypt_method is 0 (not encrypted)");
                 break;
             case Qcow2EncryptionMethod.Aes:
-                throw new Qcow2FormatException("crypt_method", 1, "image is encrypted with legacy AES (qcow2 crypt_method 1), which nbdqcow does not support");
+                throw new Qcow2FormatException("crypt_method", 1, "image is encrypted with legacy AES (qcow2 crypt_method 1), which nbdqcow does not support (qemu deprecated it; convert with qemu-img convert -O qcow2 --object secret,... -o encrypt.format=luks,...)");
             case Qcow2EncryptionMethod.Luks:
-                throw new Qcow2FormatException("crypt_method", 2, "image is encrypted with LUKS (qcow2 crypt_method 2), which nbdqcow does not support");
+                if (!hasEncryptionHeader)
+                    throw new Qcow2FormatException("crypt_method", 2, "LUKS encryption without the full disk encryption header extension (0x0537be77)");
+                break;
             default:
                 throw new Qcow2FormatException("crypt_method", (uint)header.EncryptionMethod, "unknown encryption method");
         }
-        foreach (var extension in header.UnknownExtensions)
-            if (extension.Type == Qcow2HeaderExtensionType.FullDiskEncryption)
-                throw new Qcow2FormatException("header extension", "full disk encryption (0x0537be77)", "image carries an encryption header, which nbdqcow does not support");
     }
+
+    /// <summary>
+    /// Where the LUKS header area of a crypt_method 2 image lies (offset, length), from the full-disk-encryption
+    /// extension, checked against the file: cluster-aligned, inside it, and of a bounded size. Null when not encrypted.
+    /// </summary>
+    public static (long Offset, long Length)? EncryptionHeaderArea(Qcow2Header header, long fileLength)
+    {
+        if (header.EncryptionMethod != Qcow2EncryptionMethod.Luks) return null;
+        foreach (var extension in header.UnknownExtensions)
+        {
+            if (extension.Type != Qcow2HeaderExtensionType.FullDiskEncryption) continue;
+            if (extension.Data.Length < 16)
+                throw new Qcow2FormatException("full disk encryption extension length", extension.Data.Length, "must be at least 16");
+            ulong offset = System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(extension.Data);
+            ulong length = System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(extension.Data.AsSpan(8));
+            if (length is < 592 or > MaxEncryptionHeaderBytes)
+                throw new Qcow2FormatException("encryption header length", length, $"must be 592..{MaxEncryptionHeaderBytes} bytes");
+            if ((offset & (ulong)(header.ClusterSize - 1)) != 0 || offset == 0)
+                throw new Qcow2FormatException("encryption header offset", offset, "not aligned to a cluster (or on the header)");
+            if (offset + length > (ulong)fileLength)
+                throw new Qcow2FormatException("encryption header offset", offset, $"the {length}-byte LUKS header lies past the end of the file ({fileLength} bytes)");
+            return ((long)offset, (long)length);
+        }
+        throw new Qcow2FormatException("crypt_method", 2, "LUKS encryption without the full disk encryption header extension (0x0537be77)");
+    }
+
+    /// <summary>Largest LUKS header area accepted (qemu's is about 2 MiB), so a crafted length cannot make us read gigabytes.</summary>
+    public const long MaxEncryptionHeaderBytes = 16L << 20;
 
     /// <summary>Checks every table location and size in <paramref name="header"/> against <paramref name="fileLength"/>.</summary>
     public static void Validate(Qcow2Header header, long fileLength)

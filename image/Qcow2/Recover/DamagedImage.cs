@@ -23,6 +23,10 @@ internal sealed class DamagedImage
     }
 
     public IHostFile File { get; }
+    /// <summary>Decrypts data clusters of a LUKS-encrypted image (recovered with its key), or null.</summary>
+    public Luks.SectorCipher? DataCipher { get; set; }
+    /// <summary>The LUKS header area of an encrypted image: metadata, never lost data.</summary>
+    public (long Offset, long Length)? EncryptionArea { get; set; }
     public Qcow2Header Header { get; }
     public Qcow2Geometry Geometry { get; }
     public RecoveryTableOverlay Overlay { get; }
@@ -36,6 +40,13 @@ internal sealed class DamagedImage
     public bool RefcountsConsistent { get; set; }
 
     public long ClusterOf(long hostOffset) => hostOffset >> Geometry.ClusterBits;
+
+    /// <summary>Reads guest data at <paramref name="host"/> (a cluster start), decrypted when the image is encrypted.</summary>
+    public void ReadData(long host, Span<byte> destination)
+    {
+        File.Read(host, destination);
+        DataCipher?.Decrypt(host / Luks.SectorCipher.SectorSize, destination);
+    }
 
     /// <summary>Whether a table of <paramref name="length"/> bytes at <paramref name="offset"/> is aligned, off the header and inside the file.</summary>
     public bool IsPlausibleTable(long offset, long length) =>
@@ -99,6 +110,7 @@ internal sealed class DamagedImage
     public void MarkStructure()
     {
         MarkMetadata(0, Geometry.ClusterSize);
+        if (EncryptionArea is { } luks) MarkMetadata(luks.Offset, luks.Length);
         MarkRefcountStructure();
         MarkSnapshotTable();
         MarkBitmaps();

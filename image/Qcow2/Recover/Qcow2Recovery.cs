@@ -41,6 +41,7 @@ public static class Qcow2Recovery
 
         var overlay = new RecoveryTableOverlay(options.History, report);
         var image = new DamagedImage(file, header, overlay, report);
+        using var cipher = UnlockForRecovery(imagePath, file, header, options, report, image);
         image.MarkStructure();
         report.CheckSummary = CheckDamagedImage(imagePath, file, image);
 
@@ -180,11 +181,51 @@ public static class Qcow2Recovery
         }
     }
 
+    /// <summary>
+    /// A LUKS-encrypted image is recovered only with its key: its data clusters are decrypted (each with its own host
+    /// offset) and the recovered image is written unencrypted, since recover cannot re-encrypt for the new layout.
+    /// </summary>
+    private static Luks.SectorCipher? UnlockForRecovery(string path, IHostFile file, Qcow2Header header, RecoveryOptions options,
+        RecoveryReport report, DamagedImage image)
+    {
+        if (header.EncryptionMethod != Qcow2EncryptionMethod.Luks) return null;
+        (long Offset, long Length) area;
+        try
+        {
+            area = Qcow2HeaderValidator.EncryptionHeaderArea(header, file.Length)!.Value;
+        }
+        catch (Qcow2FormatException e)
+        {
+            throw new RecoveryInputException($"{path}: the LUKS header cannot be found ({e.Message}); without it the data cannot be decrypted, nothing recovered", e);
+        }
+        if (options.EncryptionKey is not { } secret)
+            throw new RecoveryInputException($"{path}: the image is LUKS-encrypted; recover needs its key to decrypt the data (--key-file FILE or " +
+                "the NBDQCOW_KEY environment variable) and writes the recovered image unencrypted, nothing recovered. Without the key only " +
+                "`nbdqcow check --repair all` can help (refcounts and leaks, metadata only)");
+        var bytes = new byte[area.Length];
+        file.Read(area.Offset, bytes);
+        try
+        {
+            var luks = Luks.LuksHeader.Parse(bytes);
+            byte[] key = Luks.LuksVolume.Unlock(luks, bytes, secret);
+            var cipher = Luks.LuksVolume.CreateCipher(luks, key);
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(key);
+            image.DataCipher = cipher;
+            image.EncryptionArea = area;
+            report.Notes.Add($"the image is LUKS-encrypted ({luks.CipherSpec}): its data was decrypted with the key; the recovered image is NOT encrypted (re-encrypt with qemu-img convert -o encrypt.format=luks if needed)");
+            return cipher;
+        }
+        catch (Exception e) when (e is Luks.LuksFormatException or Luks.EncryptionKeyException)
+        {
+            throw new RecoveryInputException($"{path}: {e.Message}; nothing recovered", e);
+        }
+    }
+
     /// <summary>Refuses what recovery cannot work with; unknown incompatible features are reported and recovery goes on.</summary>
     private static void CheckHeaderUsable(string path, Qcow2Header header, RecoveryReport report)
     {
-        if (header.EncryptionMethod != Qcow2EncryptionMethod.None)
-            throw new RecoveryInputException($"{path}: the image is encrypted (crypt_method {(uint)header.EncryptionMethod}); nbdqcow cannot decrypt it, nothing recovered");
+        if (header.EncryptionMethod is not (Qcow2EncryptionMethod.None or Qcow2EncryptionMethod.Luks))
+            throw new RecoveryInputException($"{path}: the image is encrypted with legacy AES (crypt_method {(uint)header.EncryptionMethod}); nbdqcow cannot decrypt it, nothing recovered");
         if (header.HasExternalDataFile)
             throw new RecoveryInputException($"{path}: guest data lives in the external data file {header.ExternalDataFile}; recover does not support external data files, nothing recovered");
         if (header.Size > Qcow2HeaderValidator.MaxVirtualSize)
@@ -357,7 +398,7 @@ public static class Qcow2Recovery
     {
         if (!entry.IsCompressed)
         {
-            image.File.Read(entry.HostOffset, cluster);
+            image.ReadData(entry.HostOffset, cluster);
             return true;
         }
         var d = entry.Compressed(image.Geometry.ClusterBits);
@@ -407,7 +448,7 @@ public static class Qcow2Recovery
                 else
                 {
                     host = entry.HostOffset;
-                    image.File.Read(host, cluster);
+                    image.ReadData(host, cluster);
                     if (g.ExtendedL2) note += $" (subcluster bitmap 0x{entry.Bitmap:x16}: only allocated subclusters hold data)";
                 }
                 lost.Add(cluster, host, "l2-data", guests, decision.CandidateSlotCount, note, decision.HostOffset, j);
@@ -434,7 +475,7 @@ public static class Qcow2Recovery
         {
             if (placement.Claimed.Get(image.ClusterOf(host))) continue;
             report.OrphanDataClusters++;
-            image.File.Read(host, cluster);
+            image.ReadData(host, cluster);
             bool freed = image.RefcountsConsistent && refcounts.Get(image.ClusterOf(host)) == 0;
             if (freed) report.FreedLeftovers++;
             else report.LostGuestClusters++;

@@ -114,7 +114,7 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
     /// <param name="needed">Bytes that must come from the file; a file that ends before them is damage.</param>
     private void ReadHostCluster(DamagedImage image, string source, long host, long guest, int needed)
     {
-        image.File.Read(host, _cluster); // bytes past the end of the file read as zero
+        image.ReadData(host, _cluster); // bytes past the end of the file read as zero
         long missing = host + needed - image.FileLength;
         if (missing > 0)
             image.Report.Loss("data", $"{source}: data cluster 0x{host:x} for guest 0x{guest:x} is cut short by the end of the file; its last {missing} bytes read as zero");

@@ -32,4 +32,6 @@ public sealed record RecoveryOptions
     public long? L1Offset { get; init; }
     /// <summary>Refcount table offset to use instead of the header's.</summary>
     public long? RefcountOffset { get; init; }
+    /// <summary>The secret of a LUKS-encrypted image: its data is decrypted and the recovered image written unencrypted.</summary>
+    public byte[]? EncryptionKey { get; init; }
 }

@@ -72,6 +72,9 @@ public sealed class Qcow2Refcounts
     }
 
     public long TableOffset => _tableOffset;
+
+    /// <summary>The refcount table as this object keeps it (block offsets, 0 for none), including changes not yet written.</summary>
+    public ReadOnlySpan<ulong> BlockOffsets => _table;
     public int TableClusters => _tableClusters;
     public int PendingFreeCount => _pendingFrees.Count;
     /// <summary>Bytes whose reference drop waits for a durable flush; safe to read without the lock.</summary>

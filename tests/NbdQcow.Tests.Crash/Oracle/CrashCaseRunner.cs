@@ -38,6 +38,7 @@ public static class CrashCaseRunner
             TimeProvider = time,
             HostFileFactory = factory.Open,
             BackgroundError = e => { lock (backgroundErrors) backgroundErrors.Add(e); },
+            EncryptionKey = format.EncryptionKey,
         };
         var opened = ImageOpener.Open(imagePath, adjustOptions is null ? options : adjustOptions(options));
         // Self-tests wrap the engine in a deliberately broken one to prove the oracle notices.
@@ -91,7 +92,7 @@ public static class CrashCaseRunner
                     // An image with a pending journal is refused by qemu-img until nbdqcow replays it (as opening does).
                     var replayProblem = format.PrepareForCheck(paths[imageFileId]);
                     var report = replayProblem is null ? format.CheckConsistency(paths[imageFileId], workload.DeviceSize) : new ConsistencyReport(replayProblem);
-                    var sectors = report.Corruption is null && await ReadDeviceAsync(paths[imageFileId], workload.DeviceSize, content, result, where)
+                    var sectors = report.Corruption is null && await ReadDeviceAsync(paths[imageFileId], workload.DeviceSize, content, result, where, format.EncryptionKey)
                         ? DurabilityOracle.Decode(content)
                         : null;
                     seen[hash] = known = (report, sectors);
@@ -129,11 +130,11 @@ public static class CrashCaseRunner
     }
 
     /// <summary>Opens the crashed image with our engine and reads all of it; false (and a problem noted) when it cannot.</summary>
-    private static async Task<bool> ReadDeviceAsync(string imagePath, long size, byte[] content, CrashCaseResult result, string where)
+    private static async Task<bool> ReadDeviceAsync(string imagePath, long size, byte[] content, CrashCaseResult result, string where, byte[]? encryptionKey)
     {
         try
         {
-            await using var image = ImageOpener.Open(imagePath, new ImageOpenOptions { CacheMode = CacheMode.Writeback, MaxDirtyAge = null });
+            await using var image = ImageOpener.Open(imagePath, new ImageOpenOptions { CacheMode = CacheMode.Writeback, MaxDirtyAge = null, EncryptionKey = encryptionKey });
             if (image.Size != size) throw new InvalidDataException($"opened with size {image.Size}, expected {size}");
             const int chunk = 1 << 20;
             for (long offset = 0; offset < size; offset += chunk)

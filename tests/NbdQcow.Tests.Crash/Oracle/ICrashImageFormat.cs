@@ -14,6 +14,9 @@ public interface ICrashImageFormat
     /// </summary>
     int InitialOpId => 0;
 
+    /// <summary>The secret every open of an encrypted image needs (the workload's and the oracle's), or null.</summary>
+    byte[]? EncryptionKey => null;
+
     /// <summary>Creates a fresh, durable image of <paramref name="virtualSize"/> bytes at <paramref name="path"/>.</summary>
     void Create(string path, long virtualSize);
 

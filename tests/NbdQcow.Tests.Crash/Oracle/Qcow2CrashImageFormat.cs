@@ -10,7 +10,7 @@ namespace NbdQcow.Tests.Crash.Oracle;
 /// qcow2 images created by our engine's creator (optionally over a raw backing file full of a known pattern),
 /// checked after each crash with `qemu-img check` (exit 0 clean, 3 leaks only — both allowed; 2 corrupt, 1 failed).
 /// </summary>
-public sealed partial class Qcow2CrashImageFormat(int clusterSize = 65536, int refcountOrder = 4, bool withBacking = false) : ICrashImageFormat
+public sealed partial class Qcow2CrashImageFormat(int clusterSize = 65536, int refcountOrder = 4, bool withBacking = false, bool encrypted = false) : ICrashImageFormat
 {
     public const string BackingFileName = "backing.raw";
 
@@ -18,7 +18,12 @@ public sealed partial class Qcow2CrashImageFormat(int clusterSize = 65536, int r
     public const int BackingOpId = 999_999;
 
     public string Name => "qcow2" + (clusterSize == 65536 ? "" : clusterSize >= 1 << 20 ? $"-{clusterSize >> 20}M" : $"-{clusterSize}")
-                          + (refcountOrder == 4 ? "" : $"-r{1 << refcountOrder}") + (withBacking ? "+bk" : "");
+                          + (refcountOrder == 4 ? "" : $"-r{1 << refcountOrder}") + (withBacking ? "+bk" : "") + (encrypted ? "+luks" : "");
+
+    /// <summary>The LUKS secret of an encrypted variant (qemu-img check needs it too).</summary>
+    private const string Secret = "crash-secret";
+
+    public byte[]? EncryptionKey => encrypted ? System.Text.Encoding.UTF8.GetBytes(Secret) : null;
 
     public int InitialOpId => withBacking ? BackingOpId : 0;
 
@@ -43,6 +48,8 @@ public sealed partial class Qcow2CrashImageFormat(int clusterSize = 65536, int r
             RefcountOrder = refcountOrder,
             BackingFile = backing is null ? null : BackingFileName,
             BackingFormat = backing is null ? null : "raw",
+            EncryptionSecret = EncryptionKey,
+            EncryptionIterTime = TimeSpan.FromMilliseconds(1),
         });
         using (var file = HostFile.Open(path, new HostFileOptions(ReadOnly: false, Direct: false))) file.Flush();
         HostDirectory.SyncParentOf(path);
@@ -67,7 +74,10 @@ public sealed partial class Qcow2CrashImageFormat(int clusterSize = 65536, int r
 
     public ConsistencyReport CheckConsistency(string path, long virtualSize)
     {
-        var check = ToolRunner.Run("qemu-img", ["check", "-f", "qcow2", path], TimeSpan.FromSeconds(60));
+        string[] arguments = encrypted
+            ? ["check", "--object", $"secret,id=sec0,data={Secret}", "--image-opts", $"driver=qcow2,file.filename={path},encrypt.key-secret=sec0"]
+            : ["check", "-f", "qcow2", path];
+        var check = ToolRunner.Run("qemu-img", arguments, TimeSpan.FromSeconds(60));
         var text = (check.Stdout + check.Stderr).Trim();
         var leaks = LeakCount().Match(text) is { Success: true } m ? int.Parse(m.Groups[1].Value) : 0;
         return check.ExitCode switch

@@ -26,9 +26,15 @@ public sealed class RawNbdConnection : IDisposable
 
     private RawNbdConnection(Socket socket) => this.socket = socket;
 
-    public static async Task<RawNbdConnection> ConnectAsync(int port)
+    /// <param name="receiveBufferSize">SO_RCVBUF set before connecting (0: the kernel's default); a small one makes
+    /// a slow reader's pace show at the server instead of being absorbed by a large TCP window.</param>
+    public static async Task<RawNbdConnection> ConnectAsync(int port, int receiveBufferSize = 0)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        if (receiveBufferSize > 0)
+        {
+            socket.ReceiveBufferSize = receiveBufferSize;
+        }
         using var timeout = new CancellationTokenSource(ReceiveTimeout);
         await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), timeout.Token);
         return new RawNbdConnection(socket);
@@ -227,6 +233,27 @@ public sealed class RawNbdConnection : IDisposable
         }
 
         return buffer;
+    }
+
+    /// <summary>
+    /// Receives at most <paramref name="buffer"/>'s length; 0 when the server closed the connection (or reset it),
+    /// -1 when nothing arrived within <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<int> ReceiveSomeAsync(Memory<byte> buffer, TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            return await socket.ReceiveAsync(buffer, SocketFlags.None, deadline.Token);
+        }
+        catch (SocketException)
+        {
+            return 0;
+        }
+        catch (OperationCanceledException)
+        {
+            return -1;
+        }
     }
 
     /// <summary>Ends the connection with a TCP reset (linger 0) instead of an orderly close, as a killed peer's host may.</summary>

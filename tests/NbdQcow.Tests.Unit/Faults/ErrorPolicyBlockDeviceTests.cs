@@ -1,10 +1,12 @@
 using System.Diagnostics;
 using NbdQcow.Config;
 using NbdQcow.Image;
+using NbdQcow.Server.Exports;
 using NbdQcow.Server.Nbd;
 using NbdQcow.Server.Storage;
 using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.Qcow2Write;
+using NbdQcow.Tests.Unit.Server;
 using NbdQcow.Server.Logging;
 
 namespace NbdQcow.Tests.Unit.Faults;
@@ -63,6 +65,37 @@ public sealed class ErrorPolicyBlockDeviceTests : IDisposable
         }
         Assert.Contains("export 'disk': writes paused: ENOSPC from pwrite", Log);
         Assert.Contains("export 'disk': writes resumed after", Log);
+        QemuImgTool.AssertClean(path);
+    }
+
+    [Fact]
+    public async Task A_client_that_leaves_while_its_write_is_held_gives_the_payload_budget_back_at_once()
+    {
+        // A 30 s retry timeout: without the client's departure ending the hold, the budget stays taken that long.
+        var (device, plan, path) = Open("qcow2", Failing(HostCallKind.Write, HostFault.NoSpace), WriteErrorPolicy.Enospc, timeoutMs: 30_000);
+        var budget = new BufferBudget(64L << 20);
+        await using (var server = InProcessServer.Start(new NbdSessionOptions { Budget = budget }, new NbdExport("disk", device)))
+        {
+            try
+            {
+                var client = await server.ConnectAsync();
+                var write = client.WriteAsync(1 << 20, Data(3));
+                for (var i = 0; i < 250 && !device.StorageStatus.Contains("writes paused", StringComparison.Ordinal); i++) await Task.Delay(20);
+                Assert.Contains("writes paused: ENOSPC", device.StorageStatus);
+                Assert.True(budget.Used > 0);
+
+                await client.DisposeAsync(); // the connection drops without waiting for the reply
+                await Assert.ThrowsAnyAsync<Exception>(() => write);
+                var clock = Stopwatch.StartNew();
+                while ((budget.Used > 0 || device.StorageStatus != "ok") && clock.Elapsed < TimeSpan.FromSeconds(5)) await Task.Delay(20);
+                Assert.True(budget.Used == 0, $"{budget.Used} bytes of budget still held 5 s after the client left");
+                Assert.Equal("ok", device.StorageStatus);
+            }
+            finally
+            {
+                plan.Armed = false; // space returns, so the export closes cleanly whatever happened above
+            }
+        }
         QemuImgTool.AssertClean(path);
     }
 

@@ -80,6 +80,38 @@ public sealed class Qcow2BackingFilePolicyTests : IDisposable
         Assert.Contains("outside the backing root", Refused(ImageBackedBy("base.raw")).Message);
     }
 
+    [Theory]
+    [InlineData("raw")]
+    [InlineData("qcow2")]
+    public async Task A_backing_symlink_retargeted_between_the_check_and_the_open_cannot_reach_a_file_elsewhere(string format)
+    {
+        // base.<format> (0x11) in the image's folder, reached through the symlink link.<format>; a secret (0x53) elsewhere.
+        QemuTools.Bash(_folder.Path, $"qemu-img create -q -f {format} base.{format} 1M; qemu-io -f {format} base.{format} -c 'write -P 0x11 0 1M' >/dev/null");
+        QemuTools.Bash(_elsewhere.Path, $"qemu-img create -q -f {format} secret.{format} 1M; qemu-io -f {format} secret.{format} -c 'write -P 0x53 0 1M' >/dev/null");
+        string link = _folder.File($"link.{format}");
+        File.CreateSymbolicLink(link, _folder.File($"base.{format}"));
+        QemuTools.Bash(_folder.Path, $"qemu-img create -q -f qcow2 -u -b link.{format} -F {format} img.qcow2 1M");
+
+        // The image's own file is opened first; the next open is the backing file's, after its path was checked:
+        // that is when the symlink is pointed elsewhere (deterministically, not a race).
+        var opened = new List<string>();
+        HostFileFactory retargetingOpen = (path, options) =>
+        {
+            if (opened.Count == 1)
+            {
+                File.Delete(link);
+                File.CreateSymbolicLink(link, _elsewhere.File($"secret.{format}"));
+            }
+            opened.Add(path);
+            return HostFile.Open(path, options);
+        };
+        await using var image = Qcow2Image.Open(_folder.File("img.qcow2"), new ImageOpenOptions { ReadOnly = true }, retargetingOpen);
+        var buffer = new byte[4096];
+        await image.ReadAsync(0, buffer);
+        Assert.True(buffer.All(b => b == 0x11), $"read 0x{buffer[0]:x2} through the backing file: opened {string.Join(", ", opened)}");
+        Assert.DoesNotContain(opened, path => path.StartsWith(_elsewhere.Path, StringComparison.Ordinal) || path == link);
+    }
+
     [Fact]
     public async Task Backing_chain_in_the_image_folder_and_its_subfolders_opens()
     {

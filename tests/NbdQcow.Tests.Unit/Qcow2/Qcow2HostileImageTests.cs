@@ -194,10 +194,13 @@ public sealed class Qcow2HostileImageTests : IDisposable
     }
 
     [Fact]
-    public void Encrypted_luks_image_made_by_qemu_img_is_refused_naming_luks()
+    public void Encrypted_luks_image_made_by_qemu_img_without_its_key_is_refused_asking_for_the_key()
     {
         QemuTools.CreateLuksImage(_folder.Path, "enc.qcow2", "16M");
-        Assert.Contains("LUKS", Refused(_folder.File("enc.qcow2")));
+        var error = Assert.Throws<NbdQcow.Image.Luks.EncryptionKeyException>(() =>
+            Qcow2Image.Open(_folder.File("enc.qcow2"), new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null }, HostFile.Open));
+        Assert.Contains("LUKS aes-xts-plain64", error.Message);
+        Assert.Contains("--key-file", error.Message);
     }
 
     [Fact]

@@ -6,7 +6,7 @@ namespace NbdQcow.Fuzz;
 
 /// <summary>
 /// The documented ways the image code refuses bad input: a format error naming the field, a block error
-/// (EIO and friends) the server maps to an NBD error, a recovery input error, a missing backing or data file,
+/// (EIO and friends) the server maps to an NBD error, a recovery input error, an encrypted image without its key, a missing backing or data file,
 /// the harness's own full disk. Everything else escaping a target is a bug.
 /// </summary>
 public static class ExpectedFailures
@@ -24,6 +24,8 @@ public static class ExpectedFailures
     private static bool Classify(Exception exception) => exception switch
     {
         ImageFormatException or BlockDeviceException or RecoveryInputException or MemoryFileFullException => true,
+        // An encrypted image opened without its key: refused by name before any data is read.
+        NbdQcow.Image.Luks.EncryptionKeyException => true,
         FileNotFoundException or DirectoryNotFoundException => true,
         AggregateException aggregate => aggregate.InnerExceptions.All(Classify),
         _ => false,
