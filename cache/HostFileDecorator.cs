@@ -4,6 +4,8 @@ namespace NbdQcow.Cache;
 /// A host file that wraps another and passes every call through; a decorator overrides only what it changes.
 /// Every member forwards, including the ones <see cref="IHostFile"/> gives a default body (such as
 /// <see cref="IHostFile.TryReserve"/>): a wrapper that forgot one would silently turn the feature off below it.
+/// A decorator that changes what <see cref="Read"/> or <see cref="Write"/> do (encryption, fault injection) must
+/// override <see cref="ReadAsync"/> and <see cref="WriteAsync"/> as well: they forward to the inner file directly.
 /// </summary>
 public abstract class HostFileDecorator(IHostFile inner) : IHostFile
 {
