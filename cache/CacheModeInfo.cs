@@ -14,6 +14,23 @@ public static class CacheModeInfo
     /// <summary>Modes where the max-dirty-age bound applies (the client sees a volatile cache).</summary>
     public static bool HasVolatileCache(this CacheMode mode) => mode is CacheMode.Writeback or CacheMode.None or CacheMode.Unsafe;
 
+    /// <summary>The host-I/O engine an export of this mode uses when none is asked for (measured: perf/FINDINGS.md).</summary>
+    public static AioEngine DefaultAio(this CacheMode mode) => AioEngine.Threads;
+
+    public static readonly string[] AioNames = ["threads", "io_uring"];
+
+    public static string ToCliName(this AioEngine engine) => engine == AioEngine.IoUring ? "io_uring" : "threads";
+
+    public static bool TryParseAio(string? text, out AioEngine engine)
+    {
+        switch (text?.Trim().ToLowerInvariant())
+        {
+            case "threads": engine = AioEngine.Threads; return true;
+            case "io_uring": engine = AioEngine.IoUring; return true;
+            default: engine = default; return false;
+        }
+    }
+
     public static string ToCliName(this CacheMode mode) => mode switch
     {
         CacheMode.Writeback => "writeback",

@@ -7,7 +7,8 @@ namespace NbdQcow.Cache;
 /// <summary>
 /// A Linux host file opened with open(2) (O_CLOEXEC, and O_DIRECT for cache modes none/directsync),
 /// doing positional I/O through RandomAccess (pread/pwrite), fdatasync, fallocate and lseek only — no
-/// io_uring, no mmap — so strace and write-logging tests see every write and barrier.
+/// mmap — so strace and write-logging tests see every write and barrier. This is the threads engine
+/// (<see cref="AioEngine.Threads"/>): its asynchronous members are the synchronous calls.
 /// With O_DIRECT every transfer goes through aligned pooled buffers; unaligned requests read-modify-write
 /// their partial edge blocks under a striped lock, so writes to different bytes of one block never clobber
 /// each other.
@@ -30,7 +31,7 @@ public sealed unsafe class HostFile : IHostFile
     public const int DirectChunkSize = 1 << 20;
 
     private const int EdgeLockStripes = 64;
-    private static readonly AlignedBufferPool BounceBuffers = new(DirectChunkSize, DirectAlignment, maxPooled: 32);
+    internal static readonly AlignedBufferPool BounceBuffers = new(DirectChunkSize, DirectAlignment, maxPooled: 32);
 
     private readonly SafeFileHandle _handle;
     private readonly int _fd;
@@ -77,6 +78,9 @@ public sealed unsafe class HostFile : IHostFile
     }
 
     public string Path { get; }
+
+    /// <summary>The open descriptor, for an engine that submits I/O on it (io_uring).</summary>
+    internal int Descriptor => _fd;
 
     public bool IsDirect { get; }
 
@@ -360,7 +364,7 @@ public sealed unsafe class HostFile : IHostFile
         }
     }
 
-    private HostIoException Translate(string operation, IOException e)
+    internal HostIoException Translate(string operation, IOException e)
     {
         // On Unix the BCL stores the raw errno in HResult for I/O errors it does not map to a subclass.
         var errno = e.HResult is > 0 and < 4096 ? e.HResult : LinuxFileCalls.EIO;

@@ -4,6 +4,8 @@ namespace NbdQcow.Cache;
 /// A host file that wraps another and passes every call through; a decorator overrides only what it changes.
 /// Every member forwards, including the ones <see cref="IHostFile"/> gives a default body (such as
 /// <see cref="IHostFile.TryReserve"/>): a wrapper that forgot one would silently turn the feature off below it.
+/// A decorator that changes what <see cref="Read"/> or <see cref="Write"/> do (encryption, fault injection) must
+/// override <see cref="ReadAsync"/> and <see cref="WriteAsync"/> as well: they forward to the inner file directly.
 /// </summary>
 public abstract class HostFileDecorator(IHostFile inner) : IHostFile
 {
@@ -22,6 +24,12 @@ public abstract class HostFileDecorator(IHostFile inner) : IHostFile
     public virtual void Write(long offset, ReadOnlySpan<byte> data) => inner.Write(offset, data);
 
     public virtual void Flush() => inner.Flush();
+
+    public virtual ValueTask ReadAsync(long offset, Memory<byte> buffer) => inner.ReadAsync(offset, buffer);
+
+    public virtual ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data) => inner.WriteAsync(offset, data);
+
+    public virtual ValueTask FlushAsync() => inner.FlushAsync();
 
     public virtual void SetLength(long length) => inner.SetLength(length);
 

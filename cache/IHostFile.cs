@@ -1,9 +1,11 @@
 namespace NbdQcow.Cache;
 
 /// <summary>
-/// One open host file: positional, synchronous I/O (pread/pwrite/fdatasync/fallocate), so strace and
-/// write-logging tests see every write and barrier. Tests put recording or fault-injecting
-/// implementations here. Implementations are thread-safe for concurrent positional I/O.
+/// One open host file: positional I/O (read, write, fdatasync, fallocate), so strace and write-logging tests see
+/// every write and barrier. Tests put recording or fault-injecting implementations here. Implementations are
+/// thread-safe for concurrent positional I/O. The synchronous members serve metadata and tools; the data path
+/// uses <see cref="ReadAsync"/>, <see cref="WriteAsync"/> and <see cref="FlushAsync"/>, which an engine that
+/// completes I/O asynchronously (io_uring) implements natively and everything else runs synchronously.
 /// </summary>
 public interface IHostFile : IDisposable
 {
@@ -25,6 +27,33 @@ public interface IHostFile : IDisposable
 
     /// <summary>Barrier: fdatasync. Every write completed before the call is durable when it returns.</summary>
     void Flush();
+
+    /// <summary>
+    /// <see cref="Read"/> for the data path. The buffer must stay untouched until the task completes. Default: the
+    /// synchronous call, completed before it returns.
+    /// </summary>
+    ValueTask ReadAsync(long offset, Memory<byte> buffer)
+    {
+        Read(offset, buffer.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary><see cref="Write"/> for the data path; the write counts as completed when the task does. Default: synchronous.</summary>
+    ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data)
+    {
+        Write(offset, data.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// <see cref="Flush"/> for the data path: a barrier covering every write whose task completed before the call,
+    /// never one still in flight (no linked submissions). Default: synchronous.
+    /// </summary>
+    ValueTask FlushAsync()
+    {
+        Flush();
+        return ValueTask.CompletedTask;
+    }
 
     void SetLength(long length);
 

@@ -59,6 +59,42 @@ public sealed class SyncFailureLatch
         }
     }
 
+    /// <summary><see cref="Sync"/> through the file's asynchronous barrier.</summary>
+    public ValueTask SyncAsync(IHostFile file)
+    {
+        ThrowIfFailed(file.Path);
+        ValueTask pending;
+        try
+        {
+            pending = file.FlushAsync();
+        }
+        catch (IOException e)
+        {
+            throw Latched(file, e);
+        }
+        return pending.IsCompletedSuccessfully ? pending : AwaitSyncAsync(file, pending);
+    }
+
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask AwaitSyncAsync(IHostFile file, ValueTask pending)
+    {
+        try
+        {
+            await pending.ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw Latched(file, e);
+        }
+    }
+
+    private HostIoException Latched(IHostFile file, IOException e)
+    {
+        var failure = e as HostIoException ?? new HostIoException("fdatasync", file.Path, LinuxFileCalls.EIO, e.Message, e);
+        Record(failure);
+        return failure;
+    }
+
     /// <summary>Throws EIO when a sync failed before: nothing written since the last good flush can be promised.</summary>
     public void ThrowIfFailed(string path)
     {

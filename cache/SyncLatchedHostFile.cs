@@ -6,4 +6,6 @@ public sealed class SyncLatchedHostFile(IHostFile inner, SyncFailureLatch latch)
     public SyncFailureLatch Latch => latch;
 
     public override void Flush() => latch.Sync(Inner);
+
+    public override ValueTask FlushAsync() => latch.SyncAsync(Inner);
 }

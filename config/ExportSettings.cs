@@ -9,6 +9,10 @@ public sealed record ExportSettings
     public required string Path { get; init; }
     public string? Description { get; init; }
     public CacheMode CacheMode { get; init; } = CacheMode.Writeback;
+    /// <summary>Host I/O engine of the data path as asked, or null for the cache mode's default (<see cref="EffectiveAio"/>).</summary>
+    public AioEngine? Aio { get; init; }
+    /// <summary>The engine the export uses: <see cref="Aio"/>, else the cache mode's default.</summary>
+    public AioEngine EffectiveAio => Aio ?? CacheMode.DefaultAio();
     public bool ReadOnly { get; init; }
     /// <summary>Null when off.</summary>
     public TimeSpan? MaxDirtyAge { get; init; } = TimeSpan.FromMilliseconds(1000);

@@ -133,6 +133,17 @@ public static class ServeSettings
             : SettingParse<CacheMode>.Bad($"'{text}' is not a cache mode; allowed: {string.Join(", ", CacheModeInfo.CliNames)}"),
         (s, v) => s with { CacheMode = v });
 
+    public static readonly TypedSetting<ExportSettings, AioEngine?> Aio = new("Aio", Export,
+        "host I/O engine of the data path (see [Serving](#serving)); io_uring falls back to threads where the kernel refuses it",
+        "`threads`, `io_uring` (`threads`)",
+        [new CliSpelling("--aio", "ENGINE",
+            $"Host I/O engine of the data path: {string.Join("|", CacheModeInfo.AioNames)} (default threads; io_uring falls back to threads, with one log line, where the kernel refuses it).")
+            { Completions = CacheModeInfo.AioNames }],
+        text => CacheModeInfo.TryParseAio(text, out var engine)
+            ? SettingParse<AioEngine?>.Ok(engine)
+            : SettingParse<AioEngine?>.Bad($"'{text}' is not an I/O engine; allowed: {string.Join(", ", CacheModeInfo.AioNames)}"),
+        (s, v) => s with { Aio = v });
+
     public static readonly TypedSetting<ExportSettings, TimeSpan?> MaxDirtyAge = new("MaxDirtyAge", Export, "max age of unflushed changes",
         "milliseconds 1..86400000, `off` (`1000`)",
         [new CliSpelling("--max-dirty-age", "MS|off",
@@ -238,7 +249,7 @@ public static class ServeSettings
     [
         Listen, Socket, DefaultExport, MaxInFlight, MaxConnections, HandshakeTimeout, MaxBufferedBytes, Verbose, Quiet, Metrics, Tls, TlsCertificates,
         TlsVerifyPeer, Control,
-        Name, Path, Description, Cache, ReadOnly, MaxDirtyAge, Journal, Snapshot, Format, Create, Locking, Inactive, Bitmaps,
+        Name, Path, Description, Cache, Aio, ReadOnly, MaxDirtyAge, Journal, Snapshot, Format, Create, Locking, Inactive, Bitmaps,
         WriteErrorPolicy, ReadErrorPolicy, ErrorRetryTimeout, KeyFile,
         BackingRoot,
     ];

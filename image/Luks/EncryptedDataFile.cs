@@ -46,6 +46,20 @@ public sealed class EncryptedDataFile(IHostFile inner, SectorCipher cipher, bool
         }
     }
 
+    // The data path arrives here asynchronously: it must decrypt and encrypt too, never pass through to the
+    // inner file (the decorator's default forwarding would read and write ciphertext as plaintext).
+    public override ValueTask ReadAsync(long offset, Memory<byte> buffer)
+    {
+        Read(offset, buffer.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    public override ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data)
+    {
+        Write(offset, data.Span);
+        return ValueTask.CompletedTask;
+    }
+
     public override void Write(long offset, ReadOnlySpan<byte> data)
     {
         if (data.IsEmpty) return;

@@ -527,7 +527,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
                 try
                 {
                     CheckDataWrite(inPlaceHost, inPlaceLength);
-                    DataFile.Write(inPlaceHost, data.Span[..inPlaceLength]);
+                    await DataFile.WriteAsync(inPlaceHost, data[..inPlaceLength]).ConfigureAwait(false);
                 }
                 finally
                 {
@@ -637,7 +637,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
             if (writeStart == inCluster && writeEnd == inCluster + data.Length)
             {
                 CheckDataWrite(host + writeStart, data.Length);
-                DataFile.Write(host + writeStart, data.Span);
+                await DataFile.WriteAsync(host + writeStart, data).ConfigureAwait(false);
             }
             else if (ReadsZeroOutside(old, writeStart, inCluster, inCluster + data.Length, writeEnd)
                 && ZeroForAllocation(host + writeStart, writeEnd - writeStart))
@@ -645,7 +645,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
                 // The copy-on-write parts are zero: the file system zeroes them (no 64 KiB of zeroes copied and
                 // written back for a 4 KiB write), and only the guest's bytes are written. Both land before the
                 // L2 barrier like a whole-cluster write would.
-                DataFile.Write(host + inCluster, data.Span);
+                await DataFile.WriteAsync(host + inCluster, data).ConfigureAwait(false);
             }
             else
             {
@@ -657,7 +657,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
                     await ReadClusterContentAsync(clusterStart + writeStart, old, writeStart, span, cancellationToken).ConfigureAwait(false);
                     data.Span.CopyTo(span.Span[(inCluster - writeStart)..]);
                     CheckDataWrite(host + writeStart, length);
-                    DataFile.Write(host + writeStart, span.Span);
+                    await DataFile.WriteAsync(host + writeStart, span).ConfigureAwait(false);
                 }
                 finally
                 {

@@ -474,7 +474,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         {
             case Qcow2ClusterKind.Normal:
                 if (IsEncryptionLocked) throw EncryptedWithoutKey(offset);
-                DataFile.Read(mapping.HostOffset, chunk.Span);
+                await DataFile.ReadAsync(mapping.HostOffset, chunk).ConfigureAwait(false);
                 break;
             case Qcow2ClusterKind.Zero:
             case Qcow2ClusterKind.ZeroWithHostCluster:

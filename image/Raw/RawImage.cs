@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using NbdQcow.Cache;
 
 namespace NbdQcow.Image.Raw;
@@ -89,29 +90,68 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
 
     public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        ValueTask reading;
         try
         {
-            _file.Read(offset, buffer.Span);
-            return ValueTask.CompletedTask;
+            reading = _file.ReadAsync(offset, buffer);
         }
         catch (IOException e)
         {
             return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
         }
+        return reading.IsCompletedSuccessfully ? reading : AwaitHostAsync(reading);
     }
 
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken = default)
     {
+        ValueTask writing;
         try
         {
             ThrowIfReadOnly();
-            _file.Write(offset, data.Span);
-            AfterChange(data.Length, fua);
-            return ValueTask.CompletedTask;
+            writing = _file.WriteAsync(offset, data);
+            if (writing.IsCompletedSuccessfully)
+            {
+                // The threads engine: the write is done; the durability step runs here unless it needs a sync.
+                writing.GetAwaiter().GetResult();
+                if (!_mode.IsWriteThrough() && !(fua && _mode.HonoursFlush()))
+                {
+                    AfterChange(data.Length, fua);
+                    return ValueTask.CompletedTask;
+                }
+                writing = ValueTask.CompletedTask;
+            }
         }
         catch (IOException e)
         {
             return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+        return WriteThenSyncAsync(writing, data.Length, fua);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask WriteThenSyncAsync(ValueTask writing, int length, bool fua)
+    {
+        try
+        {
+            await writing.ConfigureAwait(false);
+            await AfterChangeAsync(length, fua).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw HostIoErrors.ToBlockDeviceException(e);
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask AwaitHostAsync(ValueTask pending)
+    {
+        try
+        {
+            await pending.ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw HostIoErrors.ToBlockDeviceException(e);
         }
     }
 
@@ -225,6 +265,31 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
         }
     }
 
+    /// <summary><see cref="AfterChange"/> for the data path: the sync (if any) is the engine's asynchronous barrier.</summary>
+    private async ValueTask AfterChangeAsync(long length, bool fua)
+    {
+        if (_mode.IsWriteThrough())
+        {
+            await _file.FlushAsync().ConfigureAwait(false);
+            return;
+        }
+        _unflushed?.NoteChangeCompleted(length);
+        _dirtyAge?.NoteChangeCompleted();
+        if (fua && _mode.HonoursFlush())
+        {
+            var ticket = _dirtyAge?.BeginFlush();
+            var unflushed = _unflushed?.BeginFlush();
+            await _file.FlushAsync().ConfigureAwait(false);
+            EndFlush(ticket, unflushed);
+        }
+    }
+
+    private void EndFlush(FlushTicket? ticket, UnflushedChanges.FlushTicket? unflushed)
+    {
+        if (ticket is { } t) _dirtyAge!.EndFlush(t);
+        if (unflushed is { } u) _unflushed!.EndFlush(u);
+    }
+
     /// <summary>Durability after a completed change, per mode: sync now (writethrough, directsync, FUA) or note it dirty.</summary>
     private void AfterChange(long length, bool fua)
     {
@@ -242,12 +307,31 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
     {
         try
         {
-            FlushToDisk();
+            var ticket = _dirtyAge?.BeginFlush();
+            var unflushed = _unflushed?.BeginFlush();
+            var flushing = _file.FlushAsync();
+            if (!flushing.IsCompletedSuccessfully) return EndFlushAsync(flushing, ticket, unflushed);
+            flushing.GetAwaiter().GetResult();
+            EndFlush(ticket, unflushed);
             return ValueTask.CompletedTask;
         }
         catch (IOException e)
         {
             return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask EndFlushAsync(ValueTask flushing, FlushTicket? ticket, UnflushedChanges.FlushTicket? unflushed)
+    {
+        try
+        {
+            await flushing.ConfigureAwait(false);
+            EndFlush(ticket, unflushed);
+        }
+        catch (IOException e)
+        {
+            throw HostIoErrors.ToBlockDeviceException(e);
         }
     }
 

@@ -55,7 +55,8 @@ internal static class ServeRunner
                 CreateIfAsked(export);
                 IBlockDevice? opened = null;
                 var exportMetrics = metrics.AddExport(export.Name, () => (opened as IUnflushedChangesSource)?.UnflushedChanges);
-                var options = OpenOptionsFor(export, log) with { FlushCompleted = exportMetrics.RecordFlush };
+                var engine = HostIoEngine.Create(export.EffectiveAio, message => log.Warn($"export '{export.Name}': {message}"));
+                var options = OpenOptionsFor(export, log) with { FlushCompleted = exportMetrics.RecordFlush, HostFileFactory = engine.Factory };
                 // With a control socket every export can be handed over (inactivated) and taken back (activated).
                 IBlockDevice device;
                 try
@@ -82,7 +83,7 @@ internal static class ServeRunner
                 var policed = new ErrorPolicyBlockDevice(device, export.Name, export.WriteErrorPolicy, export.ReadErrorPolicy,
                     export.ErrorRetryTimeout, log);
                 storage[export.Name] = policed;
-                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps) { Metrics = exportMetrics },
+                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps, engine.Batch) { Metrics = exportMetrics },
                     export.Name == settings.DefaultExport);
             }
 

@@ -1,3 +1,4 @@
+using NbdQcow.Cache;
 using NbdQcow.Image;
 using NbdQcow.Protocol;
 
@@ -9,9 +10,11 @@ namespace NbdQcow.Server.Exports;
 /// </summary>
 public sealed class NbdExport
 {
-    public NbdExport(string name, IBlockDevice device, bool readOnly = false, string? description = null, IReadOnlyList<string>? bitmaps = null)
+    public NbdExport(string name, IBlockDevice device, bool readOnly = false, string? description = null, IReadOnlyList<string>? bitmaps = null,
+        HostIoBatch? hostIoBatch = null)
     {
         Name = name;
+        HostIoBatch = hostIoBatch;
         Bitmaps = bitmaps ?? [];
         Device = device;
         ReadOnly = readOnly || (device.Features & BlockDeviceFeatures.ReadOnly) != 0;
@@ -27,6 +30,9 @@ public sealed class NbdExport
     }
 
     public string Name { get; }
+
+    /// <summary>Groups the host I/O of one receive burst (io_uring); null when the export has no host-I/O engine of its own.</summary>
+    public HostIoBatch? HostIoBatch { get; }
 
     public string? Description { get; }
 

@@ -34,13 +34,34 @@ public sealed partial class NbdSession
         }
     }
 
-    /// <summary>Returns true when the client ended with NBD_CMD_DISC.</summary>
+    /// <summary>
+    /// Reads requests and dispatches them; returns true when the client ended with NBD_CMD_DISC. While more
+    /// requests are already received (a burst), the export's <see cref="HostIoBatch"/> is open so their host I/O
+    /// is submitted together; it is closed before every wait that may not finish at once, because what it holds
+    /// might be what that wait needs.
+    /// </summary>
     private async Task<bool> ReceiveLoopAsync(CancellationToken stopping)
+    {
+        var batch = new BurstBatch(_export.HostIoBatch);
+        try
+        {
+            return await ReceiveRequestsAsync(stopping, batch).ConfigureAwait(false);
+        }
+        finally
+        {
+            batch.Close();
+        }
+    }
+
+    private async Task<bool> ReceiveRequestsAsync(CancellationToken stopping, BurstBatch batch)
     {
         var threshold = (ulong)_options.LargeRequestThreshold;
         while (true)
         {
-            var (status, request) = await ReadRequestAsync().ConfigureAwait(false);
+            var reading = ReadRequestAsync();
+            if (!reading.IsCompleted) batch.Close();
+            var (status, request) = await reading.ConfigureAwait(false);
+            if (_inputHasMore) batch.Open();
             if (status != NbdParseStatus.Complete)
             {
                 if (status == NbdParseStatus.BadMagic)
@@ -59,14 +80,18 @@ public sealed partial class NbdSession
                 && request.Length <= NbdLimits.MaxPayload;
             if (large)
             {
-                await _largeSlots.WaitAsync().ConfigureAwait(false);
+                var slot = _largeSlots.WaitAsync();
+                if (!slot.IsCompleted) batch.Close();
+                await slot.ConfigureAwait(false);
             }
             // Payload memory comes out of the server-wide budget: wait here, reading nothing more, until it fits.
             var charge = request.Command is NbdCommand.Read or NbdCommand.Write && request.Length <= NbdLimits.MaxPayload
                 ? BufferBudget.ChargeFor((long)request.Length) : 0;
             try
             {
-                await _budget.AcquireAsync(_account, charge, stopping).ConfigureAwait(false);
+                var acquiring = _budget.AcquireAsync(_account, charge, stopping);
+                if (!acquiring.IsCompleted) batch.Close();
+                await acquiring.ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
@@ -88,6 +113,7 @@ public sealed partial class NbdSession
                         _log.Warn($"{_peer}: WRITE of {request.Length} bytes; closing this connection");
                         return false;
                     }
+                    batch.Close();
                     if (!await SkipAsync(request.Length, CancellationToken.None).ConfigureAwait(false))
                     {
                         if (large)
@@ -104,7 +130,9 @@ public sealed partial class NbdSession
                     bool received;
                     try
                     {
-                        received = await ReadIntoAsync(payload, (int)request.Length, CancellationToken.None).ConfigureAwait(false);
+                        var receiving = ReadIntoAsync(payload, (int)request.Length, CancellationToken.None);
+                        if (!receiving.IsCompleted) batch.Close();
+                        received = await receiving.ConfigureAwait(false);
                     }
                     catch
                     {
@@ -140,7 +168,9 @@ public sealed partial class NbdSession
                 && (request.Command == NbdCommand.Read
                     || (request.Command == NbdCommand.Write && (request.Flags & NbdCommandFlags.Fua) == 0
                         && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0));
-            await _slots.WaitAsync().ConfigureAwait(false);
+            var slotWait = _slots.WaitAsync();
+            if (!slotWait.IsCompleted) batch.Close();
+            await slotWait.ConfigureAwait(false);
             if (!_workPool.TryDequeue(out var work))
             {
                 work = new RequestWork(this);
@@ -152,6 +182,7 @@ public sealed partial class NbdSession
             work.Charged = charge;
             if (runInline)
             {
+                batch.Close();
                 await ExecuteAsync(work).ConfigureAwait(false);
             }
             else

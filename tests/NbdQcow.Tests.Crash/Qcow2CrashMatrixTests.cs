@@ -16,12 +16,17 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
     private static readonly CrashStateBudget Budget = new(CrashPoints: 6, RandomTicks: 2, Prefixes: 4, RandomSubsets: 3, TornWrites: 2);
     private const long DeviceSize = 2 << 20;
 
-    /// <summary>Modes with a power-loss promise that the engine keeps today.</summary>
-    public static TheoryData<string> PromisingModes()
+    /// <summary>Modes with a power-loss promise that the server keeps today, with the host-I/O engine to run them on.</summary>
+    public static TheoryData<string, string> PromisingModesAndEngines()
     {
-        var data = new TheoryData<string>();
+        var data = new TheoryData<string, string>();
+        // io_uring in every cache mode; the max-dirty-age variants do not touch the engine, so they run on threads only.
         foreach (var config in CrashModeConfig.All)
-            if (!config.PromisesNothingOnPowerLoss && config.Mode != CacheMode.Unsafe) data.Add(config.Name);
+        {
+            if (config.PromisesNothingOnPowerLoss || config.Mode == CacheMode.Unsafe) continue;
+            data.Add(config.Name, "threads");
+            if (config.MaxDirtyAge is not null || !config.Mode.HasVolatileCache()) data.Add(config.Name, "io_uring");
+        }
         return data;
     }
 
@@ -41,7 +46,8 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
         (new Qcow2CrashImageFormat(clusterSize: 2 << 20), CrashWorkloads.ZeroTrimThenAllocate(8 << 20)),
     ];
 
-    private async Task<List<CrashCaseResult>> RunAsync(IEnumerable<(ICrashImageFormat Format, Workload Workload)> cases, CrashModeConfig config)
+    private async Task<List<CrashCaseResult>> RunAsync(IEnumerable<(ICrashImageFormat Format, Workload Workload)> cases, CrashModeConfig config,
+        AioEngine aio = AioEngine.Threads)
     {
         var work = DiskBackedFolder.Create("crash-qcow2");
         var results = new List<CrashCaseResult>();
@@ -49,7 +55,7 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
         {
             var seed = 2000;
             foreach (var (format, workload) in cases)
-                results.Add(await CrashCaseRunner.RunAsync(format, config, workload, Budget, seed++, work));
+                results.Add(await CrashCaseRunner.RunAsync(format, config, workload, Budget, seed++, work, aio: aio));
         }
         finally
         {
@@ -71,11 +77,12 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [MemberData(nameof(PromisingModes))]
-    public async Task Qcow2_crash_states_check_clean_keep_durable_writes_and_show_no_foreign_data(string modeName)
+    [MemberData(nameof(PromisingModesAndEngines))]
+    public async Task Qcow2_crash_states_check_clean_keep_durable_writes_and_show_no_foreign_data(string modeName, string engineName)
     {
         var config = CrashModeConfig.All.Single(c => c.Name == modeName);
-        AssertKeptThePromise(await RunAsync(CommonCases(), config));
+        Assert.True(CacheModeInfo.TryParseAio(engineName, out var aio));
+        AssertKeptThePromise(await RunAsync(CommonCases(), config, aio));
     }
 
     [Theory]

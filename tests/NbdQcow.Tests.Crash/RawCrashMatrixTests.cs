@@ -1,3 +1,4 @@
+using NbdQcow.Cache;
 using NbdQcow.Tests.Crash.Oracle;
 using NbdQcow.Tests.Crash.States;
 using Xunit.Abstractions;
@@ -13,17 +14,23 @@ public sealed class RawCrashMatrixTests(ITestOutputHelper output)
 {
     private const long DeviceSize = 2 << 20;
 
-    public static TheoryData<string> Modes()
+    public static TheoryData<string, string> ModesAndEngines()
     {
-        var data = new TheoryData<string>();
-        foreach (var config in CrashModeConfig.All) data.Add(config.Name);
+        var data = new TheoryData<string, string>();
+        // io_uring in every cache mode; the max-dirty-age variants do not touch the engine, so they run on threads only.
+        foreach (var config in CrashModeConfig.All)
+        {
+            data.Add(config.Name, "threads");
+            if (config.MaxDirtyAge is not null || !config.Mode.HasVolatileCache()) data.Add(config.Name, "io_uring");
+        }
         return data;
     }
 
     [Theory]
-    [MemberData(nameof(Modes))]
-    public async Task Raw_crash_states_keep_every_durable_write_and_never_show_foreign_data(string modeName)
+    [MemberData(nameof(ModesAndEngines))]
+    public async Task Raw_crash_states_keep_every_durable_write_and_never_show_foreign_data(string modeName, string engineName)
     {
+        Assert.True(CacheModeInfo.TryParseAio(engineName, out var aio));
         var config = CrashModeConfig.All.Single(c => c.Name == modeName);
         var format = new RawCrashImageFormat();
         var work = DiskBackedFolder.Create("crash-raw");
@@ -32,7 +39,7 @@ public sealed class RawCrashMatrixTests(ITestOutputHelper output)
         {
             var seed = 1000;
             foreach (var workload in CrashWorkloads.All(DeviceSize))
-                results.Add(await CrashCaseRunner.RunAsync(format, config, workload, new CrashStateBudget(), seed++, work));
+                results.Add(await CrashCaseRunner.RunAsync(format, config, workload, new CrashStateBudget(), seed++, work, aio: aio));
         }
         finally
         {

@@ -15,17 +15,19 @@ public static class CrashCaseRunner
 {
     public static async Task<CrashCaseResult> RunAsync(ICrashImageFormat format, CrashModeConfig config, Workload workload,
         CrashStateBudget budget, int seed, string workFolder, Func<IBlockDevice, IBlockDevice>? wrapDevice = null,
-        Func<ImageOpenOptions, ImageOpenOptions>? adjustOptions = null, bool toleratesErrors = false)
+        Func<ImageOpenOptions, ImageOpenOptions>? adjustOptions = null, bool toleratesErrors = false, AioEngine aio = AioEngine.Threads)
     {
         var result = new CrashCaseResult { Format = format.Name, Mode = config.Name, Workload = workload.Name };
         var stopwatch = System.Diagnostics.Stopwatch.StartNew();
-        var caseFolder = Path.Combine(workFolder, $"{format.Name}-{config.Mode.ToCliName()}-{(config.MaxDirtyAge is null ? "noage" : "age")}-{workload.Name}");
+        var caseFolder = Path.Combine(workFolder, $"{format.Name}-{config.Mode.ToCliName()}-{aio.ToCliName()}-{(config.MaxDirtyAge is null ? "noage" : "age")}-{workload.Name}");
         Directory.CreateDirectory(caseFolder);
         var imagePath = Path.Combine(caseFolder, "disk.img");
         format.Create(imagePath, workload.DeviceSize);
 
         var log = new HostFileLog();
-        var factory = new RecordingHostFileFactory(log);
+        var engine = HostIoEngine.Create(aio);
+        Assert.Equal(aio, engine.Effective);
+        var factory = new RecordingHostFileFactory(log, engine.Factory);
         var time = new FakeTimeProvider();
         var backgroundErrors = new List<Exception>();
         WorkloadRun run;

@@ -24,6 +24,25 @@ public sealed class RecordingHostFile(IHostFile inner, HostFileLog log, int file
         finally { log.Complete(e, ok); }
     }
 
+    public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data)
+    {
+        // Issued when submitted, completed when the engine says so: the crash model sees the real overlap.
+        var e = log.Issue(HostFileEventKind.Write, fileId, offset, data.Length, data.ToArray());
+        var ok = false;
+        try { await inner.WriteAsync(offset, data).ConfigureAwait(false); ok = true; }
+        finally { log.Complete(e, ok); }
+    }
+
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer) => inner.ReadAsync(offset, buffer);
+
+    public async ValueTask FlushAsync()
+    {
+        var e = log.Issue(HostFileEventKind.Flush, fileId, 0, 0);
+        var ok = false;
+        try { await inner.FlushAsync().ConfigureAwait(false); ok = true; }
+        finally { log.Complete(e, ok); }
+    }
+
     public void Flush()
     {
         var e = log.Issue(HostFileEventKind.Flush, fileId, 0, 0);

@@ -3,7 +3,7 @@ using NbdQcow.Cache;
 namespace NbdQcow.Tests.Crash.Recording;
 
 /// <summary>Opens real host files wrapped in <see cref="RecordingHostFile"/>; remembers each file's content at first open.</summary>
-public sealed class RecordingHostFileFactory(HostFileLog log)
+public sealed class RecordingHostFileFactory(HostFileLog log, HostFileFactory? engine = null)
 {
     public HostFileLog Log => log;
 
@@ -12,6 +12,6 @@ public sealed class RecordingHostFileFactory(HostFileLog log)
         var fullPath = Path.GetFullPath(path);
         var initial = File.Exists(fullPath) ? File.ReadAllBytes(fullPath) : null;
         var id = log.AddFile(fullPath, initial);
-        return new RecordingHostFile(HostFile.Open(fullPath, options), log, id);
+        return new RecordingHostFile((engine ?? HostFile.Open)(fullPath, options), log, id);
     }
 }

@@ -55,6 +55,35 @@ public sealed class FaultInjectingHostFile(IHostFile inner, FaultPlan plan) : IH
         lock (_unsynced) _unsynced.Clear();
     }
 
+    public ValueTask ReadAsync(long offset, Memory<byte> buffer)
+    {
+        if (plan.ShouldFail(HostCallKind.Read)) throw Failure("pread");
+        return inner.ReadAsync(offset, buffer);
+    }
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data)
+    {
+        if (plan.ShouldFail(HostCallKind.Write))
+        {
+            if (plan.Fault == HostFault.ShortWrite && data.Length > 1) WriteRemembering(offset, data.Span[..(data.Length / 2)]);
+            throw Failure("pwrite");
+        }
+        if (!plan.DropsUnsyncedWritesOnFailedSync) return inner.WriteAsync(offset, data);
+        WriteRemembering(offset, data.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    public async ValueTask FlushAsync()
+    {
+        if (plan.ShouldFail(HostCallKind.Flush))
+        {
+            DropUnsynced();
+            throw Failure("fdatasync");
+        }
+        await inner.FlushAsync().ConfigureAwait(false);
+        lock (_unsynced) _unsynced.Clear();
+    }
+
     private void WriteRemembering(long offset, ReadOnlySpan<byte> data)
     {
         if (plan.DropsUnsyncedWritesOnFailedSync)

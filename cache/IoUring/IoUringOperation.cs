@@ -1,0 +1,46 @@
+using System.Threading.Tasks.Sources;
+
+namespace NbdQcow.Cache.IoUring;
+
+/// <summary>
+/// One submission in flight on an <see cref="IoUringRing"/>: the entry to submit and the awaitable its completion
+/// sets. Pooled by the ring (its slot number is the entry's user data), so a request allocates nothing.
+/// </summary>
+internal sealed class IoUringOperation(IoUringRing ring, int slot) : IValueTaskSource<int>
+{
+    // Continuations go to the thread pool: the reaper thread must never run request code that could block it.
+    private ManualResetValueTaskSourceCore<int> _core = new() { RunContinuationsAsynchronously = true };
+
+    public IoUringRing Ring => ring;
+
+    public int Slot => slot;
+
+    public byte Opcode;
+    public int Fd;
+    public long Offset;
+    public nint Address;
+    public uint Length;
+    public uint OpFlags;
+
+    public ValueTask<int> AsValueTask() => new(this, _core.Version);
+
+    public void Complete(int result) => _core.SetResult(result);
+
+    public int GetResult(short token)
+    {
+        try
+        {
+            return _core.GetResult(token);
+        }
+        finally
+        {
+            _core.Reset();
+            ring.Return(this);
+        }
+    }
+
+    public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _core.OnCompleted(continuation, state, token, flags);
+}
