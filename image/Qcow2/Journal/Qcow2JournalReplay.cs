@@ -40,10 +40,17 @@ public static class Qcow2JournalReplay
     }
 
     /// <summary>
+    /// How far past the file's end a table may lie without the refcounts counting it: the tables the journal adds
+    /// there (committed before the file grew to hold them, e.g. a grown refcount table the header does not point to
+    /// yet), plus clusters allocated for writes still in flight at the crash, which leave a hole before them.
+    /// </summary>
+    public const long MaxGapPastEnd = 1L << 30;
+
+    /// <summary>
     /// Every table the journal would write must have a place in this image: never the header's cluster, and past
-    /// the file's end only where the image's refcounts, as the journal leaves them, count the cluster as in use (a
-    /// table allocated at the end is committed before the file grows to hold it). Anything else would write where
-    /// no table can be, or grow the file without bound (a checksummed but foreign or crafted journal).
+    /// the file's end only within <see cref="MaxGapPastEnd"/> plus the journal's own new tables, or where the image's
+    /// refcounts, as the journal leaves them, count the cluster as in use. Anything else would write where no table
+    /// can be, or grow the file without bound (a checksummed but foreign or crafted journal).
     /// Returns the problem, or null.
     /// </summary>
     public static string? CheckTableOffsets(IReadOnlyList<JournalTransaction> transactions, IHostFile imageFile, Qcow2Header header)
@@ -51,13 +58,17 @@ public static class Qcow2JournalReplay
         int clusterSize = header.ClusterSize;
         var images = JournalOverlayFile.LatestImages(transactions);
         long imageLength = imageFile.Length;
+        long fileEnd = (imageLength + clusterSize - 1) / clusterSize * clusterSize;
+        long beyond = images.Keys.Count(offset => offset >= fileEnd);
+        long limit = fileEnd + beyond * clusterSize + MaxGapPastEnd;
         foreach (long offset in images.Keys)
         {
             if (offset < clusterSize)
                 return $"a table at offset {offset} would overwrite the image header";
-            if (offset + clusterSize <= imageLength) continue;
+            if (offset < limit) continue;
             if (!CountedInUse(offset, images, imageFile, header))
-                return $"a table at offset {offset} lies past the image file's end ({imageLength} bytes) where the image's refcounts count no cluster";
+                return $"a table at offset {offset} lies past the image file's end ({imageLength} bytes) by more than the journal's " +
+                       $"{beyond} new tables and {MaxGapPastEnd >> 20} MiB, where the image's refcounts count no cluster";
         }
         return null;
     }
