@@ -134,6 +134,7 @@ public sealed partial class Qcow2Image : IBlockDevice
                 throw new Qcow2FormatException("incompatible_features", "corrupt bit (bit 1)",
                     "the image is marked corrupt; serve it read-only, or repair it first (nbdqcow check --repair all)");
             image = new Qcow2Image(fullPath, file, header, hostFiles, options) { IsReadOnly = readOnly, Size = (long)header.Size, PendingJournalTransactions = overlaid };
+            image._namedPath = chain.NamedPath ?? fullPath;
             image.Snapshots = Qcow2SnapshotTable.Read(file, header, file.Length);
             image.LoadL1(options.Snapshot);
             image.OpenDataFile();
@@ -242,8 +243,11 @@ public sealed partial class Qcow2Image : IBlockDevice
     }
 
     /// <summary>Resolves a file name stored in the image against the image's folder (as qemu does for relative names).</summary>
+    /// <summary>The path relative names in this image resolve from: the name the image above used for it, else <see cref="Path"/>.</summary>
+    private string? _namedPath;
+
     private string ResolveRelative(string name) =>
-        System.IO.Path.IsPathRooted(name) ? name : System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(Path) ?? ".", name));
+        System.IO.Path.IsPathRooted(name) ? name : System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(_namedPath ?? Path) ?? ".", name));
 
     private void OpenDataFile()
     {
@@ -284,7 +288,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         var backingOptions = Options with { ReadOnly = true, Snapshot = null, Format = format.Name, Journal = false, HostFileFactory = HostFiles };
         BackingPath = resolved;
         BackingFormat = format.Name;
-        Backing = format.OpenBacking(checkedPath, backingOptions, chain.Next());
+        Backing = format.OpenBacking(checkedPath, backingOptions, chain.Next(resolved));
     }
 
     /// <summary>

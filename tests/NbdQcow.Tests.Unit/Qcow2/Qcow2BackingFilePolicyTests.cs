@@ -112,6 +112,29 @@ public sealed class Qcow2BackingFilePolicyTests : IDisposable
         Assert.DoesNotContain(opened, path => path.StartsWith(_elsewhere.Path, StringComparison.Ordinal) || path == link);
     }
 
+    /// <summary>
+    /// top.qcow2 -> mid.qcow2, a symlink to sub/mid.qcow2 whose backing name is the relative "base.qcow2": qemu
+    /// resolves it from the folder of the name it opened (the symlink's), so top reads the image folder's base (0xaa),
+    /// not sub/base.qcow2 (0xbb). Opening the checked canonical path must not change which file that is.
+    /// </summary>
+    [Fact]
+    public async Task Relative_names_inside_a_symlinked_backing_file_resolve_from_the_symlinks_folder_as_in_qemu()
+    {
+        QemuTools.Bash(_folder.Path, """
+            mkdir sub
+            qemu-img create -q -f qcow2 base.qcow2 1M; qemu-io -f qcow2 base.qcow2 -c 'write -P 0xaa 0 4k' >/dev/null
+            qemu-img create -q -f qcow2 sub/base.qcow2 1M; qemu-io -f qcow2 sub/base.qcow2 -c 'write -P 0xbb 0 4k' >/dev/null
+            qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 sub/mid.qcow2
+            ln -s sub/mid.qcow2 mid.qcow2
+            qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2
+            qemu-io -r -f qcow2 top.qcow2 -c 'read -P 0xaa 0 4k' | grep -q 'read 4096'
+            """);
+        await using var image = Qcow2Image.Open(_folder.File("top.qcow2"), new ImageOpenOptions { ReadOnly = true }, HostFile.Open);
+        var buffer = new byte[4096];
+        await image.ReadAsync(0, buffer);
+        Assert.True(buffer.All(b => b == 0xaa), $"read 0x{buffer[0]:x2}: the backing chain went elsewhere than qemu's");
+    }
+
     [Fact]
     public async Task Backing_chain_in_the_image_folder_and_its_subfolders_opens()
     {
