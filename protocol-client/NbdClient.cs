@@ -316,61 +316,61 @@ public sealed class NbdClient : IAsyncDisposable
         switch (header.Type)
         {
             case NbdReplyType.OffsetData:
-            {
-                var prefix = new byte[8];
-                await ReadExactlyAsync(prefix).ConfigureAwait(false);
-                NbdChunkPayloadParser.TryParseOffsetDataPrefix(prefix, out var dataOffset);
-                var dataLength = length - 8;
-                var at = (long)(dataOffset - pending.Offset);
-                if (dataLength < 0 || at < 0 || at + dataLength > pending.ReadBuffer.Length)
                 {
-                    throw new InvalidDataException("OFFSET_DATA chunk outside the requested range");
+                    var prefix = new byte[8];
+                    await ReadExactlyAsync(prefix).ConfigureAwait(false);
+                    NbdChunkPayloadParser.TryParseOffsetDataPrefix(prefix, out var dataOffset);
+                    var dataLength = length - 8;
+                    var at = (long)(dataOffset - pending.Offset);
+                    if (dataLength < 0 || at < 0 || at + dataLength > pending.ReadBuffer.Length)
+                    {
+                        throw new InvalidDataException("OFFSET_DATA chunk outside the requested range");
+                    }
+                    await ReadExactlyAsync(pending.ReadBuffer.Slice((int)at, dataLength)).ConfigureAwait(false);
+                    break;
                 }
-                await ReadExactlyAsync(pending.ReadBuffer.Slice((int)at, dataLength)).ConfigureAwait(false);
-                break;
-            }
             case NbdReplyType.OffsetHole:
-            {
-                var payload = await ReadPayloadAsync(length).ConfigureAwait(false);
-                if (NbdChunkPayloadParser.TryParseOffsetHole(payload, out var holeOffset, out var holeLength) != NbdParseStatus.Complete)
                 {
-                    throw new InvalidDataException("malformed OFFSET_HOLE chunk");
+                    var payload = await ReadPayloadAsync(length).ConfigureAwait(false);
+                    if (NbdChunkPayloadParser.TryParseOffsetHole(payload, out var holeOffset, out var holeLength) != NbdParseStatus.Complete)
+                    {
+                        throw new InvalidDataException("malformed OFFSET_HOLE chunk");
+                    }
+                    var at = (long)(holeOffset - pending.Offset);
+                    if (at < 0 || at + holeLength > pending.ReadBuffer.Length)
+                    {
+                        throw new InvalidDataException("OFFSET_HOLE chunk outside the requested range");
+                    }
+                    pending.ReadBuffer.Span.Slice((int)at, (int)holeLength).Clear();
+                    break;
                 }
-                var at = (long)(holeOffset - pending.Offset);
-                if (at < 0 || at + holeLength > pending.ReadBuffer.Length)
-                {
-                    throw new InvalidDataException("OFFSET_HOLE chunk outside the requested range");
-                }
-                pending.ReadBuffer.Span.Slice((int)at, (int)holeLength).Clear();
-                break;
-            }
             case NbdReplyType.BlockStatus:
             case NbdReplyType.BlockStatusExtended:
-            {
-                var payload = await ReadPayloadAsync(length).ConfigureAwait(false);
-                var extents = new List<NbdBlockDescriptor>();
-                if (NbdChunkPayloadParser.TryParseBlockStatus(payload, header.Type, extents, out var contextId) != NbdParseStatus.Complete)
                 {
-                    throw new InvalidDataException("malformed BLOCK_STATUS chunk");
+                    var payload = await ReadPayloadAsync(length).ConfigureAwait(false);
+                    var extents = new List<NbdBlockDescriptor>();
+                    if (NbdChunkPayloadParser.TryParseBlockStatus(payload, header.Type, extents, out var contextId) != NbdParseStatus.Complete)
+                    {
+                        throw new InvalidDataException("malformed BLOCK_STATUS chunk");
+                    }
+                    if (pending.Extents is not null && contextId == BaseAllocationContextId)
+                    {
+                        pending.Extents.AddRange(extents);
+                    }
+                    break;
                 }
-                if (pending.Extents is not null && contextId == BaseAllocationContextId)
-                {
-                    pending.Extents.AddRange(extents);
-                }
-                break;
-            }
             case NbdReplyType.Error:
             case NbdReplyType.ErrorOffset:
-            {
-                var payload = await ReadPayloadAsync(length).ConfigureAwait(false);
-                if (NbdChunkPayloadParser.TryParseError(payload, header.Type, out var error, out var message, out _) != NbdParseStatus.Complete)
                 {
-                    throw new InvalidDataException("malformed ERROR chunk");
+                    var payload = await ReadPayloadAsync(length).ConfigureAwait(false);
+                    if (NbdChunkPayloadParser.TryParseError(payload, header.Type, out var error, out var message, out _) != NbdParseStatus.Complete)
+                    {
+                        throw new InvalidDataException("malformed ERROR chunk");
+                    }
+                    pending.Error = error;
+                    pending.Message = message;
+                    break;
                 }
-                pending.Error = error;
-                pending.Message = message;
-                break;
-            }
             default:
                 await ReadPayloadAsync(length).ConfigureAwait(false);
                 break;

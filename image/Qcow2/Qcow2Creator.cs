@@ -176,7 +176,13 @@ public static class Qcow2Creator
         {
             shift = char.ToUpperInvariant(t[^1]) switch
             {
-                'K' => 10, 'M' => 20, 'G' => 30, 'T' => 40, 'P' => 50, 'E' => 60, _ => 0,
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                'P' => 50,
+                'E' => 60,
+                _ => 0,
             };
             if (shift > 0) t = t[..^1];
         }

@@ -1,7 +1,7 @@
 using System.CommandLine;
+using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;
-using NbdQcow.Image;
 
 namespace NbdQcow.Server.Cli;
 

@@ -19,8 +19,11 @@ internal static class ServeCommand
             HelpName = "NAME",
             Description = "Export name for IMAGE (default: the file name without extension); also served as the default export \"\".",
         };
-        var config = new Option<string?>("--config") {
-            HelpName = "FILE", Description = "JSON config file declaring listen addresses and exports (see config/examples/)." };
+        var config = new Option<string?>("--config")
+        {
+            HelpName = "FILE",
+            Description = "JSON config file declaring listen addresses and exports (see config/examples/)."
+        };
         // Every other option is a setting's spelling, declared once with the setting.
         var settingOptions = new List<(Setting Setting, CliSpelling Spelling, Option Option)>();
         foreach (var setting in ServeSettings.All)

@@ -2,8 +2,8 @@ using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
-using Pipelines.Sockets.Unofficial;
 using NbdQcow.Server.Exports;
+using Pipelines.Sockets.Unofficial;
 
 namespace NbdQcow.Server.Nbd;
 

@@ -84,20 +84,20 @@ public sealed partial class NbdSession
             switch (option)
             {
                 case NbdOption.ExportName:
-                {
-                    var name = Encoding.UTF8.GetString(payload);
-                    if (!_registry.TryGet(name, out var export))
                     {
-                        // No way to report an error to EXPORT_NAME: the spec says close.
-                        _log.Debug($"{_peer}: NBD_OPT_EXPORT_NAME for unknown export '{name}'; closing");
-                        return null;
+                        var name = Encoding.UTF8.GetString(payload);
+                        if (!_registry.TryGet(name, out var export))
+                        {
+                            // No way to report an error to EXPORT_NAME: the spec says close.
+                            _log.Debug($"{_peer}: NBD_OPT_EXPORT_NAME for unknown export '{name}'; closing");
+                            return null;
+                        }
+                        IsNegotiating = false; // before the reply: once the client has it, it is being served
+                        NbdServerMessageWriter.WriteExportNameReply(_output, (ulong)export.Size, export.TransmissionFlags(_style != NbdReplyStyle.Simple), _noZeroes);
+                        await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+                        PrepareTransmissionFor(export);
+                        return export;
                     }
-                    IsNegotiating = false; // before the reply: once the client has it, it is being served
-                    NbdServerMessageWriter.WriteExportNameReply(_output, (ulong)export.Size, export.TransmissionFlags(_style != NbdReplyStyle.Simple), _noZeroes);
-                    await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
-                    PrepareTransmissionFor(export);
-                    return export;
-                }
                 case NbdOption.Abort:
                     NbdServerMessageWriter.WriteOptionAck(_output, option);
                     await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
@@ -117,15 +117,15 @@ public sealed partial class NbdSession
                     break;
                 case NbdOption.Info:
                 case NbdOption.Go:
-                {
-                    var export = await AnswerInfoAsync(option, payload, cancellationToken).ConfigureAwait(false);
-                    if (export is not null && option == NbdOption.Go)
                     {
-                        PrepareTransmissionFor(export);
-                        return export;
+                        var export = await AnswerInfoAsync(option, payload, cancellationToken).ConfigureAwait(false);
+                        if (export is not null && option == NbdOption.Go)
+                        {
+                            PrepareTransmissionFor(export);
+                            return export;
+                        }
+                        break;
                     }
-                    break;
-                }
                 case NbdOption.StructuredReply:
                     if (payload.Length != 0)
                     {

@@ -118,7 +118,7 @@ internal sealed class RecoveredImageWriter : IAsyncDisposable
         long missing = host + needed - image.FileLength;
         if (missing > 0)
             image.Report.Loss("data", $"{source}: data cluster 0x{host:x} for guest 0x{guest:x} is cut short by the end of the file; its last {missing} bytes read as zero");
-            image.Report.Range(guest + needed - missing, missing, "lost", $"data cluster 0x{host:x} is cut short by the end of the file");
+        image.Report.Range(guest + needed - missing, missing, "lost", $"data cluster 0x{host:x} is cut short by the end of the file");
     }
 
     private async Task<bool> WriteCompressedAsync(DamagedImage image, string source, L2Entry entry, long guest, int length)

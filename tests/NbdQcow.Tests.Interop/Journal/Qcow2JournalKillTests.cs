@@ -35,12 +35,12 @@ public sealed class Qcow2JournalKillTests
         await QemuImage.IoAsync(reference, "raw", Commands);
 
         await using (var server = await ServerProcess.StartAsync(new ServeOptions
-                     {
-                         ImagePath = image,
-                         UnixSocket = true,
-                         // No background flush: what is on disk at the kill is exactly what the client's flushes made durable.
-                         ExtraArguments = ["--journal", "--max-dirty-age", "off"],
-                     }))
+        {
+            ImagePath = image,
+            UnixSocket = true,
+            // No background flush: what is on disk at the kill is exactly what the client's flushes made durable.
+            ExtraArguments = ["--journal", "--max-dirty-age", "off"],
+        }))
         {
             var arguments = new List<string> { "-f", "raw" };
             foreach (var command in Commands) arguments.AddRange(["-c", command]);

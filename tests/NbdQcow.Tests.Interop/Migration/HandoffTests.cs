@@ -31,11 +31,15 @@ public sealed class HandoffTests
         var destinationControl = folder.File("destination.ctl");
         await using var source = await ServerProcess.StartAsync(new ServeOptions
         {
-            ImagePath = image, UnixSocket = true, ExtraArguments = ["--control", sourceControl],
+            ImagePath = image,
+            UnixSocket = true,
+            ExtraArguments = ["--control", sourceControl],
         });
         await using var destination = await ServerProcess.StartAsync(new ServeOptions
         {
-            ImagePath = image, UnixSocket = true, ExtraArguments = ["--inactive", "--control", destinationControl],
+            ImagePath = image,
+            UnixSocket = true,
+            ExtraArguments = ["--inactive", "--control", destinationControl],
         });
         string Context() => source.Describe() + "\n" + destination.Describe();
 
@@ -105,7 +109,9 @@ public sealed class HandoffTests
         var control = folder.File("c.ctl");
         await using var server = await ServerProcess.StartAsync(new ServeOptions
         {
-            ImagePath = image, UnixSocket = true, ExtraArguments = ["--control", control],
+            ImagePath = image,
+            UnixSocket = true,
+            ExtraArguments = ["--control", control],
         });
         var unknownExport = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["control", control, "inactivate", "--export", "nope"]);
         Assert.Equal(1, unknownExport.ExitCode);

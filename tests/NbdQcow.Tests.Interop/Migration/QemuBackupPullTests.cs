@@ -27,7 +27,10 @@ public sealed class QemuBackupPullTests
 
         await using var server = await ServerProcess.StartAsync(new ServeOptions
         {
-            ImagePath = image, UnixSocket = true, ExportName = "disk", ExtraArguments = ["--bitmap", "since-full"],
+            ImagePath = image,
+            UnixSocket = true,
+            ExportName = "disk",
+            ExtraArguments = ["--bitmap", "since-full"],
         });
         var uri = server.Uri("disk");
         (await ToolRunner.RunAsync("qemu-io", "-f", "raw", "-c", "write -P 5 1M 100k", "-c", "write -z 20M 1M",

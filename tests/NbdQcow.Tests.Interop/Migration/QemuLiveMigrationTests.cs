@@ -60,7 +60,10 @@ public sealed class QemuLiveMigrationTests
         var control = folder.File("tgt.ctl");
         await using var server = await ServerProcess.StartAsync(new ServeOptions
         {
-            ImagePath = targetImage, UnixSocket = true, ExportName = "disk", ExtraArguments = ["--control", control],
+            ImagePath = targetImage,
+            UnixSocket = true,
+            ExportName = "disk",
+            ExtraArguments = ["--control", control],
         });
         var port = FreeTcpPort.Find();
         await using var source = await QemuQmpProcess.StartSystemAsync(["-blockdev", Qcow2Node(sourceImage)], folder.Path);
@@ -73,12 +76,17 @@ public sealed class QemuLiveMigrationTests
         var qmp = source.Qmp;
         await qmp.ExecuteAsync("blockdev-add", new Dictionary<string, object>
         {
-            ["driver"] = "nbd", ["node-name"] = "target", ["export"] = "disk",
+            ["driver"] = "nbd",
+            ["node-name"] = "target",
+            ["export"] = "disk",
             ["server"] = new Dictionary<string, object> { ["type"] = "unix", ["path"] = server.SocketPath! },
         });
         await qmp.ExecuteAsync("blockdev-mirror", new Dictionary<string, object>
         {
-            ["job-id"] = "m0", ["device"] = "disk0", ["target"] = "target", ["sync"] = "full",
+            ["job-id"] = "m0",
+            ["device"] = "disk0",
+            ["target"] = "target",
+            ["sync"] = "full",
         });
         await source.QemuIoAsync("disk0", "write -P 0x55 1M 64k");
         await qmp.WaitForEventAsync("BLOCK_JOB_READY", e => (string?)e["data"]?["device"] == "m0", Bound);

@@ -110,7 +110,9 @@ public sealed class QemuMetaContextTests
         List<MapEntry> live, frozen;
         await using (var server = await ServerProcess.StartAsync(new ServeOptions
         {
-            ImagePath = image, UnixSocket = true, ExtraArguments = ["--bitmap", "live", "--bitmap", "frozen"],
+            ImagePath = image,
+            UnixSocket = true,
+            ExtraArguments = ["--bitmap", "live", "--bitmap", "frozen"],
         }))
         {
             var list = (await ToolRunner.RunAsync("nbdinfo", "--list", "--json", server.Uri())).EnsureSuccess(server.Describe());

@@ -50,13 +50,19 @@ public sealed class QemuMirrorTests
 
         await qmp.ExecuteAsync("blockdev-add", new Dictionary<string, object>
         {
-            ["driver"] = "nbd", ["node-name"] = "target", ["export"] = "tgt",
+            ["driver"] = "nbd",
+            ["node-name"] = "target",
+            ["export"] = "tgt",
             ["server"] = new Dictionary<string, object> { ["type"] = "unix", ["path"] = server.SocketPath! },
         });
         // Throttled at first so the guest-like writes below land while the bulk copy is still running.
         await qmp.ExecuteAsync("blockdev-mirror", new Dictionary<string, object>
         {
-            ["job-id"] = "m0", ["device"] = "src", ["target"] = "target", ["sync"] = sync, ["speed"] = 4 << 20,
+            ["job-id"] = "m0",
+            ["device"] = "src",
+            ["target"] = "target",
+            ["sync"] = sync,
+            ["speed"] = 4 << 20,
         });
         (await Io(sourceUri, "write -P 5 1M 1M", "write -P 6 50M 3M", "write -z 4M 64k")).EnsureSuccess(Context());
         await qmp.ExecuteAsync("block-job-set-speed", new Dictionary<string, object> { ["device"] = "m0", ["speed"] = 0 });

@@ -60,7 +60,10 @@ public sealed class Qcow2EncryptedImageTests
         await QemuIoAsync(image, "write -P 0x61 0 200k", "write -P 0x62 3M 4k", "write -P 0x63 5000001 3333", "write -z 6M 64k");
         await using var server = await ServerProcess.StartAsync(new ServeOptions
         {
-            ImagePath = image, UnixSocket = true, ReadOnly = true, ExtraArguments = ["--key-file", await KeyFileAsync(folder)],
+            ImagePath = image,
+            UnixSocket = true,
+            ReadOnly = true,
+            ExtraArguments = ["--key-file", await KeyFileAsync(folder)],
         });
         // qemu-img compare takes one format for both sides: the NBD export goes in as image-opts too.
         var compare = await ToolRunner.RunAsync("qemu-img", ["compare", "--object", $"secret,id=sec0,data={Secret}", "--image-opts",
@@ -88,7 +91,10 @@ public sealed class Qcow2EncryptedImageTests
             "read -P 0 4M 64k", "read -P 0x73 4160k 960k", "read -P 0x74 8388000 700", "read -P 0 8388700 8388516"];
         await using (var server = await ServerProcess.StartAsync(new ServeOptions
         {
-            ImagePath = image, UnixSocket = true, CacheMode = cacheMode, ExtraArguments = ["--key-file", key],
+            ImagePath = image,
+            UnixSocket = true,
+            CacheMode = cacheMode,
+            ExtraArguments = ["--key-file", key],
         }))
         {
             var args = new List<string> { "-f", "raw", server.Uri() };
@@ -130,7 +136,10 @@ public sealed class Qcow2EncryptedImageTests
         // The key may come from the environment instead of a file.
         await using var server = await ServerProcess.StartAsync(new ServeOptions
         {
-            ImagePath = image, UnixSocket = true, ReadOnly = true, Environment = new Dictionary<string, string> { ["NBDQCOW_KEY"] = Secret },
+            ImagePath = image,
+            UnixSocket = true,
+            ReadOnly = true,
+            Environment = new Dictionary<string, string> { ["NBDQCOW_KEY"] = Secret },
         });
         await server.StopAndAssertCleanExitAsync();
     }

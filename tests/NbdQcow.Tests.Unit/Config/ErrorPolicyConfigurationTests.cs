@@ -27,7 +27,10 @@ public sealed class ErrorPolicyConfigurationTests : IDisposable
     {
         var export = ServerConfigurationLoader.Load(null, new ServeOverrides
         {
-            ImagePath = "a.qcow2", ["WriteErrorPolicy"] = text, ["ReadErrorPolicy"] = "retry", ["ErrorRetryTimeout"] = "2500",
+            ImagePath = "a.qcow2",
+            ["WriteErrorPolicy"] = text,
+            ["ReadErrorPolicy"] = "retry",
+            ["ErrorRetryTimeout"] = "2500",
         }, NoEnvironment).Exports[0];
         Assert.Equal((expected, ReadErrorPolicy.Retry, TimeSpan.FromMilliseconds(2500)),
             (export.WriteErrorPolicy, export.ReadErrorPolicy, export.ErrorRetryTimeout));
@@ -58,7 +61,10 @@ public sealed class ErrorPolicyConfigurationTests : IDisposable
     {
         var refusal = Assert.Throws<ConfigurationException>(() => ServerConfigurationLoader.Load(null, new ServeOverrides
         {
-            ImagePath = "a.qcow2", ["WriteErrorPolicy"] = werror, ["ReadErrorPolicy"] = rerror, ["ErrorRetryTimeout"] = timeout,
+            ImagePath = "a.qcow2",
+            ["WriteErrorPolicy"] = werror,
+            ["ReadErrorPolicy"] = rerror,
+            ["ErrorRetryTimeout"] = timeout,
         }, NoEnvironment));
         Assert.Contains(message, refusal.Message);
     }

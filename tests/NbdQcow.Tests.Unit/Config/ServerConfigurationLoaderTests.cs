@@ -46,7 +46,10 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
 
         var cli = ServerConfigurationLoader.Load(null, new ServeOverrides
         {
-            ImagePath = "a.img", ["MaxConnections"] = "8", ["HandshakeTimeout"] = "off", ["MaxBufferedBytes"] = "1G",
+            ImagePath = "a.img",
+            ["MaxConnections"] = "8",
+            ["HandshakeTimeout"] = "off",
+            ["MaxBufferedBytes"] = "1G",
         }, NoEnvironment);
         Assert.Equal((8, (TimeSpan?)null, 1L << 30), (cli.MaxConnections, cli.HandshakeTimeout, cli.MaxBufferedBytes));
 
@@ -62,7 +65,10 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     {
         var refusal = Refused(() => ServerConfigurationLoader.Load(null, new ServeOverrides
         {
-            ImagePath = "a.img", ["MaxConnections"] = "0", ["HandshakeTimeout"] = "10s", ["MaxBufferedBytes"] = "1M",
+            ImagePath = "a.img",
+            ["MaxConnections"] = "0",
+            ["HandshakeTimeout"] = "10s",
+            ["MaxBufferedBytes"] = "1M",
         }, NoEnvironment));
         Assert.Contains(refusal.Problems, p => p.StartsWith("MaxConnections: '0' is not allowed; allowed: an integer from 1", StringComparison.Ordinal));
         Assert.Contains(refusal.Problems, p => p.StartsWith("HandshakeTimeout: '10s' is not allowed; allowed: seconds from 1 to 3600, or 'off'", StringComparison.Ordinal));
@@ -74,8 +80,14 @@ public sealed class ServerConfigurationLoaderTests : IDisposable
     {
         var settings = ServerConfigurationLoader.Load(null, new ServeOverrides
         {
-            ImagePath = "a.img", ExportName = "vm", ["Cache"] = "directsync", ["MaxDirtyAge"] = "off", ["ReadOnly"] = "true",
-            ["Format"] = "raw", ["Create"] = "512M", ["Listen"] = "[::1]:0",
+            ImagePath = "a.img",
+            ExportName = "vm",
+            ["Cache"] = "directsync",
+            ["MaxDirtyAge"] = "off",
+            ["ReadOnly"] = "true",
+            ["Format"] = "raw",
+            ["Create"] = "512M",
+            ["Listen"] = "[::1]:0",
         }, NoEnvironment);
 
         var export = Assert.Single(settings.Exports);

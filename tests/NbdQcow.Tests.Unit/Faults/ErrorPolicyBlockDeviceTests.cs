@@ -2,12 +2,12 @@ using System.Diagnostics;
 using NbdQcow.Config;
 using NbdQcow.Image;
 using NbdQcow.Server.Exports;
+using NbdQcow.Server.Logging;
 using NbdQcow.Server.Nbd;
 using NbdQcow.Server.Storage;
 using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.Qcow2Write;
 using NbdQcow.Tests.Unit.Server;
-using NbdQcow.Server.Logging;
 
 namespace NbdQcow.Tests.Unit.Faults;
 

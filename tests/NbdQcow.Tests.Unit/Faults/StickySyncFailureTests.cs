@@ -1,6 +1,6 @@
 using NbdQcow.Cache;
-using NbdQcow.Image.Qcow2.Format;
 using NbdQcow.Image;
+using NbdQcow.Image.Qcow2.Format;
 using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.Qcow2Write;
 

@@ -50,8 +50,13 @@ public sealed class LuksVolumeTests
         var parsed = LuksHeader.Parse(area);
         var header = new LuksHeader
         {
-            CipherName = cipher, CipherMode = mode, HashSpec = parsed.HashSpec, KeyBytes = parsed.KeyBytes,
-            Keyslots = parsed.Keyslots, MasterKeyDigest = parsed.MasterKeyDigest, MasterKeyDigestSalt = parsed.MasterKeyDigestSalt,
+            CipherName = cipher,
+            CipherMode = mode,
+            HashSpec = parsed.HashSpec,
+            KeyBytes = parsed.KeyBytes,
+            Keyslots = parsed.Keyslots,
+            MasterKeyDigest = parsed.MasterKeyDigest,
+            MasterKeyDigestSalt = parsed.MasterKeyDigestSalt,
             MasterKeyDigestIterations = parsed.MasterKeyDigestIterations,
         };
         var reparsed = LuksHeader.Parse(header.Serialize());

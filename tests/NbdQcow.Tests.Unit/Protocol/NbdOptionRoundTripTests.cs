@@ -106,8 +106,13 @@ public class NbdOptionRoundTripTests
         Assert.Equal(NbdOptionReplyType.Ack, replies[4].Header.Type);
         Assert.Equal(new NbdExportInfo
         {
-            Name = "disk", Size = 1UL << 40, Flags = flags, Description = "a disk",
-            MinimumBlockSize = 1, PreferredBlockSize = 4096, MaximumBlockSize = 32 << 20,
+            Name = "disk",
+            Size = 1UL << 40,
+            Flags = flags,
+            Description = "a disk",
+            MinimumBlockSize = 1,
+            PreferredBlockSize = 4096,
+            MaximumBlockSize = 32 << 20,
         }, info);
     }
 

@@ -124,7 +124,8 @@ public sealed class ConnectionWorker(int index, int firstBlock, int blockCount, 
                 for (int i = 0; i < count; i++)
                     BlockPattern.Fill(buffer.AsSpan(i * BlockPattern.BlockSize, BlockPattern.BlockSize), first + i, op.Tag);
                 return client.WriteAsync(offset, buffer.AsMemory(0, (int)length), _random.Next(20) == 0 ? NbdCommandFlags.Fua : NbdCommandFlags.None);
-            },
+            }
+            ,
             OperationKind.Zero => () => client.WriteZeroesAsync(offset, length, _random.Next(2) == 0 ? NbdCommandFlags.NoHole : NbdCommandFlags.None),
             _ => () => client.TrimAsync(offset, length),
         };
