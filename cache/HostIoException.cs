@@ -22,4 +22,10 @@ public sealed class HostIoException : IOException
     public int Errno { get; }
 
     public bool IsNoSpace => Errno == LinuxFileCalls.ENOSPC;
+
+    /// <summary>
+    /// The call never reached the kernel (an io_uring submission that was refused), so it changed nothing: no write
+    /// started and no sync ran, and a failed "fdatasync" of this kind says nothing about data already written.
+    /// </summary>
+    public bool NeverStarted { get; init; }
 }

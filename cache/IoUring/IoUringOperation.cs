@@ -22,6 +22,9 @@ internal sealed class IoUringOperation(IoUringRing ring, int slot) : IValueTaskS
     public uint Length;
     public uint OpFlags;
 
+    /// <summary>Written to the submission ring and not yet completed (only under the ring's submit lock or by the reaper).</summary>
+    public bool InKernel;
+
     public ValueTask<int> AsValueTask() => new(this, _core.Version);
 
     public void Complete(int result) => _core.SetResult(result);
