@@ -16,6 +16,9 @@ public sealed class HostIoEngine
     /// <summary>Set to 1 to make io_uring set-up fail as with ENOSYS (tests of the fallback).</summary>
     public const string SimulateNoIoUringVariable = "NBDQCOW_IO_URING_SIMULATE_ENOSYS";
 
+    /// <summary>Set to 0 to send every io_uring completion to the thread pool (A/B measurements of the inline path).</summary>
+    public const string InlineCompletionsVariable = "NBDQCOW_IO_URING_INLINE_COMPLETIONS";
+
     /// <summary>Set to N to make the Nth submitting io_uring_enter of a ring fail with ENOMEM (tests of the abandon path).</summary>
     public const string SimulateEnterFailureVariable = "NBDQCOW_IO_URING_SIMULATE_ENTER_FAILURE";
 
@@ -76,7 +79,8 @@ public sealed class HostIoEngine
                 _ = int.TryParse(Environment.GetEnvironmentVariable(SimulateEnterFailureVariable), out var failEnterAt);
                 var ring = Environment.GetEnvironmentVariable(SimulateNoIoUringVariable) == "1"
                     ? null
-                    : IoUringRing.TrySetUp(Batch, out errno, OnRingBroken, failEnterAt);
+                    : IoUringRing.TrySetUp(Batch, out errno, OnRingBroken, failEnterAt,
+                        inlineShortCompletions: Environment.GetEnvironmentVariable(InlineCompletionsVariable) != "0");
                 if (ring is null)
                 {
                     _fellBack = true;

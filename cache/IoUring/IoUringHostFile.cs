@@ -19,6 +19,9 @@ namespace NbdQcow.Cache.IoUring;
 /// </remarks>
 internal sealed class IoUringHostFile : IHostFile
 {
+    /// <summary>Largest transfer whose completion the reaper continues itself.</summary>
+    private const uint InlineCompletionLimit = 64 * 1024;
+
     private readonly HostFile _file;
     private readonly IoUringRing _ring;
     private readonly Action _release;
@@ -242,6 +245,9 @@ internal sealed class IoUringHostFile : IHostFile
         operation.Address = address;
         operation.Length = length;
         operation.OpFlags = flags;
+        // What follows a small read or write is short (a copy, the image's bookkeeping, a reply of a few KiB); what
+        // follows a sync may be an ordered metadata flush with synchronous writes and syncs: that goes to the pool.
+        operation.CompleteInline = _ring.InlineShortCompletions && opcode != IoUringCalls.OpFsync && length <= InlineCompletionLimit;
         return _ring.Submit(operation);
     }
 

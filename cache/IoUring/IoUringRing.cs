@@ -45,14 +45,16 @@ internal sealed unsafe class IoUringRing : IDisposable
     private readonly HostIoBatch? _batch;
     private readonly Action<int>? _onBroken;
     private readonly int _failEnterAt;
+    private readonly bool _inlineShortCompletions;
     private int _submittingEnters;
     private int _brokenErrno;
     private uint _sqLocalTail;
     private bool _disposed;
 
     private IoUringRing(int ringFd, in IoUringCalls.Params p, nint sqRing, nuint sqRingSize, nint cqRing, nuint cqRingSize,
-        nint sqes, nuint sqesSize, HostIoBatch? batch, Action<int>? onBroken, int failEnterAt)
+        nint sqes, nuint sqesSize, HostIoBatch? batch, Action<int>? onBroken, int failEnterAt, bool inlineShortCompletions)
     {
+        _inlineShortCompletions = inlineShortCompletions;
         _onBroken = onBroken;
         _failEnterAt = failEnterAt;
         _ringFd = ringFd;
@@ -92,7 +94,8 @@ internal sealed unsafe class IoUringRing : IDisposable
     /// <paramref name="onBroken"/> is called once with the errno of a hard io_uring_enter failure;
     /// <paramref name="failEnterAt"/> (tests only, 0 = never) makes that submitting io_uring_enter fail with ENOMEM.
     /// </summary>
-    public static IoUringRing? TrySetUp(HostIoBatch? batch, out int errno, Action<int>? onBroken = null, int failEnterAt = 0)
+    public static IoUringRing? TrySetUp(HostIoBatch? batch, out int errno, Action<int>? onBroken = null, int failEnterAt = 0,
+        bool inlineShortCompletions = true)
     {
         var p = new IoUringCalls.Params { Flags = IoUringCalls.SetupCqSize | IoUringCalls.SetupClamp, CqEntries = CompletionEntries };
         var fd = IoUringCalls.Setup(SubmissionEntries, &p);
@@ -131,8 +134,11 @@ internal sealed unsafe class IoUringRing : IDisposable
             return null;
         }
         errno = 0;
-        return new IoUringRing(fd, p, ring, ringSize, ring, 0, sqes, sqesSize, batch, onBroken, failEnterAt);
+        return new IoUringRing(fd, p, ring, ringSize, ring, 0, sqes, sqesSize, batch, onBroken, failEnterAt, inlineShortCompletions);
     }
+
+    /// <summary>Whether the reaper runs the continuations of short transfers itself (see <see cref="IoUringOperation.CompleteInline"/>).</summary>
+    public bool InlineShortCompletions => _inlineShortCompletions;
 
     /// <summary>True once an io_uring_enter failed hard: nothing more is submitted to this ring.</summary>
     public bool IsBroken => Volatile.Read(ref _brokenErrno) != 0;
@@ -282,7 +288,7 @@ internal sealed unsafe class IoUringRing : IDisposable
                 }
                 var operation = _operations[(int)cqe.UserData];
                 operation.InKernel = false;
-                operation.Complete(cqe.Result);
+                operation.Complete(cqe.Result, mayRunInline: true);
             }
             Volatile.Write(ref *_cqHead, head);
             if (stop) return;
