@@ -120,4 +120,18 @@ public sealed class BufferBudgetTests
         Assert.Same(buffer.Array, again.Array);
         Assert.Equal(buffer.Start, again.Start);
     }
+
+    [Fact]
+    public void Renting_and_returning_warm_buffers_allocates_nothing()
+    {
+        var pool = new PayloadBufferPool(retainLimit: 64 * Mib);
+        int[] lengths = [4096, 512, 65536, 1 << 20];
+        foreach (var length in lengths) pool.Return(pool.Rent(length));
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 1000; i++)
+        {
+            pool.Return(pool.Rent(lengths[i % lengths.Length]));
+        }
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
 }
