@@ -259,6 +259,7 @@ internal sealed unsafe class IoUringRing : IDisposable
 
     private void ReapLoop()
     {
+        IoCompletionThread.MarkCurrent();
         while (true)
         {
             var head = *_cqHead;
