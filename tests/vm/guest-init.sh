@@ -143,7 +143,9 @@ migrate_run() {
   sync
   (cd /mnt && find ./before -type f | sort | xargs sha256sum) >/tmp/before || fail "sha256sum"
   sed 's/^/MANIFEST-BEFORE: /' /tmp/before
-  run stty -F /dev/ttyS1 raw -echo
+  # Canonical mode: a read sees the line only once it is complete, so a read that times out never
+  # consumes half of it (the UART delivers it byte by byte). No echo back to the host.
+  run stty -F /dev/ttyS1 icanon -echo
   exec 3</dev/ttyS1
   echo "MIGRATE-READY"
 

@@ -43,11 +43,13 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
         try
         {
             await source.WaitForLineAsync(MigratingGuest.ReadyMarker, BootTimeout, Context);
+            Phase(clock, "guest booted and wrote its first files");
             // The export is the image's one writer: nothing else may open it for writing beside it.
             await AssertSecondWriterRefusedAsync(image, Context);
 
             await MigrateAsync(source.Qemu, port, pauseBeforeSwitchover: false, Context);
             await destination.Qemu.Qmp.WaitForEventAsync("RESUME", null, Bound);
+            Phase(clock, "migrated, the destination runs");
             // The source let go of its disk at the switch: its node no longer writes.
             var late = await source.Qemu.Qmp.ExecuteAsync("human-monitor-command",
                 new Dictionary<string, object> { ["command-line"] = $"qemu-io {MigratingGuest.DiskNode} \"write 0 4k\"" });
@@ -55,7 +57,9 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
             await AssertSecondWriterRefusedAsync(image, Context);
 
             await destination.SignalSwitchOverDoneAsync();
+            await destination.WaitForLineAsync(MigratingGuest.SwitchOverSeenMarker, Bound, Context);
             await destination.AssertPassedAsync(Bound, Context);
+            Phase(clock, "the guest checked every file and powered off");
         }
         finally
         {
@@ -65,6 +69,7 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
         await source.Qemu.QuitAsync();
         await server.StopAndAssertCleanExitAsync();
         await AssertManifestsAsync(source, destination, image, work.Path);
+        Phase(clock, "image checked on the host");
     }
 
     [Fact]
@@ -96,6 +101,7 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
         try
         {
             await source.WaitForLineAsync(MigratingGuest.ReadyMarker, BootTimeout, Context);
+            Phase(clock, "guest booted and wrote its first files");
             var qmp = source.Qemu.Qmp;
             await qmp.ExecuteAsync("blockdev-add", new Dictionary<string, object>
             {
@@ -112,6 +118,7 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
                 ["sync"] = "full",
             });
             await qmp.WaitForEventAsync("BLOCK_JOB_READY", e => (string?)e["data"]?["device"] == "m0", Bound);
+            Phase(clock, "mirror ready");
             // nbdqcow, active, is the target's one writer.
             await AssertSecondWriterRefusedAsync(targetImage, Context);
 
@@ -119,6 +126,7 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
             // pauses before the switch-over. Then, as libvirt does it: the ready mirror is cancelled (its copy is
             // complete), the target let go, nbdqcow hands the image over, and the migration finishes.
             await MigrateAsync(source.Qemu, port, pauseBeforeSwitchover: true, Context);
+            Phase(clock, "migration paused before the switch-over");
             await qmp.ExecuteAsync("block-job-cancel", new Dictionary<string, object> { ["device"] = "m0" });
             var done = await qmp.WaitForEventAsync("BLOCK_JOB_COMPLETED", e => (string?)e["data"]?["device"] == "m0", Bound);
             Assert.True(done["data"]?["error"] is null, $"mirror failed: {done.ToJsonString()}\n{Context()}");
@@ -132,6 +140,7 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
             await qmp.ExecuteAsync("migrate-continue", new Dictionary<string, object> { ["state"] = "pre-switchover" });
             await WaitForMigrationStatusAsync(source.Qemu, "completed", Context);
             await destination.Qemu.Qmp.WaitForEventAsync("RESUME", null, Bound);
+            Phase(clock, "image handed over, migrated, the destination runs");
             // The destination qemu owns the image now: nbdqcow cannot take it back, nor can anyone else write it.
             var back = await ToolRunner.RunAsync(RepositoryRoot.Launcher, "control", control, "activate");
             Assert.Equal(1, back.ExitCode);
@@ -139,7 +148,9 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
             await AssertSecondWriterRefusedAsync(targetImage, Context);
 
             await destination.SignalSwitchOverDoneAsync();
+            await destination.WaitForLineAsync(MigratingGuest.SwitchOverSeenMarker, Bound, Context);
             await destination.AssertPassedAsync(Bound, Context);
+            Phase(clock, "the guest checked every file and powered off");
         }
         finally
         {
@@ -149,6 +160,7 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
         await source.Qemu.QuitAsync();
         await server.StopAndAssertCleanExitAsync();
         await AssertManifestsAsync(source, destination, targetImage, work.Path);
+        Phase(clock, "image checked on the host");
     }
 
     private static string NbdNode(string socketPath) =>
@@ -220,6 +232,8 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
         Assert.Contains(final.HashByPath.Keys, p => p.StartsWith("after/", StringComparison.Ordinal));
         await GuestImageCheck.AssertHoldsManifestAsync(image, "qcow2", final, workDirectory);
     }
+
+    private void Phase(Stopwatch clock, string what) => output.WriteLine($"{clock.Elapsed.TotalSeconds,6:F1} s: {what}");
 
     private void Report(Stopwatch clock, MigratingGuest source, MigratingGuest destination)
     {

@@ -18,6 +18,9 @@ public sealed class MigratingGuest : IAsyncDisposable
     /// <summary>The guest printed its pre-migration manifest and now writes files without pause.</summary>
     public const string ReadyMarker = "MIGRATE-READY";
 
+    /// <summary>The guest's answer to <see cref="SignalSwitchOverDoneAsync"/> ("GO after N files written during the migration").</summary>
+    public const string SwitchOverSeenMarker = "GO after ";
+
     /// <summary>The prefix of the manifest lines of the files written before the migration.</summary>
     public const string BeforeManifestPrefix = "MANIFEST-BEFORE: ";
 
