@@ -143,26 +143,27 @@ migrate_run() {
   sync
   (cd /mnt && find ./before -type f | sort | xargs sha256sum) >/tmp/before || fail "sha256sum"
   sed 's/^/MANIFEST-BEFORE: /' /tmp/before
-  # Canonical mode: a read sees the line only once it is complete, so a read that times out never
-  # consumes half of it (the UART delivers it byte by byte). No echo back to the host.
+  # A background reader blocks on ttyS1 until the GO line: a read with a timeout can give up in
+  # the middle of a line when the vCPU is starved (busybox checks its deadline before each byte)
+  # and drop the part it consumed.
   run stty -F /dev/ttyS1 icanon -echo
-  exec 3</dev/ttyS1
+  (while read -r line; do
+    case "$line" in *GO*) : >/tmp/go; break ;; esac
+  done) </dev/ttyS1 &
   echo "MIGRATE-READY"
 
   step during-migration
   # Each file is fsynced (blockpattern create), so every one is a write and a flush on the disk
-  # while the host mirrors and migrates. Bounded by time: the host has 120 s to say GO.
+  # while the host mirrors and migrates. Bounded by time: the host has 300 s to say GO (its own
+  # bounds are shorter, so it reports a missing GO first).
   start=$(cut -d. -f1 /proc/uptime)
   i=0
   while :; do
     i=$((i + 1))
     run $B create /mnt/during/f$i 8K $((1000 + i))
-    if read -t 0.02 line <&3; then
-      case "$line" in *GO*) break ;; esac
-    fi
-    [ $(($(cut -d. -f1 /proc/uptime) - start)) -le 120 ] || fail "no GO on ttyS1 within 120 s ($i files)"
+    [ -e /tmp/go ] && break
+    [ $(($(cut -d. -f1 /proc/uptime) - start)) -le 300 ] || fail "no GO on ttyS1 within 300 s ($i files)"
   done
-  exec 3<&-
   log "GO after $i files written during the migration"
 
   step after-switch-over

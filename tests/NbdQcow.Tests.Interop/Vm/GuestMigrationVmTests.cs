@@ -56,8 +56,7 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
             Assert.Contains("read-only", (string?)late ?? "");
             await AssertSecondWriterRefusedAsync(image, Context);
 
-            await destination.SignalSwitchOverDoneAsync();
-            await destination.WaitForLineAsync(MigratingGuest.SwitchOverSeenMarker, Bound, Context);
+            await destination.SignalSwitchOverDoneAsync(Bound, Context);
             await destination.AssertPassedAsync(Bound, Context);
             Phase(clock, "the guest checked every file and powered off");
         }
@@ -147,8 +146,7 @@ public sealed class GuestMigrationVmTests(ITestOutputHelper output)
             Assert.Contains("Failed to get \\\"write\\\" lock", back.Stdout);
             await AssertSecondWriterRefusedAsync(targetImage, Context);
 
-            await destination.SignalSwitchOverDoneAsync();
-            await destination.WaitForLineAsync(MigratingGuest.SwitchOverSeenMarker, Bound, Context);
+            await destination.SignalSwitchOverDoneAsync(Bound, Context);
             await destination.AssertPassedAsync(Bound, Context);
             Phase(clock, "the guest checked every file and powered off");
         }
