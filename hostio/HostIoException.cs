@@ -22,4 +22,7 @@ public sealed class HostIoException : IOException
     public int Errno { get; }
 
     public bool IsNoSpace => Errno == LinuxFileCalls.ENOSPC;
+
+    /// <summary>The path names a folder (EISDIR).</summary>
+    public bool IsDirectory => Errno == LinuxFileCalls.EISDIR;
 }
