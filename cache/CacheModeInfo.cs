@@ -1,3 +1,5 @@
+using NbdQcow.HostIo;
+
 namespace NbdQcow.Cache;
 
 /// <summary>What each <see cref="CacheMode"/> implies, and its CLI spelling.</summary>

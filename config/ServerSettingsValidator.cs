@@ -3,6 +3,7 @@ using System.Text;
 using Microsoft.Extensions.Configuration;
 using NbdQcow.Cache;
 using NbdQcow.Config.Settings;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Config;
 

@@ -1,4 +1,5 @@
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Image;
 

@@ -1,3 +1,5 @@
+using NbdQcow.HostIo;
+
 namespace NbdQcow.Cache.Journal;
 
 /// <summary>

@@ -1,4 +1,5 @@
 using System.Buffers;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Cache.Journal;
 

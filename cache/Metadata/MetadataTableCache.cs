@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
 using NbdQcow.Cache.Journal;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Cache.Metadata;
 

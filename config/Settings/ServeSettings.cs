@@ -1,5 +1,6 @@
 using System.Net;
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Config.Settings;
 

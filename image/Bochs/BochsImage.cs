@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Image.Bochs;
 

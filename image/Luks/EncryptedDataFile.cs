@@ -1,5 +1,5 @@
 using System.Buffers;
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Image.Luks;
 

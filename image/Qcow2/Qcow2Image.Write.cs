@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using NbdQcow.Cache;
 using NbdQcow.Cache.Metadata;
+using NbdQcow.HostIo;
 using NbdQcow.Image.Qcow2.Format;
 using NbdQcow.Image.Qcow2.Refcounts;
 

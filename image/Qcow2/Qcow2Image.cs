@@ -1,5 +1,6 @@
 using System.Buffers;
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image.Qcow2.Format;
 
 namespace NbdQcow.Image.Qcow2;

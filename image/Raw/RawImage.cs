@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Image.Raw;
 

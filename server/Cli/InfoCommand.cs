@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;

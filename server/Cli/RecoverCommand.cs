@@ -1,5 +1,5 @@
 using System.CommandLine;
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image.Qcow2.Recover;
 using Spectre.Console;
 

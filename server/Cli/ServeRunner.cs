@@ -2,6 +2,7 @@ using System.Net;
 using System.Runtime.InteropServices;
 using NbdQcow.Cache;
 using NbdQcow.Config;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Server.Control;
 using NbdQcow.Server.Exports;

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
 

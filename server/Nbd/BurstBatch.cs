@@ -1,4 +1,4 @@
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Server.Nbd;
 

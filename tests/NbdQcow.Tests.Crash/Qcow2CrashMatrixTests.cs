@@ -1,4 +1,5 @@
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Tests.Crash.Oracle;
 using NbdQcow.Tests.Crash.States;
 using Xunit.Abstractions;

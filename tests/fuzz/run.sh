@@ -36,7 +36,7 @@ if [ ! -f "$stamp" ] || [ -n "$(find "$root/protocol" "$root/cache" "$root/image
   dotnet publish "$here/NbdQcow.Fuzz/NbdQcow.Fuzz.csproj" -c Release -o "$publish" --nologo -v quiet \
     >&2
   (cd "$root" && dotnet tool restore >/dev/null)
-  for dll in NbdQcow.Protocol.dll NbdQcow.Cache.dll NbdQcow.Image.dll nbdqcow.dll ZstdSharp.dll; do
+  for dll in NbdQcow.Protocol.dll NbdQcow.HostIo.dll NbdQcow.Cache.dll NbdQcow.Image.dll nbdqcow.dll ZstdSharp.dll; do
     (cd "$root" && dotnet sharpfuzz "$publish/$dll") >&2
   done
   touch "$stamp"

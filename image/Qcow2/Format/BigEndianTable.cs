@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Image.Qcow2.Format;
 

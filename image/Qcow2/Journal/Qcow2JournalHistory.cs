@@ -1,5 +1,5 @@
-using NbdQcow.Cache;
 using NbdQcow.Cache.Journal;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Image.Qcow2.Journal;
 

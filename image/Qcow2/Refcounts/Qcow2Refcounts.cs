@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
-using NbdQcow.Cache;
 using NbdQcow.Cache.Metadata;
+using NbdQcow.HostIo;
 using NbdQcow.Image.Qcow2.Format;
 
 namespace NbdQcow.Image.Qcow2.Refcounts;

@@ -1,5 +1,5 @@
 using System.Text.RegularExpressions;
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;
 using NbdQcow.Image.Qcow2.Journal;

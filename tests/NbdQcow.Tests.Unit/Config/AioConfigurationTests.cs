@@ -1,5 +1,6 @@
 using NbdQcow.Cache;
 using NbdQcow.Config;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Tests.Unit.Config;
 

@@ -1,5 +1,5 @@
-using NbdQcow.Cache;
 using NbdQcow.Config;
+using NbdQcow.HostIo;
 
 namespace NbdQcow.Tests.Unit.Config;
 

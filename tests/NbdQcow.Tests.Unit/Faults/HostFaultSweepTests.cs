@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.HostIo;

@@ -1,4 +1,5 @@
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2.Format;
 using NbdQcow.Tests.Faults;

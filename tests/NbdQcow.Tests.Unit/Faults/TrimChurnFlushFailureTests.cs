@@ -1,4 +1,5 @@
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Tests.Faults;
 using NbdQcow.Tests.Unit.Qcow2Write;

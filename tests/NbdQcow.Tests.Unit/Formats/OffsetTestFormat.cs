@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 
 namespace NbdQcow.Tests.Unit.Formats;

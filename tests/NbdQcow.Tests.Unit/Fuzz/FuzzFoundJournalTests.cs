@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
-using NbdQcow.Cache;
 using NbdQcow.Cache.Journal;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;

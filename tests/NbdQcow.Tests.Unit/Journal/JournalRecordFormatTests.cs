@@ -157,12 +157,12 @@ public sealed class JournalRecordFormatTests
         try
         {
             var (file, _) = ThreeTransactions();
-            var history = new JournalHistoryArchive(Path.Combine(dir, "h"), NbdQcow.Cache.HostFile.Open, 1 << 30);
+            var history = new JournalHistoryArchive(Path.Combine(dir, "h"), NbdQcow.HostIo.HostFile.Open, 1 << 30);
             var journal = new MetadataJournal(file, TableSize, ReadBack(file), history, 1 << 30);
             journal.Reset();
             journal.Commit([4096L], [Table(9)]);
             journal.Reset();
-            using var archive = NbdQcow.Cache.HostFile.Open(history.Path, new NbdQcow.Cache.HostFileOptions(true, false));
+            using var archive = NbdQcow.HostIo.HostFile.Open(history.Path, new NbdQcow.HostIo.HostFileOptions(true, false));
             var read = JournalReader.Read(archive);
             Assert.True(read.Header!.IsArchive);
             Assert.Equal(new ulong[] { 1, 2, 3, 4 }, read.Transactions.Select(t => t.Sequence));

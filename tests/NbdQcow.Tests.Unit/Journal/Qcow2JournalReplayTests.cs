@@ -1,5 +1,5 @@
-using NbdQcow.Cache;
 using NbdQcow.Cache.Journal;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;

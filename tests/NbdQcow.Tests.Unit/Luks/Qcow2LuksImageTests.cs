@@ -1,5 +1,5 @@
 using System.Text;
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Luks;
 using NbdQcow.Image.Qcow2;

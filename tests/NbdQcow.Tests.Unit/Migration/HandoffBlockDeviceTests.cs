@@ -1,4 +1,4 @@
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Server.Control;
 using NbdQcow.Tests.Unit.HostIo;

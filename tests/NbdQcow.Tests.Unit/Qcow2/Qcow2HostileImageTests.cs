@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Format;

@@ -76,7 +76,7 @@ public sealed class Qcow2CliTests
         // Leak one cluster: give a cluster inside the file a refcount nobody references.
         using (var stream = File.OpenWrite(image)) stream.SetLength(stream.Length + 65536);
         long leaked = new FileInfo(image).Length / 65536 - 1;
-        using (var file = NbdQcow.Cache.HostFile.Open(image, new NbdQcow.Cache.HostFileOptions(false, false)))
+        using (var file = NbdQcow.HostIo.HostFile.Open(image, new NbdQcow.HostIo.HostFileOptions(false, false)))
         {
             var block = new byte[65536];
             file.Read(2 * 65536, block);

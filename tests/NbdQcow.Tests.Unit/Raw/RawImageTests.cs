@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Time.Testing;
 using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Raw;
 using NbdQcow.Tests.Unit.HostIo;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
-using NbdQcow.Cache;
+using NbdQcow.HostIo;
 using NbdQcow.Tests.Unit.HostIo;
 using NbdQcow.Tests.Unit.Qcow2;
 

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
-using NbdQcow.Cache;
 using NbdQcow.Cache.Journal;
+using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Qcow2.Journal;

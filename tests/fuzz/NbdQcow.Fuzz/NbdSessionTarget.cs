@@ -1,5 +1,4 @@
 using System.IO.Pipelines;
-using NbdQcow.Cache;
 using NbdQcow.Image;
 using NbdQcow.Image.Raw;
 using NbdQcow.Server.Exports;

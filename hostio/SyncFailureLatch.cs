@@ -1,6 +1,6 @@
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// Remembers the first failed fdatasync of any file of one image and refuses every later one. After a failed

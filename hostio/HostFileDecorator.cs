@@ -1,4 +1,4 @@
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// A host file that wraps another and passes every call through; a decorator overrides only what it changes.

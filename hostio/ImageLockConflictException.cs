@@ -1,4 +1,4 @@
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// Another process (qemu, or another nbdqcow) holds the image in a way that conflicts with the access asked for.

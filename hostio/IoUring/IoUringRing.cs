@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache.IoUring;
+namespace NbdQcow.HostIo.IoUring;
 
 /// <summary>
 /// One io_uring instance: the mapped submission and completion rings, a pool of operations (one per completion

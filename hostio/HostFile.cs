@@ -1,8 +1,8 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// A Linux host file opened with open(2) (O_CLOEXEC, and O_DIRECT for cache modes none/directsync),

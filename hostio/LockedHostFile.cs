@@ -1,4 +1,4 @@
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// A host file opened under an <see cref="ImageLock"/>: the lock is taken before the file is opened (so a refused

@@ -1,6 +1,6 @@
-using NbdQcow.Cache.IoUring;
+using NbdQcow.HostIo.IoUring;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// Groups the host I/O of one burst of requests into one submission. A session opens the batch when it sees more

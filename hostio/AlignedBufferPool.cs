@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// A pool of equally sized native buffers aligned for O_DIRECT. Renting and returning allocates nothing

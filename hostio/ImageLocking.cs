@@ -1,4 +1,4 @@
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>How an image file is locked against other users (qemu and other nbdqcow processes).</summary>
 public enum ImageLocking

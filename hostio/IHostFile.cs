@@ -1,4 +1,4 @@
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// One open host file: positional I/O (read, write, fdatasync, fallocate), so strace and write-logging tests see

@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// Names the processes holding a lock byte of a file, for error messages. OFD locks carry no owner (/proc/locks shows

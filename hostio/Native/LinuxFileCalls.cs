@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace NbdQcow.Cache.Native;
+namespace NbdQcow.HostIo.Native;
 
 /// <summary>The few Linux file calls the BCL does not expose (open with O_DIRECT, fdatasync, fallocate, lseek, fadvise).</summary>
 internal static partial class LinuxFileCalls

@@ -1,6 +1,6 @@
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>A host file call failed; carries the errno, the call and the file so callers can map it (ENOSPC, EIO, ...).</summary>
 public sealed class HostIoException : IOException

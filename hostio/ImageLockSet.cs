@@ -1,4 +1,4 @@
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>The permissions a user of an image holds and those it refuses to share, as qemu computes them for a file node.</summary>
 public readonly record struct ImageLockSet(ImageLockPermissions Held, ImageLockPermissions Unshared)

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>Folder-level durability: a newly created file is only durable once its folder entry is synced too.</summary>
 public static class HostDirectory

@@ -1,8 +1,8 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache.IoUring;
+namespace NbdQcow.HostIo.IoUring;
 
 /// <summary>
 /// A host file of the io_uring engine: the data path (<see cref="ReadAsync"/>, <see cref="WriteAsync"/>,

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace NbdQcow.Cache.Native;
+namespace NbdQcow.HostIo.Native;
 
 /// <summary>
 /// The io_uring system calls and the kernel ABI structures they share with user space (linux/io_uring.h),

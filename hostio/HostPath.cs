@@ -1,7 +1,7 @@
 using System.Text;
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>What the BCL does not say about a host path: its canonical form and whether it names a regular file.</summary>
 public static class HostPath

@@ -1,4 +1,4 @@
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>How an export's data path does host I/O (qemu-nbd's --aio spellings: threads, io_uring).</summary>
 public enum AioEngine

@@ -1,4 +1,4 @@
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>A host file whose fdatasync goes through a <see cref="SyncFailureLatch"/> shared by the image's files.</summary>
 public sealed class SyncLatchedHostFile(IHostFile inner, SyncFailureLatch latch) : HostFileDecorator(inner)

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// qemu-compatible image locking (block/file-posix.c of qemu 7.2): shared open file description locks (F_OFD_SETLK,

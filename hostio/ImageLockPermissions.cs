@@ -1,4 +1,4 @@
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// qemu's block permissions (BLK_PERM_* of include/block/block-common.h, qemu 7.2), whose bits number the lock bytes

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace NbdQcow.Cache.Native;
+namespace NbdQcow.HostIo.Native;
 
 internal static partial class LinuxFileCalls
 {

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace NbdQcow.Cache.Native;
+namespace NbdQcow.HostIo.Native;
 
 /// <summary>
 /// Open file description locks (fcntl F_OFD_SETLK / F_OFD_GETLK), the kind qemu's file-posix driver takes on image

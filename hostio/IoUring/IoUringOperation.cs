@@ -1,6 +1,6 @@
 using System.Threading.Tasks.Sources;
 
-namespace NbdQcow.Cache.IoUring;
+namespace NbdQcow.HostIo.IoUring;
 
 /// <summary>
 /// One submission in flight on an <see cref="IoUringRing"/>: the entry to submit and the awaitable its completion

@@ -1,7 +1,7 @@
-using NbdQcow.Cache.IoUring;
-using NbdQcow.Cache.Native;
+using NbdQcow.HostIo.IoUring;
+using NbdQcow.HostIo.Native;
 
-namespace NbdQcow.Cache;
+namespace NbdQcow.HostIo;
 
 /// <summary>
 /// The host-I/O engine of one export: the factory its files are opened with and the <see cref="HostIoBatch"/> its
