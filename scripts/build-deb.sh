@@ -36,6 +36,9 @@ else
   version="$upstream"
 fi
 
+# Maintainer: DEBFULLNAME/DEBEMAIL as dch reads them, else the repository's git identity.
+maintainer="${DEBFULLNAME:-$(git -C "$root" config user.name || echo "NbdQcow maintainers")} <${DEBEMAIL:-$(git -C "$root" config user.email || echo "nbdqcow@example.org")}>"
+
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 package="$stage/nbdqcow"
@@ -55,13 +58,17 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: nbdqcow
 
 Files: *
-Copyright: the NbdQcow authors
+Copyright: 2026 the NbdQcow authors
 License: unspecified
  The repository does not state a license yet; this package grants none beyond what its authors grant.
 EOF
-printf 'nbdqcow (%s) unstable; urgency=low\n\n  * Built from commit %s.\n\n -- NbdQcow authors <nbdqcow@localhost>  %s\n' \
-  "$version" "${commit:-unknown}" "$(date -R -u -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")" \
+printf 'nbdqcow (%s) unstable; urgency=low\n\n  * Built from commit %s.\n\n -- %s  %s\n' \
+  "$version" "${commit:-unknown}" "$maintainer" "$(date -R -u -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")" \
   | gzip -9n > "$package/usr/share/doc/nbdqcow/changelog.gz"
+# The .NET runtime links its own zlib-ng into every native binary (qcow2's deflate-compressed clusters use it).
+mkdir -p "$package/usr/share/lintian/overrides"
+printf '# zlib-ng is linked into the binary by the .NET native compiler; it cannot use the system zlib.\nnbdqcow: embedded-library zlib [usr/bin/nbdqcow]\n' \
+  > "$package/usr/share/lintian/overrides/nbdqcow"
 
 # Depends: the package of every library the binary links (ldd), at the newest glibc symbol version it uses,
 # and libssl3, which the runtime loads with dlopen for TLS (ldd cannot see that one).
@@ -84,7 +91,7 @@ cat > "$package/DEBIAN/control" <<EOF
 Package: nbdqcow
 Version: $version
 Architecture: amd64
-Maintainer: NbdQcow authors <nbdqcow@localhost>
+Maintainer: $maintainer
 Installed-Size: $installed_size
 Depends: $depends_line
 Recommends: systemd
