@@ -15,9 +15,9 @@ fi
 dotnet format NbdQcow.sln --verify-no-changes -v quiet \
   || { echo "test.sh: the code is not formatted as .editorconfig says; run: dotnet format NbdQcow.sln" >&2; exit 1; }
 dotnet test NbdQcow.sln -c Release --no-build --nologo --logger "console;verbosity=normal" "$@"
-# The native binary (NativeAOT publish, zero trim/AOT warnings), the interop tests native compilation can break run
-# against it, and its Debian package installed, served from and removed again.
-tests/native/run.sh
 # Coverage-guided fuzzing, every target briefly (a crash or a confirmed hang fails), then the 2-minute soak.
 tests/fuzz/run.sh all --seconds 15
 tests/soak/run.sh --minutes 2
+# Last, as its restore for linux-x64 touches the shared obj folders: the native binary (NativeAOT publish, zero trim/AOT warnings), the interop tests native compilation can break run
+# against it, and its Debian package installed, served from and removed again.
+tests/native/run.sh
