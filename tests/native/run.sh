@@ -7,7 +7,7 @@
 #    binding, CLI messages and exit codes, generated docs, logging, socket activation and --fork) run against that
 #    binary (NBDQCOW_TEST_BINARY). Needs the interop tests built (scripts/test.sh builds them).
 # 3. scripts/build-deb.sh packages it; as root (CI), dpkg -i installs it, /usr/bin/nbdqcow serves a temp image that
-#    nbdinfo reads, create/info/check/recover run, the man page, completion and units are checked, and dpkg -r
+#    nbdinfo reads, create/info/check/recover run, the man page, completion and units are checked, and dpkg --purge
 #    removes it again. Not root, or an nbdqcow package already installed: that part is skipped, with the reason.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -37,7 +37,7 @@ work="$(mktemp -d)"
 server_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  dpkg -r nbdqcow >/dev/null 2>&1 || true
+  dpkg --purge nbdqcow >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -79,6 +79,7 @@ qemu-img check -q "$image" || fail "qemu-img check found the served image damage
 /usr/bin/nbdqcow recover "$image" --output "$work/recovered.qcow2" >/dev/null || fail "nbdqcow recover"
 qemu-img compare -q "$image" "$work/recovered.qcow2" || fail "the recovered image differs from the original"
 
-dpkg -r nbdqcow >/dev/null
-[ ! -e /usr/bin/nbdqcow ] || fail "/usr/bin/nbdqcow left after dpkg -r"
+dpkg --purge nbdqcow >/dev/null
+[ ! -e /usr/bin/nbdqcow ] || fail "/usr/bin/nbdqcow left after dpkg --purge"
+! dpkg-query -W nbdqcow >/dev/null 2>&1 || fail "dpkg still lists nbdqcow after dpkg --purge"
 echo "native: package installed, served, read, checked and removed"
