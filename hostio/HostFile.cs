@@ -108,7 +108,11 @@ public sealed unsafe class HostFile : IHostFile
             _ => null,
         };
         if (kind is not null)
-            throw new HostIoException("open", path, LinuxFileCalls.EINVAL, $"it is {kind}, not a file: an image must be a regular file or a block device");
+        {
+            // A folder keeps the system's own errno, so the CLI can say "Is a directory" as every other tool does.
+            int errno = kind == "a folder" ? LinuxFileCalls.EISDIR : LinuxFileCalls.EINVAL;
+            throw new HostIoException("open", path, errno, $"it is {kind}, not a file: an image must be a regular file or a block device");
+        }
     }
 
     public string Path { get; }

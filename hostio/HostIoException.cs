@@ -28,4 +28,7 @@ public sealed class HostIoException : IOException
     /// started and no sync ran, and a failed "fdatasync" of this kind says nothing about data already written.
     /// </summary>
     public bool NeverStarted { get; init; }
+
+    /// <summary>The path names a folder (EISDIR).</summary>
+    public bool IsDirectory => Errno == LinuxFileCalls.EISDIR;
 }

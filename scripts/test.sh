@@ -18,3 +18,7 @@ dotnet test NbdQcow.sln -c Release --no-build --nologo --logger "console;verbosi
 # Coverage-guided fuzzing, every target briefly (a crash or a confirmed hang fails), then the 2-minute soak.
 tests/fuzz/run.sh all --seconds 15
 tests/soak/run.sh --minutes 2
+# Last, as its restore for linux-x64 touches the shared obj folders: the native binary (NativeAOT publish, zero
+# trim/AOT warnings), the interop tests native compilation can break run against it, and its Debian package
+# installed, served from and removed again.
+tests/native/run.sh

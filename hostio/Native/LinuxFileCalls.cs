@@ -35,6 +35,7 @@ internal static partial class LinuxFileCalls
     public const int EIO = 5;
     public const int ENXIO = 6;
     public const int EAGAIN = 11;
+    public const int EISDIR = 21;
     public const int EINVAL = 22;
     public const int ENOSPC = 28;
     public const int ENOSYS = 38;

@@ -1,3 +1,5 @@
+using NbdQcow.HostIo;
+
 namespace NbdQcow.Server.Cli;
 
 /// <summary>
@@ -9,6 +11,7 @@ internal static class FileErrorText
     /// <summary>The message for a failure opening <paramref name="path"/>; other failures keep their own text.</summary>
     public static string Describe(string path, Exception error) => error switch
     {
+        HostIoException { IsDirectory: true } folder => $"{folder.FilePath}: Is a directory",
         _ when IsFileAccess(error) && Directory.Exists(path) => $"{path}: Is a directory",
         FileNotFoundException or DirectoryNotFoundException => $"{path}: No such file or directory",
         UnauthorizedAccessException => $"{path}: Permission denied",
@@ -17,5 +20,6 @@ internal static class FileErrorText
 
     /// <summary>True for the failures <see cref="Describe"/> rewords: the file is missing, a folder, or not ours to open.</summary>
     public static bool IsFileAccess(Exception error) =>
-        error is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException;
+        error is FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException
+            or HostIoException { IsDirectory: true };
 }

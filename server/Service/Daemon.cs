@@ -29,7 +29,8 @@ internal static partial class Daemon
             var start = new ProcessStartInfo(Environment.ProcessPath ?? throw new InvalidOperationException("no process path")) { UseShellExecute = false };
             if (System.IO.Path.GetFileNameWithoutExtension(start.FileName) == "dotnet")
             {
-                start.ArgumentList.Add(typeof(Daemon).Assembly.Location);
+                // Run as `dotnet nbdqcow.dll`: the first argument is the entry assembly's path (a native binary has none).
+                start.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
             }
             foreach (var argument in arguments)
             {

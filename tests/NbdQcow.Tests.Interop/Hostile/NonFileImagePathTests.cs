@@ -49,6 +49,6 @@ public sealed class NonFileImagePathTests
 
         Assert.NotEqual(0, result.ExitCode);
         Assert.Single(result.Stderr.Trim().Split('\n'));
-        Assert.Contains("it is a folder, not a file", result.Stderr);
+        Assert.Contains($"{directory}: Is a directory", result.Stderr);
     }
 }

@@ -7,8 +7,17 @@ public static class RepositoryRoot
 
     public static string Path => Root.Value;
 
-    /// <summary>The launcher every test starts the server through: `./nbdqcow` at the repository root.</summary>
-    public static string Launcher => System.IO.Path.Combine(Path, "nbdqcow");
+    /// <summary>Names another nbdqcow executable (a relative path from the repository root) for the tests to start instead of the launcher (tests/native/run.sh: the native binary).</summary>
+    public const string BinaryVariable = "NBDQCOW_TEST_BINARY";
+
+    /// <summary>
+    /// The executable every test starts the server through: `./nbdqcow` at the repository root, or the one
+    /// <see cref="BinaryVariable"/> names.
+    /// </summary>
+    public static string Launcher =>
+        Environment.GetEnvironmentVariable(BinaryVariable) is { Length: > 0 } binary
+            ? System.IO.Path.GetFullPath(binary, Path)
+            : System.IO.Path.Combine(Path, "nbdqcow");
 
     private static string Find()
     {
