@@ -7,12 +7,20 @@ namespace NbdQcow.HostIo;
 /// The host-I/O engine of one export: the factory its files are opened with and the <see cref="HostIoBatch"/> its
 /// sessions group bursts with. For io_uring one ring serves every file the factory opened (image, data file,
 /// backing files); it is set up with the first file and torn down with the last. When the kernel refuses
-/// io_uring the engine falls back to threads and says so once through the log callback.
+/// io_uring the engine falls back to threads and says so once through the log callback; so it does when an
+/// io_uring_enter fails hard later (the requests of that batch fail with EIO, the ring is abandoned, and its files
+/// do their calls synchronously from then on).
 /// </summary>
 public sealed class HostIoEngine
 {
     /// <summary>Set to 1 to make io_uring set-up fail as with ENOSYS (tests of the fallback).</summary>
     public const string SimulateNoIoUringVariable = "NBDQCOW_IO_URING_SIMULATE_ENOSYS";
+
+    /// <summary>Set to 0 to send every io_uring completion to the thread pool (A/B measurements of the inline path).</summary>
+    public const string InlineCompletionsVariable = "NBDQCOW_IO_URING_INLINE_COMPLETIONS";
+
+    /// <summary>Set to N to make the Nth submitting io_uring_enter of a ring fail with ENOMEM (tests of the abandon path).</summary>
+    public const string SimulateEnterFailureVariable = "NBDQCOW_IO_URING_SIMULATE_ENTER_FAILURE";
 
     private readonly object _lock = new();
     private readonly Action<string>? _log;
@@ -68,9 +76,11 @@ public sealed class HostIoEngine
             if (_ring is null)
             {
                 var errno = LinuxFileCalls.ENOSYS;
+                _ = int.TryParse(Environment.GetEnvironmentVariable(SimulateEnterFailureVariable), out var failEnterAt);
                 var ring = Environment.GetEnvironmentVariable(SimulateNoIoUringVariable) == "1"
                     ? null
-                    : IoUringRing.TrySetUp(Batch, out errno);
+                    : IoUringRing.TrySetUp(Batch, out errno, OnRingBroken, failEnterAt,
+                        inlineShortCompletions: Environment.GetEnvironmentVariable(InlineCompletionsVariable) != "0");
                 if (ring is null)
                 {
                     _fellBack = true;
@@ -82,6 +92,17 @@ public sealed class HostIoEngine
             _ringUsers++;
             return _ring;
         }
+    }
+
+    private void OnRingBroken(int errno)
+    {
+        lock (_lock)
+        {
+            if (_fellBack) return;
+            _fellBack = true;
+        }
+        _log?.Invoke($"io_uring_enter failed ({LinuxFileCalls.Describe(errno)}); the requests it held failed with EIO, " +
+            "the ring is abandoned and this export uses --aio threads");
     }
 
     private void ReleaseRing()

@@ -23,6 +23,12 @@ public sealed class HostIoException : IOException
 
     public bool IsNoSpace => Errno == LinuxFileCalls.ENOSPC;
 
+    /// <summary>
+    /// The call never reached the kernel (an io_uring submission that was refused), so it changed nothing: no write
+    /// started and no sync ran, and a failed "fdatasync" of this kind says nothing about data already written.
+    /// </summary>
+    public bool NeverStarted { get; init; }
+
     /// <summary>The path names a folder (EISDIR).</summary>
     public bool IsDirectory => Errno == LinuxFileCalls.EISDIR;
 }

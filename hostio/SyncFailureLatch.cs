@@ -48,7 +48,7 @@ public sealed class SyncFailureLatch
         }
         catch (HostIoException e)
         {
-            Record(e);
+            if (!e.NeverStarted) Record(e);
             throw;
         }
         catch (IOException e)
@@ -91,7 +91,8 @@ public sealed class SyncFailureLatch
     private HostIoException Latched(IHostFile file, IOException e)
     {
         var failure = e as HostIoException ?? new HostIoException("fdatasync", file.Path, LinuxFileCalls.EIO, e.Message, e);
-        Record(failure);
+        // A sync that never started dropped nothing: a later one is still exact.
+        if (!failure.NeverStarted) Record(failure);
         return failure;
     }
 

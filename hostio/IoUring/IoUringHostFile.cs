@@ -19,6 +19,9 @@ namespace NbdQcow.HostIo.IoUring;
 /// </remarks>
 internal sealed class IoUringHostFile : IHostFile
 {
+    /// <summary>Largest transfer whose completion the reaper continues itself.</summary>
+    private const uint InlineCompletionLimit = 64 * 1024;
+
     private readonly HostFile _file;
     private readonly IoUringRing _ring;
     private readonly Action _release;
@@ -48,7 +51,8 @@ internal sealed class IoUringHostFile : IHostFile
     public ValueTask ReadAsync(long offset, Memory<byte> buffer)
     {
         if (buffer.IsEmpty) return ValueTask.CompletedTask;
-        if (IsDirect && !IsBlockAligned(offset, buffer.Length))
+        // A broken ring (io_uring_enter failed hard): the threads engine's synchronous call, as for unaligned direct I/O.
+        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, buffer.Length)))
         {
             _file.Read(offset, buffer.Span);
             return ValueTask.CompletedTask;
@@ -60,7 +64,7 @@ internal sealed class IoUringHostFile : IHostFile
     {
         if (IsReadOnly) throw new HostIoException("pwrite", Path, 9 /* EBADF */, "the file is open read-only");
         if (data.IsEmpty) return ValueTask.CompletedTask;
-        if (IsDirect && !IsBlockAligned(offset, data.Length))
+        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, data.Length)))
         {
             _file.Write(offset, data.Span);
             return ValueTask.CompletedTask;
@@ -68,13 +72,21 @@ internal sealed class IoUringHostFile : IHostFile
         return WriteThroughRingAsync(offset, data);
     }
 
+    public ValueTask FlushAsync()
+    {
+        if (!_ring.IsBroken) return FlushThroughRingAsync();
+        _file.Flush();
+        return ValueTask.CompletedTask;
+    }
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask FlushAsync()
+    private async ValueTask FlushThroughRingAsync()
     {
         while (true)
         {
             var result = await SubmitAsync(IoUringCalls.OpFsync, 0, 0, 0, IoUringCalls.FsyncDataSync).ConfigureAwait(false);
             if (result >= 0) return;
+            if (result == IoUringRing.NotSubmitted) throw NotSubmitted("fdatasync");
             // Cancelled before it ran (see ReadFullyAsync): no error was consumed, so the plain fdatasync is exact.
             if (-result == IoUringCalls.ECANCELED)
             {
@@ -175,6 +187,7 @@ internal sealed class IoUringHostFile : IHostFile
         while (done < length)
         {
             var result = await SubmitAsync(IoUringCalls.OpRead, offset + done, address + done, (uint)(length - done), 0).ConfigureAwait(false);
+            if (result == IoUringRing.NotSubmitted) throw NotSubmitted("pread");
             if (result == -IoUringCalls.ECANCELED)
             {
                 // The kernel cancels work it had handed to its worker threads when it cannot run it (a worker could
@@ -201,6 +214,7 @@ internal sealed class IoUringHostFile : IHostFile
         while (done < length)
         {
             var result = await SubmitAsync(IoUringCalls.OpWrite, offset + done, address + done, (uint)(length - done), 0).ConfigureAwait(false);
+            if (result == IoUringRing.NotSubmitted) throw NotSubmitted("pwrite");
             if (result == -IoUringCalls.ECANCELED)
             {
                 // Cancelled before it ran (see ReadFullyAsync): rewriting the same bytes at the same offset is exact.
@@ -231,8 +245,15 @@ internal sealed class IoUringHostFile : IHostFile
         operation.Address = address;
         operation.Length = length;
         operation.OpFlags = flags;
+        // What follows a small read or write is short (a copy, the image's bookkeeping, a reply of a few KiB); what
+        // follows a sync may be an ordered metadata flush with synchronous writes and syncs: that goes to the pool.
+        operation.CompleteInline = _ring.InlineShortCompletions && opcode != IoUringCalls.OpFsync && length <= InlineCompletionLimit;
         return _ring.Submit(operation);
     }
+
+    /// <summary>The request's call never reached the kernel: an I/O error that changed nothing (no sync failure to latch).</summary>
+    private HostIoException NotSubmitted(string operation) =>
+        new(operation, Path, LinuxFileCalls.EIO, "io_uring_enter failed before the kernel took it; nothing was done") { NeverStarted = true };
 
     private int RunSynchronously(byte opcode, long offset, nint address, int length)
     {

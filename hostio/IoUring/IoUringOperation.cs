@@ -8,7 +8,8 @@ namespace NbdQcow.HostIo.IoUring;
 /// </summary>
 internal sealed class IoUringOperation(IoUringRing ring, int slot) : IValueTaskSource<int>
 {
-    // Continuations go to the thread pool: the reaper thread must never run request code that could block it.
+    // Continuations go to the thread pool unless the submitter marked the completion short (CompleteInline): the
+    // reaper thread must never run request code that could block it for long.
     private ManualResetValueTaskSourceCore<int> _core = new() { RunContinuationsAsynchronously = true };
 
     public IoUringRing Ring => ring;
@@ -22,9 +23,23 @@ internal sealed class IoUringOperation(IoUringRing ring, int slot) : IValueTaskS
     public uint Length;
     public uint OpFlags;
 
+    /// <summary>
+    /// The continuation is short (the rest of a small read or write and its reply): the reaper runs it itself instead of
+    /// waking a pool thread for it.
+    /// </summary>
+    public bool CompleteInline;
+
+    /// <summary>Written to the submission ring and not yet completed (only under the ring's submit lock or by the reaper).</summary>
+    public bool InKernel;
+
     public ValueTask<int> AsValueTask() => new(this, _core.Version);
 
-    public void Complete(int result) => _core.SetResult(result);
+    /// <summary>Completes the awaiter; <paramref name="mayRunInline"/> only from the reaper, the one thread allowed to run a short continuation.</summary>
+    public void Complete(int result, bool mayRunInline = false)
+    {
+        _core.RunContinuationsAsynchronously = !(mayRunInline && CompleteInline);
+        _core.SetResult(result);
+    }
 
     public int GetResult(short token)
     {

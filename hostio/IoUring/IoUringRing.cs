@@ -9,12 +9,18 @@ namespace NbdQcow.HostIo.IoUring;
 /// waits for completions and hands each to its awaiter. Submissions are written under one lock and entered with
 /// one io_uring_enter per batch; while a <see cref="HostIoBatch"/> is open they wait in it and go in together
 /// when it closes.
+/// A hard io_uring_enter failure (anything but EINTR/EAGAIN/EBUSY) breaks the ring for good: the entries the
+/// kernel did not take complete with <see cref="NotSubmitted"/>, later rents are refused (the files then use the
+/// plain synchronous calls) and the owner is told once.
 /// </summary>
 internal sealed unsafe class IoUringRing : IDisposable
 {
     private const uint SubmissionEntries = 256;
     private const uint CompletionEntries = 4096;
     private const ulong WakeUserData = ulong.MaxValue;
+
+    /// <summary>The result of an operation the kernel never took because io_uring_enter failed (not an errno).</summary>
+    public const int NotSubmitted = int.MinValue;
 
     private readonly int _ringFd;
     private readonly nint _sqRing;
@@ -37,12 +43,20 @@ internal sealed unsafe class IoUringRing : IDisposable
     private readonly Stack<int> _freeSlots;
     private readonly Thread _reaper;
     private readonly HostIoBatch? _batch;
+    private readonly Action<int>? _onBroken;
+    private readonly int _failEnterAt;
+    private readonly bool _inlineShortCompletions;
+    private int _submittingEnters;
+    private int _brokenErrno;
     private uint _sqLocalTail;
     private bool _disposed;
 
     private IoUringRing(int ringFd, in IoUringCalls.Params p, nint sqRing, nuint sqRingSize, nint cqRing, nuint cqRingSize,
-        nint sqes, nuint sqesSize, HostIoBatch? batch)
+        nint sqes, nuint sqesSize, HostIoBatch? batch, Action<int>? onBroken, int failEnterAt, bool inlineShortCompletions)
     {
+        _inlineShortCompletions = inlineShortCompletions;
+        _onBroken = onBroken;
+        _failEnterAt = failEnterAt;
         _ringFd = ringFd;
         _sqRing = sqRing;
         _sqRingSize = sqRingSize;
@@ -77,8 +91,11 @@ internal sealed unsafe class IoUringRing : IDisposable
     /// <summary>
     /// Sets up a ring, or returns null with the errno the kernel refused it with (ENOSYS: no io_uring; EPERM: a
     /// seccomp filter or io_uring_disabled; ENOMEM: locked-memory limit; EINVAL: a kernel older than 5.6).
+    /// <paramref name="onBroken"/> is called once with the errno of a hard io_uring_enter failure;
+    /// <paramref name="failEnterAt"/> (tests only, 0 = never) makes that submitting io_uring_enter fail with ENOMEM.
     /// </summary>
-    public static IoUringRing? TrySetUp(HostIoBatch? batch, out int errno)
+    public static IoUringRing? TrySetUp(HostIoBatch? batch, out int errno, Action<int>? onBroken = null, int failEnterAt = 0,
+        bool inlineShortCompletions = true)
     {
         var p = new IoUringCalls.Params { Flags = IoUringCalls.SetupCqSize | IoUringCalls.SetupClamp, CqEntries = CompletionEntries };
         var fd = IoUringCalls.Setup(SubmissionEntries, &p);
@@ -117,15 +134,21 @@ internal sealed unsafe class IoUringRing : IDisposable
             return null;
         }
         errno = 0;
-        return new IoUringRing(fd, p, ring, ringSize, ring, 0, sqes, sqesSize, batch);
+        return new IoUringRing(fd, p, ring, ringSize, ring, 0, sqes, sqesSize, batch, onBroken, failEnterAt, inlineShortCompletions);
     }
 
-    /// <summary>An operation to fill and <see cref="Submit"/>, or null when every completion slot is taken.</summary>
+    /// <summary>Whether the reaper runs the continuations of short transfers itself (see <see cref="IoUringOperation.CompleteInline"/>).</summary>
+    public bool InlineShortCompletions => _inlineShortCompletions;
+
+    /// <summary>True once an io_uring_enter failed hard: nothing more is submitted to this ring.</summary>
+    public bool IsBroken => Volatile.Read(ref _brokenErrno) != 0;
+
+    /// <summary>An operation to fill and <see cref="Submit"/>, or null when every completion slot is taken or the ring is broken.</summary>
     public IoUringOperation? TryRent()
     {
         lock (_freeSlots)
         {
-            return !_disposed && _freeSlots.TryPop(out var slot) ? _operations[slot] : null;
+            return !_disposed && !IsBroken && _freeSlots.TryPop(out var slot) ? _operations[slot] : null;
         }
     }
 
@@ -145,12 +168,16 @@ internal sealed unsafe class IoUringRing : IDisposable
         return task;
     }
 
-    /// <summary>Writes the entries and enters them, <see cref="_sqCapacity"/> at a time.</summary>
+    /// <summary>
+    /// Writes the entries and enters them, <see cref="_sqCapacity"/> at a time. After a hard failure every entry not
+    /// taken by the kernel completes with <see cref="NotSubmitted"/> (its memory is never touched by the kernel).
+    /// </summary>
     internal void SubmitNow(ReadOnlySpan<IoUringOperation> operations)
     {
+        var brokeNow = 0;
         lock (_submitLock)
         {
-            while (!operations.IsEmpty)
+            while (!operations.IsEmpty && !IsBroken)
             {
                 var count = (int)Math.Min((uint)operations.Length, _sqCapacity);
                 for (var i = 0; i < count; i++)
@@ -166,17 +193,46 @@ internal sealed unsafe class IoUringRing : IDisposable
                     entry->Length = op.Length;
                     entry->OpFlags = op.OpFlags;
                     entry->UserData = (ulong)op.Slot;
+                    op.InKernel = true;
                     _sqArray[index] = index;
                     _sqLocalTail++;
                 }
                 Volatile.Write(ref *_sqTail, _sqLocalTail);
-                EnterAll((uint)count);
+                uint left;
+                int errno;
+                if (_failEnterAt > 0 && ++_submittingEnters == _failEnterAt)
+                {
+                    (errno, left) = (IoUringCalls.ENOMEM, (uint)count);
+                }
+                else
+                {
+                    errno = EnterAll((uint)count, out left);
+                }
+                if (errno != 0)
+                {
+                    // The last `left` entries were not taken: take them back off the ring so that no later enter
+                    // (the wake-up at dispose) submits them after their buffers went back to their owners.
+                    _sqLocalTail -= left;
+                    Volatile.Write(ref *_sqTail, _sqLocalTail);
+                    Volatile.Write(ref _brokenErrno, errno);
+                    brokeNow = errno;
+                    operations = operations[(count - (int)left)..];
+                    break;
+                }
                 operations = operations[count..];
             }
+            // Whatever is left never went to the kernel: the ring broke in this call or before.
+            foreach (var op in operations)
+            {
+                op.InKernel = false;
+                op.Complete(NotSubmitted);
+            }
         }
+        if (brokeNow != 0) _onBroken?.Invoke(brokeNow);
     }
 
-    private void EnterAll(uint count)
+    /// <summary>Enters <paramref name="count"/> entries; 0, or the errno of a hard failure with how many were not taken.</summary>
+    private int EnterAll(uint count, out uint left)
     {
         var spins = 0;
         while (count > 0)
@@ -194,12 +250,16 @@ internal sealed unsafe class IoUringRing : IDisposable
                 if (errno != LinuxFileCalls.EINTR) Thread.Sleep(1);
                 continue;
             }
-            throw new HostIoException("io_uring_enter", "io_uring", errno);
+            left = count;
+            return errno;
         }
+        left = 0;
+        return 0;
     }
 
     private void ReapLoop()
     {
+        IoCompletionThread.MarkCurrent();
         while (true)
         {
             var head = *_cqHead;
@@ -209,7 +269,11 @@ internal sealed unsafe class IoUringRing : IDisposable
                 if (IoUringCalls.Enter(_ringFd, 0, 1, IoUringCalls.EnterGetEvents) < 0)
                 {
                     var errno = Marshal.GetLastPInvokeError();
-                    if (errno is not (LinuxFileCalls.EINTR or LinuxFileCalls.EAGAIN or IoUringCalls.EBUSY)) return;
+                    if (errno is not (LinuxFileCalls.EINTR or LinuxFileCalls.EAGAIN or IoUringCalls.EBUSY))
+                    {
+                        AbandonInFlight(errno);
+                        return;
+                    }
                 }
                 continue;
             }
@@ -223,11 +287,37 @@ internal sealed unsafe class IoUringRing : IDisposable
                     stop = true;
                     continue;
                 }
-                _operations[(int)cqe.UserData].Complete(cqe.Result);
+                var operation = _operations[(int)cqe.UserData];
+                operation.InKernel = false;
+                operation.Complete(cqe.Result, mayRunInline: true);
             }
             Volatile.Write(ref *_cqHead, head);
             if (stop) return;
         }
+    }
+
+    /// <summary>
+    /// The reaper can no longer wait for completions: nothing will ever complete what the kernel holds, so each such
+    /// operation fails with EIO rather than wait forever, and the ring takes nothing more.
+    /// </summary>
+    private void AbandonInFlight(int errno)
+    {
+        var brokeNow = false;
+        lock (_submitLock)
+        {
+            if (!IsBroken)
+            {
+                Volatile.Write(ref _brokenErrno, errno);
+                brokeNow = true;
+            }
+            foreach (var operation in _operations)
+            {
+                if (!operation.InKernel) continue;
+                operation.InKernel = false;
+                operation.Complete(-LinuxFileCalls.EIO);
+            }
+        }
+        if (brokeNow) _onBroken?.Invoke(errno);
     }
 
     public void Dispose()
@@ -245,7 +335,12 @@ internal sealed unsafe class IoUringRing : IDisposable
             _sqArray[index] = index;
             _sqLocalTail++;
             Volatile.Write(ref *_sqTail, _sqLocalTail);
-            try { EnterAll(1); } catch (HostIoException) { }
+            if (EnterAll(1, out _) != 0)
+            {
+                // The ring is broken: the reaper may be waiting on it forever. It is a background thread and
+                // everything it could complete was failed already, so leave it and the mappings alone.
+                return;
+            }
         }
         // A reaper that did not end may still read the rings: leave them mapped rather than fault.
         if (!_reaper.Join(TimeSpan.FromSeconds(5))) return;

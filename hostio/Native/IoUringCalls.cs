@@ -39,6 +39,7 @@ internal static unsafe partial class IoUringCalls
     public const int MAP_POPULATE = 0x8000;
 
     public const int EPERM = 1;
+    public const int ENOMEM = 12;
     public const int EBUSY = 16;
     public const int ECANCELED = 125;
 

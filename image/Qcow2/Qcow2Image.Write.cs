@@ -290,6 +290,9 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
         // Flushes coalesce: one that waited for another to finish is done if that one already covered every
         // change completed before it was asked for (a burst of client FLUSHes costs one fdatasync, not one each).
         long target = Interlocked.Read(ref _completedChanges);
+        // Its fdatasyncs are synchronous: not on the thread that completes the export's other I/O (a write-through
+        // write's continuation can get here on it), where they would also serialise the flushes that coalesce.
+        if (IoCompletionThread.IsCurrent) await Task.Yield();
         await _flushGate.WaitAsync().ConfigureAwait(false);
         try
         {

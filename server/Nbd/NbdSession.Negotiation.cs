@@ -66,7 +66,7 @@ public sealed partial class NbdSession
                 continue;
             }
             var payload = new byte[header.Value.Length];
-            if (!await ReadIntoAsync(payload, payload.Length, cancellationToken).ConfigureAwait(false))
+            if (!await ReadIntoAsync(payload, cancellationToken).ConfigureAwait(false))
             {
                 return null;
             }

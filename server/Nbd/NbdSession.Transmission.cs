@@ -101,7 +101,7 @@ public sealed partial class NbdSession
                 }
                 return false;
             }
-            byte[]? payload = null;
+            PayloadBuffer payload = default;
             var oversized = false;
             if (request.Command == NbdCommand.Write && request.Length > 0)
             {
@@ -130,7 +130,7 @@ public sealed partial class NbdSession
                     bool received;
                     try
                     {
-                        var receiving = ReadIntoAsync(payload, (int)request.Length, CancellationToken.None);
+                        var receiving = ReadIntoAsync(payload.Memory((int)request.Length), CancellationToken.None);
                         if (!receiving.IsCompleted) batch.Close();
                         received = await receiving.ConfigureAwait(false);
                     }
@@ -227,10 +227,11 @@ public sealed partial class NbdSession
         }
     }
 
-    /// <summary>Copies the next <paramref name="count"/> bytes into <paramref name="destination"/> as they arrive.</summary>
+    /// <summary>Fills <paramref name="destination"/> with the next bytes as they arrive.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> ReadIntoAsync(byte[] destination, int count, CancellationToken cancellationToken)
+    private async ValueTask<bool> ReadIntoAsync(Memory<byte> destination, CancellationToken cancellationToken)
     {
+        var count = destination.Length;
         var copied = 0;
         Volatile.Write(ref _awaitingPayload, true);
         try
@@ -244,7 +245,7 @@ public sealed partial class NbdSession
                 }
                 var buffer = result.Buffer;
                 var take = (int)Math.Min(buffer.Length, count - copied);
-                buffer.Slice(0, take).CopyTo(destination.AsSpan(copied, take));
+                buffer.Slice(0, take).CopyTo(destination.Span.Slice(copied, take));
                 copied += take;
                 // Only this loop writes it; the server's trim loop reads it to see the payload make progress.
                 Volatile.Write(ref _payloadBytesReceived, _payloadBytesReceived + take);
@@ -302,9 +303,9 @@ public sealed partial class NbdSession
         }
         finally
         {
-            if (work.Payload is { } payload)
+            if (!work.Payload.IsEmpty)
             {
-                _budget.Buffers.Return(payload);
+                _budget.Buffers.Return(work.Payload);
             }
             _budget.Release(_account, work.Charged);
             if (work.HoldsLargeSlot)
@@ -349,7 +350,7 @@ public sealed partial class NbdSession
                 case NbdCommand.Write:
                     if (length > 0)
                     {
-                        await device.WriteAsync((long)offset, work.Payload.AsMemory(0, (int)length),
+                        await device.WriteAsync((long)offset, work.Payload.Memory((int)length),
                             (request.Flags & NbdCommandFlags.Fua) != 0, _clientGone.Token).ConfigureAwait(false);
                     }
                     break;
@@ -416,7 +417,7 @@ public sealed partial class NbdSession
         {
             try
             {
-                await device.ReadAsync((long)request.Offset, buffer.AsMemory(0, length), _clientGone.Token).ConfigureAwait(false);
+                await device.ReadAsync((long)request.Offset, buffer.Memory(length), _clientGone.Token).ConfigureAwait(false);
             }
             catch (BlockDeviceException ex)
             {
@@ -424,7 +425,7 @@ public sealed partial class NbdSession
                 await SendErrorAsync(request.Cookie, request.Offset, NbdErrnoMapping.ToErrno(ex.Error), ex.Message, true).ConfigureAwait(false);
                 return;
             }
-            var data = buffer.AsMemory(0, length);
+            var data = buffer.Memory(length);
             await _sendLock.WaitAsync().ConfigureAwait(false);
             try
             {

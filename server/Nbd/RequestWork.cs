@@ -15,8 +15,8 @@ internal sealed class RequestWork : IThreadPoolWorkItem
 
     public NbdRequest Request;
 
-    /// <summary>Pooled WRITE payload (rented; longer than the request), or null.</summary>
-    public byte[]? Payload;
+    /// <summary>Pooled WRITE payload (rented; longer than the request), or empty.</summary>
+    public PayloadBuffer Payload;
 
     /// <summary>WRITE whose payload exceeded the limit and was discarded: answer EINVAL.</summary>
     public bool Oversized;
@@ -41,7 +41,7 @@ internal sealed class RequestWork : IThreadPoolWorkItem
     public void Reset()
     {
         Request = default;
-        Payload = null;
+        Payload = default;
         Oversized = false;
         HoldsLargeSlot = false;
         Charged = 0;

@@ -63,6 +63,35 @@ public sealed class IoUringServeTests
     }
 
     [Fact]
+    public async Task A_failing_io_uring_enter_fails_its_batch_with_eio_once_and_the_threads_engine_serves_on()
+    {
+        await using var image = await ServedImage.StartAsync(path => QemuImage.CreateQcow2Async(path, "64M"), "disk.qcow2",
+            new ServeOptions
+            {
+                CacheMode = "none",
+                ExtraArguments = ["--aio", "io_uring"],
+                // The third submitting io_uring_enter fails with ENOMEM.
+                Environment = new Dictionary<string, string> { ["NBDQCOW_IO_URING_SIMULATE_ENTER_FAILURE"] = "3" },
+            });
+        var run = (await ToolRunner.RunPythonScriptAsync("burst_until_enter_fails.py", [image.Uri(), "6"], TimeSpan.FromSeconds(60)))
+            .EnsureSuccess(image.Server.Describe());
+        using var result = System.Text.Json.JsonDocument.Parse(run.Stdout);
+        var root = result.RootElement;
+        Assert.False(root.GetProperty("hung").GetBoolean(), run.Stdout + image.Server.Describe());
+        Assert.True(root.GetProperty("failed").GetInt32() >= 1, run.Stdout);
+        Assert.Equal([root.GetProperty("eio").GetInt32()], root.GetProperty("errnos").EnumerateArray().Select(e => e.GetInt32()));
+        // Served on afterwards: the last burst, a FLUSH (the sync that never ran latched nothing), every write read back.
+        Assert.True(root.GetProperty("succeeded").GetInt32() >= 16, run.Stdout);
+        Assert.True(root.GetProperty("flushed").GetBoolean(), run.Stdout + image.Server.Describe());
+        Assert.True(root.GetProperty("verified").GetBoolean(), run.Stdout);
+        var lines = image.Server.Output.Split('\n').Count(line => line.Contains("io_uring_enter failed", StringComparison.Ordinal));
+        Assert.Equal(1, lines);
+        Assert.Contains("uses --aio threads", image.Server.Output);
+        await image.Server.StopAndAssertCleanExitAsync();
+        await QemuImage.AssertCheckCleanAsync(image.ImagePath);
+    }
+
+    [Fact]
     public async Task An_unknown_aio_engine_is_a_usage_error_naming_the_allowed_ones()
     {
         var result = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["serve", "/nonexistent.img", "--aio", "native"]);

@@ -89,13 +89,49 @@ public sealed class BufferBudgetTests
     {
         var pool = new PayloadBufferPool(retainLimit: 64 * Mib);
         var buffer = pool.Rent(3 * (int)Mib);
-        Assert.Equal(4 * Mib, buffer.Length);
+        Assert.Equal(4 * Mib, buffer.Capacity);
         pool.Return(buffer);
         Assert.Equal(4 * Mib, pool.Retained);
-        Assert.Same(buffer, pool.Rent(4 * (int)Mib));
+        Assert.Same(buffer.Array, pool.Rent(4 * (int)Mib).Array);
         pool.Return(buffer);
         Assert.True(pool.Trim());
         Assert.Equal(0, pool.Retained);
         Assert.False(pool.Trim()); // nothing made since: no second collection
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(512)]
+    [InlineData(4096)]
+    [InlineData(65536)]
+    [InlineData(200_000)]
+    [InlineData(32 << 20)]
+    public unsafe void Buffers_start_on_a_page_boundary_and_small_ones_are_reused(int length)
+    {
+        var pool = new PayloadBufferPool(retainLimit: 64 * Mib);
+        var buffer = pool.Rent(length);
+        Assert.True(buffer.Capacity >= length);
+        fixed (byte* start = buffer.Span(length))
+        {
+            Assert.Equal(0, (long)start % PayloadBufferPool.Alignment);
+        }
+        pool.Return(buffer);
+        var again = pool.Rent(length);
+        Assert.Same(buffer.Array, again.Array);
+        Assert.Equal(buffer.Start, again.Start);
+    }
+
+    [Fact]
+    public void Renting_and_returning_warm_buffers_allocates_nothing()
+    {
+        var pool = new PayloadBufferPool(retainLimit: 64 * Mib);
+        int[] lengths = [4096, 512, 65536, 1 << 20];
+        foreach (var length in lengths) pool.Return(pool.Rent(length));
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 1000; i++)
+        {
+            pool.Return(pool.Rent(lengths[i % lengths.Length]));
+        }
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 }
