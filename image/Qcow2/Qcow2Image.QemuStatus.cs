@@ -84,8 +84,50 @@ public sealed partial class Qcow2Image : IQemuStatusSource
         return default;
     }
 
-    /// <summary>The bitmap's bits as they are now, or null with the reason it cannot be exported.</summary>
+    /// <summary>
+    /// The bitmap's bits as they are now, or null with the reason it cannot be exported. As qemu-nbd -B looks a name
+    /// up: in this image, then down the backing chain; the first layer holding a bitmap of that name answers, usable
+    /// or not. A backing file's bitmap is read as stored (backing files are opened read-only and never marked).
+    /// </summary>
     private Qcow2TrackedBitmap? ResolveBitmap(string name, out string? problem)
+    {
+        for (var layer = this; layer is not null; layer = layer.Backing as Qcow2Image)
+        {
+            if (!layer.HasBitmapNamed(name))
+                continue;
+            var bitmap = layer.ResolveOwnBitmap(name, out problem);
+            if (problem is not null && layer != this)
+                problem = $"in backing file {layer.Path}: {problem}";
+            return bitmap;
+        }
+        problem = DescribeMissingBitmap();
+        return null;
+    }
+
+    private bool HasBitmapNamed(string name)
+    {
+        foreach (var entry in BitmapDirectory)
+            if (entry.Name == name)
+                return true;
+        return false;
+    }
+
+    /// <summary>Why a name is in no layer: the bitmaps each layer has, so the right name can be picked.</summary>
+    private string DescribeMissingBitmap()
+    {
+        var layers = new List<string>();
+        for (var layer = this; layer is not null; layer = layer.Backing as Qcow2Image)
+            if (layer.BitmapDirectory.Count > 0)
+                layers.Add(string.Join(", ", layer.BitmapDirectory.Select(e => e.Name)) + (Backing is null ? "" : $" in {layer.Path}"));
+        if (Backing is null)
+            return layers.Count == 0 ? "the image has no persistent bitmaps" : $"no such persistent bitmap (have: {layers[0]})";
+        return layers.Count == 0
+            ? "neither the image nor its backing files have persistent bitmaps"
+            : $"no such persistent bitmap in the image or its backing files (have: {string.Join("; ", layers)})";
+    }
+
+    /// <summary>This image's own bitmap named <paramref name="name"/> (which it has), or null with the reason it cannot be exported.</summary>
+    private Qcow2TrackedBitmap? ResolveOwnBitmap(string name, out string? problem)
     {
         problem = null;
         if (_trackedBitmaps is { } tracked)
@@ -105,10 +147,7 @@ public sealed partial class Qcow2Image : IQemuStatusSource
         }
         if (entry is null)
         {
-            var names = new List<string>();
-            foreach (var candidate in BitmapDirectory)
-                names.Add(candidate.Name);
-            problem = names.Count == 0 ? "the image has no persistent bitmaps" : $"no such persistent bitmap (have: {string.Join(", ", names)})";
+            problem = DescribeMissingBitmap();
             return null;
         }
         if (_untrackableBitmaps.Contains(name))
@@ -151,10 +190,12 @@ public sealed partial class Qcow2Image : IQemuStatusSource
         int shift = bitmap.Entry.GranularityBits;
         var words = bitmap.Words;
         int added = 0;
-        while (offset < end && added < maxExtents)
+        // A backing file's bitmap may cover less than the served disk: past its end everything is clean (as qemu).
+        long covered = Math.Min(end, bitmap.BitCount << shift);
+        while (offset < covered && added < maxExtents)
         {
             long bit = offset >> shift;
-            long lastBit = (end - 1) >> shift;
+            long lastBit = (covered - 1) >> shift;
             bool dirty = IsDirty(words, bit);
             long next = bit + 1;
             while (next <= lastBit)
@@ -168,10 +209,17 @@ public sealed partial class Qcow2Image : IQemuStatusSource
                     break;
                 next++;
             }
-            long runEnd = Math.Min(end, next << shift);
+            long runEnd = Math.Min(covered, next << shift);
             extents.Add(new StatusExtent(runEnd - offset, dirty ? 1u : 0u));
             offset = runEnd;
             added++;
+        }
+        if (offset < end && offset >= covered)
+        {
+            if (added > 0 && extents[^1].Value == 0)
+                extents[^1] = new StatusExtent(extents[^1].Length + end - offset, 0);
+            else if (added < maxExtents)
+                extents.Add(new StatusExtent(end - offset, 0));
         }
     }
 

@@ -19,8 +19,9 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # Host tools copied into the guest; called there by full path (/host/NAME) since busybox
 # applets of the same names would otherwise shadow them.
 host_tools=(nbd-client mke2fs e2fsck fstrim blkdiscard)
-# The modules the test loads; their dependencies are read from each module's .modinfo.
-wanted_modules=(virtio_pci virtio_net nbd)
+# The modules the tests load; their dependencies are read from each module's .modinfo. virtio_blk
+# is the disk of the migration tests (the guest's disk is a qemu block device there).
+wanted_modules=(virtio_pci virtio_net nbd virtio_blk)
 
 log() { echo "build-guest: $*" >&2; }
 
@@ -38,7 +39,8 @@ done
 
 # --- kernel -------------------------------------------------------------------------------
 kernel_dir="$out/kernel"
-if [ ! -f "$kernel_dir/.done" ]; then
+# .done names the modules unpacked: a changed list unpacks the kernel package again.
+if [ "$(cat "$kernel_dir/.done" 2>/dev/null)" != "${wanted_modules[*]}" ]; then
   tmp="$(mktemp -d "$out/kernel.tmp.XXXXXX")"
   # The meta package names the current image package; download that one without installing it.
   pkg="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1)"
@@ -75,14 +77,14 @@ if [ ! -f "$kernel_dir/.done" ]; then
   rm -rf "$kernel_dir"
   mv "$tmp/kernel" "$kernel_dir"
   rm -rf "$tmp"
-  touch "$kernel_dir/.done"
+  echo "${wanted_modules[*]}" >"$kernel_dir/.done"
   log "kernel ready: $(cat "$kernel_dir/package"), modules: $(tr '\n' ' ' <"$kernel_dir/modules/load-order")"
 fi
 
 # --- initramfs ----------------------------------------------------------------------------
 # The key covers every input; the host binaries by path, size and mtime (an upgrade changes them).
 key="$( {
-  cat "$here/build-guest.sh" "$here/guest-init.sh" "$here/blockpattern.c" "$kernel_dir/package"
+  cat "$here/build-guest.sh" "$here/guest-init.sh" "$here/blockpattern.c" "$kernel_dir/package" "$kernel_dir/.done"
   for p in "$busybox" "${tool_paths[@]}"; do stat -L -c '%n %s %Y' "$p"; done
 } | sha256sum | cut -c1-16)"
 if [ -f "$out/initramfs.cpio.gz" ] && [ "$(cat "$out/initramfs.key" 2>/dev/null)" = "$key" ]; then

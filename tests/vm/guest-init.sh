@@ -10,10 +10,15 @@
 #   nbdtest.conns=N       connections per device (nbd-client -C; qemu -smp N)
 #   nbdtest.size=BYTES    size the device must have
 #   nbdtest.hostport=P    the server's port on the host loopback: the guest must NOT reach 10.0.2.2:P
-#   nbdtest.mode=full|crash
+#   nbdtest.mode=full|crash|migrate
 #       full:  raw-device I/O, filesystem, reconnect, fstrim, verify, disconnect
 #       crash: raw-device I/O, filesystem, unmount; then prints "CRASH-POINT" and waits for the
 #              host to kill the server, which the guest sees as I/O errors on the device
+#       migrate: no network; the disk is /dev/vda (qemu's block device, an nbdqcow image behind
+#              it). Files before "MIGRATE-READY", files written without pause while the host
+#              migrates the guest, until the host writes "GO" to ttyS1 on the destination; then
+#              every file is checked, more are written, and the manifest is printed (see migrate_run).
+#              Needs only nbdtest.size and nbdtest.mode.
 export PATH=/bin
 H=/host
 B=$H/blockpattern
@@ -62,8 +67,12 @@ CONNS="$(param conns)"
 SIZE="$(param size)"
 HOSTPORT="$(param hostport)"
 MODE="$(param mode)"
-[ -n "$EXPORT" ] && [ -n "$CONNS" ] && [ -n "$SIZE" ] && [ -n "$HOSTPORT" ] && [ -n "$MODE" ] ||
-  fail "missing nbdtest.* kernel parameters: $(cat /proc/cmdline)"
+if [ "$MODE" = migrate ]; then
+  [ -n "$SIZE" ] || fail "missing nbdtest.size: $(cat /proc/cmdline)"
+else
+  [ -n "$EXPORT" ] && [ -n "$CONNS" ] && [ -n "$SIZE" ] && [ -n "$HOSTPORT" ] && [ -n "$MODE" ] ||
+    fail "missing nbdtest.* kernel parameters: $(cat /proc/cmdline)"
+fi
 log "export=$EXPORT conns=$CONNS size=$SIZE mode=$MODE"
 
 drop_caches() {
@@ -112,6 +121,93 @@ step modules
 for m in $(cat /modules/load-order); do
   run insmod /modules/$m.ko
 done
+
+# ---- migration -------------------------------------------------------------------------------
+# The host migrates this guest to another qemu while it writes; it says the switch-over is done by
+# writing "GO" to ttyS1 of the destination. Every file is then read back there (after an unmount,
+# so from the disk), more files are written, and the final manifest is printed.
+migrate_run() {
+  D=/dev/vda
+  step migrate-disk
+  [ -b $D ] || fail "no $D"
+  got=$(($(cat /sys/block/vda/size) * 512))
+  [ "$got" = "$SIZE" ] || fail "disk size $got, expected $SIZE"
+  run $H/mke2fs -t ext4 -q -F $D
+  run mount -t ext4 $D /mnt
+  mkdir -p /mnt/before /mnt/during /mnt/after
+
+  step before-migration
+  run $B create /mnt/before/big 4M 201
+  run $B tree /mnt/before 40 202
+  run $B create /mnt/rewritten 2M 203              # overwritten after the switch-over
+  sync
+  (cd /mnt && find ./before -type f | sort | xargs sha256sum) >/tmp/before || fail "sha256sum"
+  sed 's/^/MANIFEST-BEFORE: /' /tmp/before
+  # A background reader blocks on ttyS1 until the GO line: a read with a timeout can give up in
+  # the middle of a line when the vCPU is starved (busybox checks its deadline before each byte)
+  # and drop the part it consumed.
+  run stty -F /dev/ttyS1 icanon -echo
+  (while read -r line; do
+    case "$line" in *GO*) : >/tmp/go; break ;; esac
+  done) </dev/ttyS1 &
+  echo "MIGRATE-READY"
+
+  step during-migration
+  # Each file is fsynced (blockpattern create), so every one is a write and a flush on the disk
+  # while the host mirrors and migrates. Bounded by time: the host has 300 s to say GO (its own
+  # bounds are shorter, so it reports a missing GO first).
+  start=$(cut -d. -f1 /proc/uptime)
+  i=0
+  while :; do
+    i=$((i + 1))
+    run $B create /mnt/during/f$i 8K $((1000 + i))
+    [ -e /tmp/go ] && break
+    [ $(($(cut -d. -f1 /proc/uptime) - start)) -le 300 ] || fail "no GO on ttyS1 within 300 s ($i files)"
+  done
+  log "GO after $i files written during the migration"
+
+  step after-switch-over
+  run umount /mnt
+  run $H/e2fsck -fn $D
+  echo 3 >/proc/sys/vm/drop_caches
+  run mount -t ext4 $D /mnt
+  cd /mnt
+  run sha256sum -c -s /tmp/before
+  cd /
+  n=1
+  while [ $n -le $i ]; do
+    run $B verify /mnt/during/f$n 0 8K $((1000 + n))
+    n=$((n + 1))
+  done
+  [ "$(ls /mnt/during | wc -l)" = "$i" ] || fail "expected $i files in /mnt/during"
+  run $B create /mnt/after/big 2M 301
+  run $B tree /mnt/after 20 302
+  run $B write /mnt/rewritten 1M 64K 303 sync     # an overwrite of a file from before
+  run rm /mnt/during/f1
+  sync
+
+  step manifest
+  (cd /mnt && find . -type f ! -path './lost+found/*' | sort | xargs sha256sum) >/tmp/manifest ||
+    fail "sha256sum"
+  sed 's/^/MANIFEST: /' /tmp/manifest
+  run umount /mnt
+  run $H/e2fsck -fn $D
+  echo 3 >/proc/sys/vm/drop_caches
+  run mount -t ext4 $D /mnt
+  cd /mnt
+  run sha256sum -c -s /tmp/manifest
+  cd /
+  run umount /mnt
+
+  step dmesg
+  if dmesg | grep -Ei 'I/O error|EXT4-fs (error|warning)|blk_update_request|critical' >/tmp/bad; then
+    sed 's/^/  | /' /tmp/bad
+    fail "kernel reported errors"
+  fi
+  echo "RESULT: PASS"
+  power_off
+}
+[ "$MODE" = migrate ] && migrate_run
 
 step network
 run ip link set lo up

@@ -7,7 +7,8 @@
 #
 # GUESTDIR is what build-guest.sh printed. MODE is full or crash (see guest-init.sh). The guest
 # console goes to SERIALLOG; CONNLOG gets one line per connection the guest opened. Execs qemu,
-# so the caller's process id is qemu's.
+# so the caller's process id is qemu's. no_timer_check: on a loaded host the emulated guest is too
+# slow for the kernel's IO-APIC timer check, which then panics ("IO-APIC + timer doesn't work!").
 set -euo pipefail
 [ $# -eq 8 ] || { echo "usage: $0 GUESTDIR PORT EXPORT CONNS SIZE MODE SERIALLOG CONNLOG" >&2; exit 2; }
 guest="$1" port="$2" export_name="$3" conns="$4" size="$5" mode="$6" serial="$7" connlog="$8"
@@ -23,7 +24,7 @@ exec qemu-system-x86_64 \
   -machine pc,accel=tcg -cpu max -m 512 -smp "$conns" \
   -nodefaults -nographic -no-reboot -monitor none \
   -kernel "$guest/kernel/vmlinuz" -initrd "$guest/initramfs.cpio.gz" \
-  -append "console=ttyS0 quiet panic=-1 nbdtest.export=$export_name nbdtest.conns=$conns nbdtest.size=$size nbdtest.hostport=$port nbdtest.mode=$mode" \
+  -append "console=ttyS0 quiet panic=-1 no_timer_check nbdtest.export=$export_name nbdtest.conns=$conns nbdtest.size=$size nbdtest.hostport=$port nbdtest.mode=$mode" \
   -serial "file:$serial" \
   -netdev "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:10809-cmd:$connector" \
   -device virtio-net-pci,netdev=net0,romfile=

@@ -49,6 +49,30 @@ public sealed class QemuQmpProcess : IAsyncDisposable
         StartAsync("qemu-system-x86_64", qmp => ["-machine", "none", "-accel", "tcg", "-nodefaults", "-display", "none",
             "-qmp", $"unix:{qmp},server=on,wait=off"], arguments, workingDirectory);
 
+    /// <summary>
+    /// Starts qemu-system-x86_64 with a QMP monitor and <paramref name="arguments"/>, which name the machine: a guest
+    /// that boots (the VM tests).
+    /// </summary>
+    public static Task<QemuQmpProcess> StartSystemGuestAsync(IEnumerable<string> arguments, string workingDirectory) =>
+        StartAsync("qemu-system-x86_64", qmp => ["-qmp", $"unix:{qmp},server=on,wait=off"], arguments, workingDirectory);
+
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>Waits (bounded) for qemu to exit by itself, as it does when its guest powers off; false on time-out.</summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cancel = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cancel.Token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return _process.HasExited;
+        }
+    }
+
     private static async Task<QemuQmpProcess> StartAsync(string tool, Func<string, string[]> monitorArguments,
         IEnumerable<string> arguments, string workingDirectory)
     {

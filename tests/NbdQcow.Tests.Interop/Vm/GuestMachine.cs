@@ -15,17 +15,18 @@ public sealed class GuestMachine : IAsyncDisposable
 {
     /// <summary>The start of the one line the guest prints before powering off: "RESULT: PASS" or "RESULT: FAIL step=...".</summary>
     public const string ResultPrefix = "RESULT: ";
-    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);
     private static readonly TimeSpan PowerOffTimeout = TimeSpan.FromSeconds(60);
 
     private readonly Process process;
     private readonly StringBuilder qemuOutput = new();
+    private readonly SerialConsoleLog serialLog;
 
     private GuestMachine(Process process, string commandLine, string serialLogPath, string connectionLogPath)
     {
         this.process = process;
         CommandLine = commandLine;
         SerialLogPath = serialLogPath;
+        serialLog = new SerialConsoleLog(serialLogPath);
         ConnectionLogPath = connectionLogPath;
     }
 
@@ -82,48 +83,14 @@ public sealed class GuestMachine : IAsyncDisposable
     }
 
     /// <summary>The serial console so far, split in lines (carriage returns removed).</summary>
-    public IReadOnlyList<string> SerialLines()
-    {
-        if (!File.Exists(SerialLogPath))
-        {
-            return [];
-        }
-
-        using var stream = new FileStream(SerialLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        using var reader = new StreamReader(stream, Encoding.UTF8);
-        return reader.ReadToEnd().Replace("\r", "", StringComparison.Ordinal).Split('\n');
-    }
+    public IReadOnlyList<string> SerialLines() => serialLog.Lines();
 
     /// <summary>
     /// Waits until the guest prints a line containing one of <paramref name="markers"/> and returns that marker;
     /// null if it powered off or time ran out first.
     /// </summary>
-    public async Task<string?> WaitForLineAsync(TimeSpan timeout, params string[] markers)
-    {
-        var clock = Stopwatch.StartNew();
-        while (true)
-        {
-            // Read the log before looking at the exit, so lines written just before qemu exited count.
-            var exited = process.HasExited;
-            foreach (var line in SerialLines())
-            {
-                foreach (var marker in markers)
-                {
-                    if (line.Contains(marker, StringComparison.Ordinal))
-                    {
-                        return marker;
-                    }
-                }
-            }
-
-            if (exited || clock.Elapsed >= timeout)
-            {
-                return null;
-            }
-
-            await Task.Delay(PollInterval);
-        }
-    }
+    public Task<string?> WaitForLineAsync(TimeSpan timeout, params string[] markers) =>
+        serialLog.WaitForLineAsync(timeout, () => process.HasExited, markers);
 
     /// <summary>
     /// Waits for the guest's RESULT line and for qemu to exit after the guest powers off; fails the test (with the

@@ -6,23 +6,25 @@ namespace NbdQcow.Tests.Interop.Vm;
 /// </summary>
 public sealed class GuestManifest
 {
-    private const string Prefix = "MANIFEST: ";
+    /// <summary>The prefix of the final manifest's lines.</summary>
+    public const string Prefix = "MANIFEST: ";
 
     private GuestManifest(IReadOnlyDictionary<string, string> hashByPath) => HashByPath = hashByPath;
 
     public IReadOnlyDictionary<string, string> HashByPath { get; }
 
-    public static GuestManifest Parse(IEnumerable<string> serialLines)
+    /// <summary>The manifest printed on lines starting with <paramref name="prefix"/> (the final one by default).</summary>
+    public static GuestManifest Parse(IEnumerable<string> serialLines, string prefix = Prefix)
     {
         var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var line in serialLines)
         {
-            if (!line.StartsWith(Prefix, StringComparison.Ordinal))
+            if (!line.StartsWith(prefix, StringComparison.Ordinal))
             {
                 continue;
             }
 
-            var entry = line[Prefix.Length..];
+            var entry = line[prefix.Length..];
             var separator = entry.IndexOf("  ", StringComparison.Ordinal);
             if (separator != 64 || !entry[separator..].StartsWith("  ./", StringComparison.Ordinal))
             {
