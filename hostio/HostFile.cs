@@ -53,7 +53,9 @@ public sealed unsafe class HostFile : IHostFile
     public static HostFile Open(string path, HostFileOptions options)
     {
         var fullPath = System.IO.Path.GetFullPath(path);
-        var flags = (options.ReadOnly ? LinuxFileCalls.O_RDONLY : LinuxFileCalls.O_RDWR) | LinuxFileCalls.O_CLOEXEC;
+        // O_NONBLOCK only for the open itself: opening a FIFO for reading would otherwise wait for a writer forever,
+        // before the type check below could refuse it. It is cleared again once the file is known to be no FIFO.
+        var flags = (options.ReadOnly ? LinuxFileCalls.O_RDONLY : LinuxFileCalls.O_RDWR) | LinuxFileCalls.O_CLOEXEC | LinuxFileCalls.O_NONBLOCK;
         if (options.Direct) flags |= LinuxFileCalls.O_DIRECT;
         if (options.Create) flags |= LinuxFileCalls.O_CREAT;
         int fd;
@@ -74,7 +76,39 @@ public sealed unsafe class HostFile : IHostFile
             if (errno == 2) throw new FileNotFoundException($"open on {fullPath} failed: {LinuxFileCalls.Describe(errno)}", fullPath);
             throw new HostIoException("open", fullPath, errno);
         }
-        return new HostFile(fullPath, new SafeFileHandle(fd, ownsHandle: true), fd, options.Direct, options.ReadOnly);
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        try
+        {
+            RefuseNonFile(fullPath, fd);
+            int status = LinuxFileCalls.FcntlFlags(fd, LinuxFileCalls.F_GETFL, 0);
+            if (status < 0 || LinuxFileCalls.FcntlFlags(fd, LinuxFileCalls.F_SETFL, status & ~LinuxFileCalls.O_NONBLOCK) < 0)
+                throw new HostIoException("fcntl", fullPath, Marshal.GetLastPInvokeError());
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+        return new HostFile(fullPath, handle, fd, options.Direct, options.ReadOnly);
+    }
+
+    /// <summary>
+    /// Refuses a FIFO, socket or folder: none has positional I/O, and reading a FIFO blocks until someone writes to
+    /// it, so an image path naming one would hang the open or the first read instead of failing.
+    /// </summary>
+    private static void RefuseNonFile(string path, int fd)
+    {
+        if (LinuxFileCalls.StatX(fd, "", LinuxFileCalls.AT_EMPTY_PATH, LinuxFileCalls.STATX_TYPE, out var status) != 0)
+            throw new HostIoException("statx", path, Marshal.GetLastPInvokeError());
+        string? kind = (status.Mode & LinuxFileCalls.S_IFMT) switch
+        {
+            LinuxFileCalls.S_IFIFO => "a FIFO",
+            LinuxFileCalls.S_IFSOCK => "a socket",
+            LinuxFileCalls.S_IFDIR => "a folder",
+            _ => null,
+        };
+        if (kind is not null)
+            throw new HostIoException("open", path, LinuxFileCalls.EINVAL, $"it is {kind}, not a file: an image must be a regular file or a block device");
     }
 
     public string Path { get; }

@@ -44,7 +44,8 @@ public sealed class ImageLock : IDisposable
         int errno;
         do
         {
-            fd = LinuxFileCalls.Open(fullPath, LinuxFileCalls.O_RDONLY | LinuxFileCalls.O_CLOEXEC, 0);
+            // O_NONBLOCK: this descriptor only holds locks, and a FIFO must not hold the open until a writer comes.
+            fd = LinuxFileCalls.Open(fullPath, LinuxFileCalls.O_RDONLY | LinuxFileCalls.O_CLOEXEC | LinuxFileCalls.O_NONBLOCK, 0);
             errno = fd < 0 ? Marshal.GetLastPInvokeError() : 0;
         } while (fd < 0 && errno == LinuxFileCalls.EINTR);
         if (fd < 0)

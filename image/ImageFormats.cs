@@ -1,3 +1,4 @@
+using NbdQcow.HostIo;
 using NbdQcow.Image.Bochs;
 using NbdQcow.Image.Qcow2;
 using NbdQcow.Image.Raw;
@@ -58,11 +59,12 @@ public static class ImageFormats
     /// <summary>The format whose magic starts the file, else raw.</summary>
     public static ImageFormat Probe(string path)
     {
+        // Through HostFile, which refuses a FIFO or a folder with one line instead of blocking on it; bytes past the
+        // end read as zeroes, which no format's magic is.
         var head = new byte[MaxProbeLength];
-        int read;
-        using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 0))
-            read = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
-        return ProbeMagic(head.AsSpan(0, read)) ?? Raw;
+        using (var file = HostFile.Open(path, new HostFileOptions(ReadOnly: true, Direct: false)))
+            file.Read(0, head);
+        return ProbeMagic(head) ?? Raw;
     }
 
     /// <summary>Bytes at the start of a file that probing reads.</summary>

@@ -10,6 +10,10 @@ internal static partial class LinuxFileCalls
     public const int O_CREAT = 0x40;
     public const int O_EXCL = 0x80;
     public const int O_CLOEXEC = 0x80000;
+    public const int O_NONBLOCK = 0x800;
+
+    public const int F_GETFL = 3;
+    public const int F_SETFL = 4;
 
     // O_DIRECT differs by architecture (asm-generic vs arm/arm64 vs x86).
     public static int O_DIRECT => RuntimeInformation.ProcessArchitecture switch
@@ -38,6 +42,10 @@ internal static partial class LinuxFileCalls
 
     [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int Open(string path, int flags, int mode);
+
+    /// <summary>fcntl(fd, cmd, int): F_GETFL / F_SETFL.</summary>
+    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    public static partial int FcntlFlags(int fd, int command, int argument);
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);

@@ -151,25 +151,19 @@ internal sealed class BochsImage : IBlockDevice, IQemuStatusSource
     public ValueTask GetBlockStatusAsync(long offset, long length, List<BlockExtent> extents, CancellationToken cancellationToken = default)
     {
         long end = Math.Min(offset + length, Size);
+        int first = extents.Count;
         while (offset < end)
         {
             long next = Math.Min((offset / _extentSize + 1) * _extentSize, end);
             var flags = _catalog[offset / _extentSize] == Unallocated ? BlockExtentFlags.Hole | BlockExtentFlags.Zero : BlockExtentFlags.Data;
-            if (extents.Count > 0 && extents[^1].Flags == flags)
-                extents[^1] = new BlockExtent(extents[^1].Length + (next - offset), flags);
-            else
-                extents.Add(new BlockExtent(next - offset, flags));
+            if (!SingleLayerBlockStatus.Append(extents, first, next - offset, flags)) break;
             offset = next;
         }
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>One layer holding every byte, as qemu reports a Bochs image.</summary>
-    public ValueTask GetAllocationDepthAsync(long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default)
-    {
-        extents.Add(new StatusExtent(length, 1));
-        return default;
-    }
+    public ValueTask GetAllocationDepthAsync(long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default) =>
+        SingleLayerBlockStatus.AddAllocationDepth(length, extents);
 
     public ValueTask GetDirtyBitmapStatusAsync(string bitmap, long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default) =>
         throw new BlockDeviceException(BlockError.Invalid, $"{_file.Path}: bitmap \"{bitmap}\": {CheckBitmapExportable(bitmap)}");

@@ -14,7 +14,7 @@ public sealed class CbcSectorCipher : SectorCipher
     private readonly byte[] _key;
     private readonly byte[]? _essivKey;
     private readonly SectorIvMode _ivMode;
-    private readonly Stack<Worker> _idle = new();
+    private readonly CipherWorkerPool<Worker> _workers;
 
     /// <param name="key">The AES key (16, 24 or 32 bytes).</param>
     /// <param name="essivHash">For <see cref="SectorIvMode.Essiv"/>: the hash whose digest of the key is the IV key.</param>
@@ -31,6 +31,7 @@ public sealed class CbcSectorCipher : SectorCipher
             if (_essivKey.Length is not (16 or 24 or 32))
                 throw new ArgumentException($"ESSIV with {hash.Name} gives a {_essivKey.Length}-byte key, which is no AES key size");
         }
+        _workers = new CipherWorkerPool<Worker>(() => new Worker(_key, _essivKey));
     }
 
     public override void Encrypt(long firstSector, Span<byte> data)
@@ -113,27 +114,11 @@ public sealed class CbcSectorCipher : SectorCipher
         }
     }
 
-    private Worker Rent()
-    {
-        lock (_idle)
-        {
-            if (_idle.TryPop(out var worker)) return worker;
-        }
-        return new Worker(_key, _essivKey);
-    }
+    private Worker Rent() => _workers.Rent();
 
-    private void Return(Worker worker)
-    {
-        lock (_idle) _idle.Push(worker);
-    }
+    private void Return(Worker worker) => _workers.Return(worker);
 
-    public override void Dispose()
-    {
-        lock (_idle)
-        {
-            while (_idle.TryPop(out var worker)) worker.Dispose();
-        }
-    }
+    public override void Dispose() => _workers.Dispose();
 
     private sealed class Worker(byte[] key, byte[]? essivKey) : IDisposable
     {

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using NbdQcow.HostIo;
 
 namespace NbdQcow.Image.Luks;
@@ -47,17 +48,69 @@ public sealed class EncryptedDataFile(IHostFile inner, SectorCipher cipher, bool
     }
 
     // The data path arrives here asynchronously: it must decrypt and encrypt too, never pass through to the
-    // inner file (the decorator's default forwarding would read and write ciphertext as plaintext).
-    public override ValueTask ReadAsync(long offset, Memory<byte> buffer)
+    // inner file (the decorator's default forwarding would read and write ciphertext as plaintext). The whole
+    // sectors go through the inner file's asynchronous calls (the io_uring engine); partial end sectors, at most
+    // one at each end, use the synchronous read-modify-write under its lock.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public override async ValueTask ReadAsync(long offset, Memory<byte> buffer)
     {
-        Read(offset, buffer.Span);
-        return ValueTask.CompletedTask;
+        if (buffer.IsEmpty) return;
+        int head = (int)(offset & (Sector - 1));
+        if (head != 0 || buffer.Length < Sector)
+        {
+            int n = Math.Min(buffer.Length, Sector - head);
+            Read(offset, buffer.Span[..n]);
+            offset += n;
+            buffer = buffer[n..];
+        }
+        int whole = buffer.Length & ~(Sector - 1);
+        if (whole > 0)
+        {
+            await Inner.ReadAsync(offset, buffer[..whole]).ConfigureAwait(false);
+            cipher.Decrypt(offset / Sector, buffer.Span[..whole]);
+            offset += whole;
+            buffer = buffer[whole..];
+        }
+        if (!buffer.IsEmpty)
+            Read(offset, buffer.Span);
     }
 
-    public override ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data)
     {
-        Write(offset, data.Span);
-        return ValueTask.CompletedTask;
+        if (data.IsEmpty) return;
+        int head = (int)(offset & (Sector - 1));
+        if (head != 0 || data.Length < Sector)
+        {
+            int n = Math.Min(data.Length, Sector - head);
+            PatchSector(offset - head, head, data.Span[..n]);
+            offset += n;
+            data = data[n..];
+        }
+        int whole = data.Length & ~(Sector - 1);
+        if (whole > 0)
+        {
+            byte[] copy = ArrayPool<byte>.Shared.Rent(Math.Min(whole, WriteChunk));
+            try
+            {
+                for (int done = 0; done < whole;)
+                {
+                    int n = Math.Min(whole - done, WriteChunk);
+                    data.Span.Slice(done, n).CopyTo(copy);
+                    cipher.Encrypt((offset + done) / Sector, copy.AsSpan(0, n));
+                    await Inner.WriteAsync(offset + done, copy.AsMemory(0, n)).ConfigureAwait(false);
+                    done += n;
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(copy);
+            }
+            offset += whole;
+            data = data[whole..];
+        }
+        if (!data.IsEmpty)
+            PatchSector(offset, 0, data.Span);
     }
 
     public override void Write(long offset, ReadOnlySpan<byte> data)

@@ -19,6 +19,15 @@ public static class LuksVolume
     public const string DefaultHashSpec = "sha256";
     public const int MinIterations = 1000;
 
+    /// <summary>
+    /// Most PBKDF2 work (iterations × output blocks of the hash) one derivation may ask for: about 20 times what a
+    /// 2-second calibration gives on a fast machine, yet a header may say 2^31 − 1, hours of CPU per keyslot at open.
+    /// </summary>
+    public const long MaxDerivationWork = 1L << 26;
+
+    /// <summary>Most PBKDF2 work one unlock may need, over every active keyslot and its volume-key digest check.</summary>
+    public const long MaxUnlockWork = 1L << 27;
+
     /// <summary>Refuses a cipher, mode or hash nbdqcow cannot run, naming it.</summary>
     public static void EnsureSupported(LuksHeader header) => Describe(header);
 
@@ -73,6 +82,7 @@ public static class LuksVolume
         if (header.MasterKeyDigestIterations is 0 or > int.MaxValue)
             throw new LuksFormatException("master key digest iterations", $"{header.MasterKeyDigestIterations} out of range");
         int keyBytes = header.KeyBytes;
+        EnsureBoundedWork(header, hash);
         int splitLength = keyBytes * (int)LuksHeader.Stripes;
         int splitSectors = (splitLength + SectorCipher.SectorSize - 1) / SectorCipher.SectorSize;
         var material = new byte[splitSectors * SectorCipher.SectorSize];
@@ -113,6 +123,40 @@ public static class LuksVolume
     }
 
     /// <summary>
+    /// Refuses, before any derivation runs, a header whose iteration counts would keep the open busy for far longer
+    /// than any real calibration does (a crafted image would otherwise stall serve, info-less tools and recover).
+    /// </summary>
+    private static void EnsureBoundedWork(LuksHeader header, HashAlgorithmName hash)
+    {
+        long digestWork = Work(header.MasterKeyDigestIterations, LuksHeader.DigestLength, hash);
+        if (digestWork > MaxDerivationWork)
+            throw new LuksFormatException("master key digest iterations", TooMuchWork(header.MasterKeyDigestIterations, digestWork, MaxDerivationWork));
+        long total = 0;
+        for (int i = 0; i < header.Keyslots.Count; i++)
+        {
+            var slot = header.Keyslots[i];
+            if (!slot.Active) continue;
+            long slotWork = Work(slot.Iterations, header.KeyBytes, hash);
+            if (slotWork > MaxDerivationWork)
+                throw new LuksFormatException($"keyslot {i} iterations", TooMuchWork(slot.Iterations, slotWork, MaxDerivationWork));
+            total += slotWork + digestWork;
+            if (total > MaxUnlockWork)
+                throw new LuksFormatException("keyslot iterations",
+                    $"the active keyslots up to keyslot {i} need {total} PBKDF2 block iterations together, over the bound of {MaxUnlockWork}; the header may have been crafted to stall the open");
+        }
+    }
+
+    /// <summary>PBKDF2 runs its iterations once per hash-sized block of the output.</summary>
+    private static long Work(uint iterations, int outputBytes, HashAlgorithmName hash)
+    {
+        int digestSize = LuksHash.DigestSize(hash);
+        return iterations * (long)((outputBytes + digestSize - 1) / digestSize);
+    }
+
+    private static string TooMuchWork(uint iterations, long work, long bound) =>
+        $"{iterations} iterations ({work} PBKDF2 block iterations) are over the bound of {bound}; the header may have been crafted to stall the open";
+
+    /// <summary>
     /// Builds a new LUKS1 header area (aes-xts-plain64, sha256, a random 512-bit volume key, keyslot 0 opened by
     /// <paramref name="secret"/>) with PBKDF2 iterations calibrated to take about <paramref name="iterTime"/> here,
     /// as qemu-img's encrypt.iter-time. Returns the whole area: header and the key material of all eight keyslots.
@@ -128,9 +172,11 @@ public static class LuksVolume
         var area = new byte[areaSectors * SectorCipher.SectorSize];
 
         long perSecond = IterationsPerSecond(hash);
-        int slotIterations = (int)Math.Clamp(perSecond * iterTime.TotalMilliseconds / 1000, MinIterations, int.MaxValue);
+        // Never more than an open accepts (the slot key is 64 bytes: two SHA-256 blocks).
+        long maxSlotIterations = MaxDerivationWork / Work(1, keyBytes, hash);
+        int slotIterations = (int)Math.Clamp(perSecond * iterTime.TotalMilliseconds / 1000, MinIterations, maxSlotIterations);
         // qemu spends an eighth of the time on the volume key digest, checked once per open.
-        int digestIterations = (int)Math.Clamp(perSecond * iterTime.TotalMilliseconds / 1000 / 8, MinIterations, int.MaxValue);
+        int digestIterations = (int)Math.Clamp(perSecond * iterTime.TotalMilliseconds / 1000 / 8, MinIterations, maxSlotIterations);
 
         byte[] masterKey = RandomNumberGenerator.GetBytes(keyBytes);
         byte[] digestSalt = RandomNumberGenerator.GetBytes(LuksHeader.SaltLength);

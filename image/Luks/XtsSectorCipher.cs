@@ -16,7 +16,7 @@ public sealed class XtsSectorCipher : SectorCipher
     private readonly byte[] _dataKey;
     private readonly byte[] _tweakKey;
     private readonly SectorIvMode _ivMode;
-    private readonly Stack<Worker> _idle = new();
+    private readonly CipherWorkerPool<Worker> _workers;
 
     /// <param name="key">Both XTS keys, data key first (32, 48 or 64 bytes).</param>
     public XtsSectorCipher(ReadOnlySpan<byte> key, SectorIvMode ivMode = SectorIvMode.Plain64)
@@ -28,6 +28,7 @@ public sealed class XtsSectorCipher : SectorCipher
         _dataKey = key[..(key.Length / 2)].ToArray();
         _tweakKey = key[(key.Length / 2)..].ToArray();
         _ivMode = ivMode;
+        _workers = new CipherWorkerPool<Worker>(() => new Worker(_dataKey, _tweakKey));
     }
 
     public override void Encrypt(long firstSector, Span<byte> data) => Transform(firstSector, data, encrypt: true);
@@ -106,27 +107,11 @@ public sealed class XtsSectorCipher : SectorCipher
             destination[i] = (byte)(a[i] ^ b[i]);
     }
 
-    private Worker Rent()
-    {
-        lock (_idle)
-        {
-            if (_idle.TryPop(out var worker)) return worker;
-        }
-        return new Worker(_dataKey, _tweakKey);
-    }
+    private Worker Rent() => _workers.Rent();
 
-    private void Return(Worker worker)
-    {
-        lock (_idle) _idle.Push(worker);
-    }
+    private void Return(Worker worker) => _workers.Return(worker);
 
-    public override void Dispose()
-    {
-        lock (_idle)
-        {
-            while (_idle.TryPop(out var worker)) worker.Dispose();
-        }
-    }
+    public override void Dispose() => _workers.Dispose();
 
     private sealed class Worker(byte[] dataKey, byte[] tweakKey) : IDisposable
     {

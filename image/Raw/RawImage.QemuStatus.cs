@@ -4,11 +4,8 @@ namespace NbdQcow.Image.Raw;
 // and has nowhere to keep persistent bitmaps.
 public sealed partial class RawImage : IQemuStatusSource
 {
-    public ValueTask GetAllocationDepthAsync(long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default)
-    {
-        extents.Add(new StatusExtent(length, 1));
-        return default;
-    }
+    public ValueTask GetAllocationDepthAsync(long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default) =>
+        SingleLayerBlockStatus.AddAllocationDepth(length, extents);
 
     public ValueTask GetDirtyBitmapStatusAsync(string bitmap, long offset, long length, List<StatusExtent> extents, CancellationToken cancellationToken = default) =>
         throw new BlockDeviceException(BlockError.Invalid, $"{_file.Path}: bitmap \"{bitmap}\": {CheckBitmapExportable(bitmap)}");

@@ -13,7 +13,6 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
 {
     private const int ZeroChunk = 1 << 20;
     private static readonly byte[] Zeroes = new byte[ZeroChunk];
-    private const int MaxExtentsPerCall = 1024;
 
     private readonly IHostFile _file;
     private readonly SyncFailureLatch _syncFailures = new();
@@ -206,8 +205,8 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
         {
             var position = offset;
             var end = offset + length;
-            var count = 0;
-            while (position < end && count < MaxExtentsPerCall)
+            var first = extents.Count;
+            while (position < end)
             {
                 var data = _file.SeekData(position);
                 long next;
@@ -222,13 +221,7 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
                     next = Math.Min(Math.Max(_file.SeekHole(position), position + 1), end);
                     flags = BlockExtentFlags.Data;
                 }
-                if (extents.Count > 0 && count > 0 && extents[^1].Flags == flags)
-                    extents[^1] = new BlockExtent(extents[^1].Length + (next - position), flags);
-                else
-                {
-                    extents.Add(new BlockExtent(next - position, flags));
-                    count++;
-                }
+                if (!SingleLayerBlockStatus.Append(extents, first, next - position, flags)) break;
                 position = next;
             }
             return ValueTask.CompletedTask;

@@ -61,44 +61,70 @@ public static class Qcow2JournalReplay
         long fileEnd = (imageLength + clusterSize - 1) / clusterSize * clusterSize;
         long beyond = images.Keys.Count(offset => offset >= fileEnd);
         long limit = fileEnd + beyond * clusterSize + MaxGapPastEnd;
-        foreach (long offset in images.Keys)
+        // In offset order, so tables counted by one refcount block follow each other and the block is read once
+        // (a journal may name thousands of tables past the end); one block buffer bounds the memory.
+        var ordered = new List<long>(images.Keys);
+        ordered.Sort();
+        var refcounts = new RefcountBlockReader(images, imageFile, header, imageLength);
+        foreach (long offset in ordered)
         {
             if (offset < clusterSize)
                 return $"a table at offset {offset} would overwrite the image header";
             if (offset < limit) continue;
-            if (!CountedInUse(offset, images, imageFile, header))
+            if (!refcounts.CountsInUse(offset))
                 return $"a table at offset {offset} lies past the image file's end ({imageLength} bytes) by more than the journal's " +
                        $"{beyond} new tables and {MaxGapPastEnd >> 20} MiB, where the image's refcounts count no cluster";
         }
         return null;
     }
 
-    private static bool CountedInUse(long offset, Dictionary<long, byte[]> images, IHostFile imageFile, Qcow2Header header)
+    /// <summary>
+    /// Answers "does the image count this cluster in use" as the file will be after the replay, keeping the last
+    /// refcount block read: asked in offset order, each block is read once.
+    /// </summary>
+    private sealed class RefcountBlockReader(Dictionary<long, byte[]> images, IHostFile imageFile, Qcow2Header header, long imageLength)
     {
-        var geometry = Qcow2Geometry.FromHeader(header);
-        long tableIndex = geometry.RefcountTableIndex(offset);
-        if (tableIndex >= (long)header.RefcountTableClusters * (header.ClusterSize / 8)) return false;
-        Span<byte> entry = stackalloc byte[8];
-        ReadThroughJournal((long)header.RefcountTableOffset + tableIndex * 8, entry, images, imageFile, header.ClusterSize);
-        long block = (long)(BinaryPrimitives.ReadUInt64BigEndian(entry) & L1Entry.OffsetMask);
-        if (block == 0 || block % header.ClusterSize != 0) return false;
-        var blockBytes = new byte[header.ClusterSize];
-        ReadThroughJournal(block, blockBytes, images, imageFile, header.ClusterSize);
-        int index = (int)((offset >> header.ClusterBits) & (geometry.RefcountBlockEntries - 1));
-        return RefcountBlockCodec.Get(blockBytes, index, header.RefcountOrder) != 0;
-    }
+        private readonly Qcow2Geometry _geometry = Qcow2Geometry.FromHeader(header);
+        private readonly byte[] _block = new byte[header.ClusterSize];
+        private long _blockOffset = -1;
+        private long _tableIndex = -1;
+        private long _tableEntry;
 
-    /// <summary>Reads what the file will hold after the replay: the journal's image of a table, else the file (zeroes past its end).</summary>
-    private static void ReadThroughJournal(long offset, Span<byte> buffer, Dictionary<long, byte[]> images, IHostFile imageFile, int tableSize)
-    {
-        long table = offset / tableSize * tableSize;
-        if (offset + buffer.Length <= table + tableSize && images.TryGetValue(table, out var image))
+        public bool CountsInUse(long offset)
         {
-            image.AsSpan((int)(offset - table), buffer.Length).CopyTo(buffer);
-            return;
+            long tableIndex = _geometry.RefcountTableIndex(offset);
+            if (tableIndex >= (long)header.RefcountTableClusters * (header.ClusterSize / 8)) return false;
+            if (tableIndex != _tableIndex)
+            {
+                Span<byte> entry = stackalloc byte[8];
+                ReadThroughJournal((long)header.RefcountTableOffset + tableIndex * 8, entry);
+                _tableEntry = (long)(BinaryPrimitives.ReadUInt64BigEndian(entry) & L1Entry.OffsetMask);
+                _tableIndex = tableIndex;
+            }
+            long block = _tableEntry;
+            if (block == 0 || block % header.ClusterSize != 0) return false;
+            if (block != _blockOffset)
+            {
+                ReadThroughJournal(block, _block);
+                _blockOffset = block;
+            }
+            int index = (int)((offset >> header.ClusterBits) & (_geometry.RefcountBlockEntries - 1));
+            return RefcountBlockCodec.Get(_block, index, header.RefcountOrder) != 0;
         }
-        buffer.Clear();
-        if (offset + buffer.Length <= imageFile.Length) imageFile.Read(offset, buffer);
+
+        /// <summary>Reads what the file will hold after the replay: the journal's image of a table, else the file (zeroes past its end).</summary>
+        private void ReadThroughJournal(long offset, Span<byte> buffer)
+        {
+            int tableSize = header.ClusterSize;
+            long table = offset / tableSize * tableSize;
+            if (offset + buffer.Length <= table + tableSize && images.TryGetValue(table, out var image))
+            {
+                image.AsSpan((int)(offset - table), buffer.Length).CopyTo(buffer);
+                return;
+            }
+            buffer.Clear();
+            if (offset + buffer.Length <= imageLength) imageFile.Read(offset, buffer);
+        }
     }
 
     /// <summary>Replays on disk and returns the header as it is afterwards (journal bit cleared).</summary>

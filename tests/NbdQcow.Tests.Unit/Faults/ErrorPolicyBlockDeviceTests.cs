@@ -100,6 +100,38 @@ public sealed class ErrorPolicyBlockDeviceTests : IDisposable
     }
 
     [Fact]
+    public async Task Retries_of_a_held_write_stop_at_the_next_attempt_once_its_client_is_gone()
+    {
+        // The storage keeps failing and the retry timeout is long: only the client's departure can end the retries.
+        var (device, plan, path) = Open("qcow2", Failing(HostCallKind.Write, HostFault.Eio), WriteErrorPolicy.Retry, timeoutMs: 60_000);
+        await using (var server = InProcessServer.Start(new NbdSessionOptions(), new NbdExport("disk", device)))
+        {
+            try
+            {
+                var client = await server.ConnectAsync();
+                var write = client.WriteAsync(1 << 20, Data(5));
+                for (var i = 0; i < 250 && plan.Failures < 3; i++) await Task.Delay(20);
+                Assert.True(plan.Failures >= 3, $"the write was not held and retried ({plan.Failures} failures)");
+
+                await client.DisposeAsync();
+                await Assert.ThrowsAnyAsync<Exception>(() => write);
+                var clock = Stopwatch.StartNew();
+                while (device.StorageStatus != "ok" && clock.Elapsed < TimeSpan.FromSeconds(5)) await Task.Delay(20);
+                Assert.Equal("ok", device.StorageStatus);
+                int afterRelease = plan.Failures;
+                await Task.Delay(1500); // three back-off periods at the longest delay
+                Assert.True(plan.Failures <= afterRelease + 1,
+                    $"the held write was attempted {plan.Failures - afterRelease} more times after its client left");
+            }
+            finally
+            {
+                plan.Armed = false;
+            }
+        }
+        QemuImgTool.AssertClean(path);
+    }
+
+    [Fact]
     public async Task Enospc_policy_reports_eio_at_once()
     {
         var (device, _, _) = Open("raw", Failing(HostCallKind.Write, HostFault.Eio), WriteErrorPolicy.Enospc);
