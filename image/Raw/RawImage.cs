@@ -5,11 +5,13 @@ using NbdQcow.HostIo;
 namespace NbdQcow.Image.Raw;
 
 /// <summary>
-/// A raw image: the host file is the disk. What a cache mode asks of a change or a FLUSH is the
-/// <see cref="CacheModeLayer"/>'s; the image gives it one hook, an fdatasync of the file (flushing to the OS is
-/// nothing: every write goes straight to the host file).
+/// A raw image: the host file is the disk. Cache modes (ARCHITECTURE.md): writethrough/directsync make each
+/// change durable (fdatasync) before it completes; FUA does that for one request; FLUSH is fdatasync in
+/// writeback/none, a no-op in writethrough/directsync and acknowledged at once in unsafe. With max dirty
+/// age on (writeback/none/unsafe) a background flush bounds how long a change stays volatile.
+/// The host file is synchronous, so every method completes before it returns.
 /// </summary>
-public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, ICacheModeTarget
+public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
 {
     private const int ZeroChunk = 1 << 20;
     private static readonly byte[] Zeroes = new byte[ZeroChunk];
@@ -17,11 +19,9 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
     private readonly IHostFile _file;
     private readonly SyncFailureLatch _syncFailures = new();
     private readonly CacheMode _mode;
-    /// <summary>Null when read-only.</summary>
-    private readonly CacheModeLayer? _cacheMode;
+    private readonly DirtyAgeFlusher? _dirtyAge;
+    private readonly UnflushedChanges? _unflushed;
     private readonly bool _readOnly;
-    // Until the first fdatasync, a FLUSH syncs even with no change since open (the page cache may hold older ones).
-    private bool _neverSynced = true;
     private int _disposed;
 
     public RawImage(IHostFile file, ImageOpenOptions options)
@@ -31,17 +31,24 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
         _mode = options.CacheMode;
         _readOnly = options.ReadOnly || file.IsReadOnly;
         Size = file.Length;
-        BlockDeviceFeatures features;
+        var features = BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn | BlockDeviceFeatures.BlockStatus;
         if (_readOnly)
         {
-            features = BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn | BlockDeviceFeatures.BlockStatus | BlockDeviceFeatures.ReadOnly;
+            features |= BlockDeviceFeatures.ReadOnly;
         }
         else
         {
-            features = CacheModeFeatures.Writable(_mode);
+            features |= BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero;
+            // FLUSH/FUA are advertised in every mode, as qemu-nbd does: clients that flush regardless (libnbd
+            // refuses to send a FLUSH the server did not advertise) must work; in writethrough and directsync
+            // they are no-ops, every write being durable when acknowledged.
+            features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
+            if (!_mode.HasVolatileCache()) features |= BlockDeviceFeatures.WriteThrough;
             // Punching past the end of file changes nothing, and tells whether fallocate works here at all.
             if (file.TryPunchHole(Size, HostFile.DirectAlignment)) features |= BlockDeviceFeatures.FastZero;
-            _cacheMode = options.CreateCacheModeLayer(this);
+            if (_mode.HasVolatileCache() && options.MaxDirtyAge is { } maxAge)
+                _dirtyAge = new DirtyAgeFlusher(maxAge, FlushToDiskAsync, options.TimeProvider, options.BackgroundError);
+            _unflushed = new UnflushedChanges { FlushCompleted = options.FlushCompleted };
         }
         Features = features;
         BlockSizes = new BlockSizeHints(1, file.IsDirect ? (uint)HostFile.DirectAlignment : 4096, 32u << 20);
@@ -73,10 +80,10 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
     public CacheMode CacheMode => _mode;
 
     /// <summary>The max-dirty-age policy, or null when off or not applicable.</summary>
-    public DirtyAgeFlusher? DirtyAgePolicy => _cacheMode?.DirtyAge;
+    public DirtyAgeFlusher? DirtyAgePolicy => _dirtyAge;
 
     /// <inheritdoc />
-    public UnflushedChanges? UnflushedChanges => _cacheMode?.Unflushed;
+    public UnflushedChanges? UnflushedChanges => _unflushed;
 
     /// <summary>The first failed fdatasync, after which every flush fails until the image is reopened.</summary>
     public SyncFailureLatch SyncFailures => _syncFailures;
@@ -104,25 +111,30 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
             writing = _file.WriteAsync(offset, data);
             if (writing.IsCompletedSuccessfully)
             {
-                // The threads engine: the write is done; the durability step completes here unless it needs a sync.
+                // The threads engine: the write is done; the durability step runs here unless it needs a sync.
                 writing.GetAwaiter().GetResult();
-                return AfterChange(data.Length, fua);
+                if (!_mode.IsWriteThrough() && !(fua && _mode.HonoursFlush()))
+                {
+                    AfterChange(data.Length, fua);
+                    return ValueTask.CompletedTask;
+                }
+                writing = ValueTask.CompletedTask;
             }
         }
         catch (IOException e)
         {
             return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
         }
-        return WriteThenAfterChangeAsync(writing, data.Length, fua);
+        return WriteThenSyncAsync(writing, data.Length, fua);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask WriteThenAfterChangeAsync(ValueTask writing, int length, bool fua)
+    private async ValueTask WriteThenSyncAsync(ValueTask writing, int length, bool fua)
     {
         try
         {
             await writing.ConfigureAwait(false);
-            await _cacheMode!.AfterChangeAsync(length, fua).ConfigureAwait(false);
+            await AfterChangeAsync(length, fua).ConfigureAwait(false);
         }
         catch (IOException e)
         {
@@ -157,7 +169,8 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
                     throw new BlockDeviceException(BlockError.NotSupported, $"{_file.Path}: the file system cannot zero a range quickly");
                 WriteZeroes(offset, length);
             }
-            return AfterChange(length, (flags & ZeroFlags.Fua) != 0);
+            AfterChange(length, (flags & ZeroFlags.Fua) != 0);
+            return ValueTask.CompletedTask;
         }
         catch (IOException e)
         {
@@ -172,7 +185,8 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
             ThrowIfReadOnly();
             // A trim is a hint: where holes cannot be punched the data simply stays.
             _file.TryPunchHole(offset, length);
-            return AfterChange(length, fua);
+            AfterChange(length, fua);
+            return ValueTask.CompletedTask;
         }
         catch (IOException e)
         {
@@ -182,15 +196,13 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
-        if (_cacheMode is null) return ValueTask.CompletedTask;
-        try
-        {
-            return HostStep(_cacheMode.FlushAsync(cancellationToken));
-        }
-        catch (IOException e)
-        {
-            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
-        }
+        // writethrough/directsync: everything is durable already; unsafe: acknowledged at once, never synced on request.
+        // After a failed fdatasync no flush is acknowledged again (unsafe promises nothing, so it keeps acknowledging).
+        if (_readOnly) return ValueTask.CompletedTask;
+        if (_mode != CacheMode.Unsafe && _syncFailures.RefusalFor(_file.Path) is { } refusal)
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(refusal));
+        if (!_mode.HonoursFlush()) return ValueTask.CompletedTask;
+        return FlushToDiskAsync();
     }
 
     public ValueTask CacheAsync(long offset, long length, CancellationToken cancellationToken = default)
@@ -237,7 +249,7 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         try
         {
-            if (_cacheMode is not null) await _cacheMode.DisposeAsync().ConfigureAwait(false);
+            if (_dirtyAge is not null) await _dirtyAge.DisposeAsync().ConfigureAwait(false);
             // A clean close leaves everything on disk, whatever the mode.
             if (!_readOnly) _file.Flush();
         }
@@ -247,30 +259,84 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
         }
     }
 
-    /// <summary>The cache mode's step after a completed change (see <see cref="CacheModeLayer.AfterChangeAsync"/>); callers map what it throws at once.</summary>
-    private ValueTask AfterChange(long length, bool fua) => HostStep(_cacheMode!.AfterChangeAsync(length, fua));
-
-    /// <summary>A host step under way: done (nothing allocated), or its later host errors given as block-device errors.</summary>
-    private static ValueTask HostStep(ValueTask running)
+    /// <summary><see cref="AfterChange"/> for the data path: the sync (if any) is the engine's asynchronous barrier.</summary>
+    private async ValueTask AfterChangeAsync(long length, bool fua)
     {
-        if (!running.IsCompletedSuccessfully) return AwaitHostAsync(running);
-        running.GetAwaiter().GetResult();
-        return ValueTask.CompletedTask;
+        if (_mode.IsWriteThrough())
+        {
+            await _file.FlushAsync().ConfigureAwait(false);
+            return;
+        }
+        _unflushed?.NoteChangeCompleted(length);
+        _dirtyAge?.NoteChangeCompleted();
+        if (fua && _mode.HonoursFlush())
+        {
+            var ticket = _dirtyAge?.BeginFlush();
+            var unflushed = _unflushed?.BeginFlush();
+            await _file.FlushAsync().ConfigureAwait(false);
+            EndFlush(ticket, unflushed);
+        }
     }
 
-    bool ICacheModeTarget.HasUnflushedState => Volatile.Read(ref _neverSynced);
+    private void EndFlush(FlushTicket? ticket, UnflushedChanges.FlushTicket? unflushed)
+    {
+        if (ticket is { } t) _dirtyAge!.EndFlush(t);
+        if (unflushed is { } u) _unflushed!.EndFlush(u);
+    }
 
-    IOException? ICacheModeTarget.SyncRefusal() => _syncFailures.RefusalFor(_file.Path);
+    /// <summary>Durability after a completed change, per mode: sync now (writethrough, directsync, FUA) or note it dirty.</summary>
+    private void AfterChange(long length, bool fua)
+    {
+        if (_mode.IsWriteThrough())
+        {
+            _file.Flush();
+            return;
+        }
+        _unflushed?.NoteChangeCompleted(length);
+        _dirtyAge?.NoteChangeCompleted();
+        if (fua && _mode.HonoursFlush()) FlushToDisk();
+    }
+
+    private ValueTask FlushToDiskAsync()
+    {
+        try
+        {
+            var ticket = _dirtyAge?.BeginFlush();
+            var unflushed = _unflushed?.BeginFlush();
+            var flushing = _file.FlushAsync();
+            if (!flushing.IsCompletedSuccessfully) return EndFlushAsync(flushing, ticket, unflushed);
+            flushing.GetAwaiter().GetResult();
+            EndFlush(ticket, unflushed);
+            return ValueTask.CompletedTask;
+        }
+        catch (IOException e)
+        {
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
+    }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    async ValueTask ICacheModeTarget.FlushToDiskAsync()
+    private async ValueTask EndFlushAsync(ValueTask flushing, FlushTicket? ticket, UnflushedChanges.FlushTicket? unflushed)
     {
-        await _file.FlushAsync().ConfigureAwait(false);
-        Volatile.Write(ref _neverSynced, false);
+        try
+        {
+            await flushing.ConfigureAwait(false);
+            EndFlush(ticket, unflushed);
+        }
+        catch (IOException e)
+        {
+            throw HostIoErrors.ToBlockDeviceException(e);
+        }
     }
 
-    // Every write went to the host file already: nothing is held here.
-    ValueTask<bool> ICacheModeTarget.FlushToOsAsync(bool orderedFlushFollows, CancellationToken cancellationToken) => ValueTask.FromResult(false);
+    private void FlushToDisk()
+    {
+        var ticket = _dirtyAge?.BeginFlush();
+        var unflushed = _unflushed?.BeginFlush();
+        _file.Flush();
+        if (ticket is { } t) _dirtyAge!.EndFlush(t);
+        if (unflushed is { } u) _unflushed!.EndFlush(u);
+    }
 
     private void WriteZeroes(long offset, long length)
     {
