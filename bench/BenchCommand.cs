@@ -3,8 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using NbdQcow.Cache;
-using NbdQcow.Image.Qcow2;
-using NbdQcow.Image.Raw;
+using NbdQcow.Image;
 using Spectre.Console;
 
 namespace NbdQcow.Bench;
@@ -107,12 +106,11 @@ internal static class BenchCommand
         var modes = ParseModes(settings.Modes);
         var workloads = ParseWorkloads(settings.Workloads);
         var regionBytes = ParseSize(settings.Size);
-        var extension = settings.Format.ToLowerInvariant() switch
-        {
-            "qcow2" => ".qcow2",
-            "raw" => ".img",
-            _ => throw new BenchUsageException($"--format: '{settings.Format}' is neither qcow2 nor raw"),
-        };
+        // The registry says which formats can be created and which file extension each one's images carry.
+        var format = ImageFormats.Find(settings.Format) is { CreateExtension: not null } found && found.Has(ImageFormatFeatures.Create)
+            ? found
+            : throw new BenchUsageException($"--format: '{settings.Format}' is not a format the bench can create (allowed: {string.Join(", ", CreatableFormats())})");
+        var extension = format.CreateExtension!;
         if (settings.Image is not null && !File.Exists(settings.Image))
         {
             throw new BenchUsageException($"no such image: {settings.Image}");
@@ -148,7 +146,7 @@ internal static class BenchCommand
                         var fill = progress.AddTask($"create and fill a {FormatBytes(regionBytes)} {settings.Format.ToLowerInvariant()} image", maxValue: 1);
                         try
                         {
-                            await CreateFilledImageAsync(executable, prefix, template, regionBytes, fill, cancellationToken).ConfigureAwait(false);
+                            await CreateFilledImageAsync(executable, prefix, format, template, regionBytes, fill, cancellationToken).ConfigureAwait(false);
                         }
                         catch (Exception ex) when (ex is not OperationCanceledException)
                         {
@@ -225,19 +223,15 @@ internal static class BenchCommand
         return failures.Count == 0 ? 0 : 1;
     }
 
-    private static async Task CreateFilledImageAsync(string executable, IReadOnlyList<string> prefix, string template, ulong size,
+    private static IEnumerable<string> CreatableFormats() =>
+        ImageFormats.All.Where(f => f.CreateExtension is not null && f.Has(ImageFormatFeatures.Create)).Select(f => f.Name);
+
+    private static async Task CreateFilledImageAsync(string executable, IReadOnlyList<string> prefix, ImageFormat format, string template, ulong size,
         ProgressTask task, CancellationToken cancellationToken)
     {
         // Created here with the image library, then written full through a server, so reads hit allocated clusters.
-        if (template.EndsWith(".qcow2", StringComparison.Ordinal))
-        {
-            Qcow2Creator.Create(template, new Qcow2CreateOptions { Size = (long)size });
-        }
-        else
-        {
-            RawImageCreator.Create(template, (long)size);
-        }
-        var arguments = new List<string>(prefix) { template, "--cache", "writeback" };
+        format.Create(template, (long)size);
+        var arguments = new List<string>(prefix) { template, "--cache", CacheMode.Writeback.ToCliName() };
         await using var server = await BenchServerProcess.StartAsync(executable, arguments, ServerStartTimeout, cancellationToken).ConfigureAwait(false);
         var generator = new BenchLoadGenerator("127.0.0.1", server.Port);
         await generator.FillAsync(size, new Progress<double>(f => task.Value = f), cancellationToken).ConfigureAwait(false);

@@ -8,6 +8,9 @@ internal sealed class RawFormat : ImageFormat
     /// <summary>qemu records a raw backing file as "file" too.</summary>
     public override IReadOnlyList<string> Aliases => ["file"];
 
+    /// <summary>What raw images are usually named (serve --create also makes raw of any name no other format claims).</summary>
+    public override string? CreateExtension => ".img";
+
     public override ImageFormatFeatures Features => ImageFormatFeatures.Writable | ImageFormatFeatures.Create;
 
     public override string NoJournalReason => "a raw image has no metadata to journal (every write goes straight to its place)";

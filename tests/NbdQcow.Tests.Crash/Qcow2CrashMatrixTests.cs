@@ -99,7 +99,7 @@ public sealed class Qcow2CrashMatrixTests(ITestOutputHelper output)
     [Fact]
     public async Task Encrypted_qcow2_crash_states_check_clean_keep_durable_writes_and_show_no_foreign_data()
     {
-        var config = CrashModeConfig.All.First(c => c.Name == "writeback");
+        var config = CrashModeConfig.All.First(c => c.Mode == CacheMode.Writeback && c.MaxDirtyAge is not null);
         var encrypted = new Qcow2CrashImageFormat(encrypted: true);
         AssertKeptThePromise(await RunAsync([(encrypted, CrashWorkloads.MixedOverwriteZeroTrim(DeviceSize)), (encrypted, CrashWorkloads.FlushEveryN(DeviceSize, 3))], config));
     }
