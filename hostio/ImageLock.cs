@@ -119,14 +119,8 @@ public sealed class ImageLock : IDisposable
             Start = offset,
             Length = 1,
         };
-        int result;
-        int errno;
-        do
-        {
-            result = LinuxFileCalls.FcntlLock(_fd, LinuxFileCalls.F_OFD_SETLK, ref request);
-            errno = result < 0 ? Marshal.GetLastPInvokeError() : 0;
-        } while (result < 0 && errno == LinuxFileCalls.EINTR);
-        if (result == 0) return;
+        int errno = FcntlLock(LinuxFileCalls.F_OFD_SETLK, ref request);
+        if (errno == 0) return;
         if (errno is LinuxFileCalls.EAGAIN or LinuxFileCalls.EACCES)
             throw Conflict($"Failed to lock byte {offset}", offset);
         throw new HostIoException($"fcntl(F_OFD_SETLK, byte {offset})", Path, errno);
@@ -158,15 +152,20 @@ public sealed class ImageLock : IDisposable
             Start = offset,
             Length = 1,
         };
-        int result;
-        int errno;
-        do
-        {
-            result = LinuxFileCalls.FcntlLock(_fd, LinuxFileCalls.F_OFD_GETLK, ref probe);
-            errno = result < 0 ? Marshal.GetLastPInvokeError() : 0;
-        } while (result < 0 && errno == LinuxFileCalls.EINTR);
-        if (result < 0) throw new HostIoException($"fcntl(F_OFD_GETLK, byte {offset})", Path, errno);
+        int errno = FcntlLock(LinuxFileCalls.F_OFD_GETLK, ref probe);
+        if (errno != 0) throw new HostIoException($"fcntl(F_OFD_GETLK, byte {offset})", Path, errno);
         return probe.Type != LinuxFileCalls.F_UNLCK;
+    }
+
+    /// <summary>One fcntl lock call, retried when a signal interrupts it; the errno, or 0 on success.</summary>
+    private int FcntlLock(int command, ref LinuxFileCalls.FileLock request)
+    {
+        while (true)
+        {
+            if (LinuxFileCalls.FcntlLock(_fd, command, ref request) == 0) return 0;
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno != LinuxFileCalls.EINTR) return errno;
+        }
     }
 
     private ImageLockConflictException Conflict(string failure, int offset)
