@@ -27,16 +27,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 
 # The native linker step runs clang and links zlib (the runtime's compression); a fresh Debian 12 has neither.
 if [ "$install_deps" = 1 ]; then
-  missing=()
-  for p in clang zlib1g-dev; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "publish.sh: installing ${missing[*]}" >&2
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  "$root/scripts/install-deps.sh" clang zlib1g-dev
 fi
 
 # The launcher's lock: its builds and this one share the library projects' obj folders.
