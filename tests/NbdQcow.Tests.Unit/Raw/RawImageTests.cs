@@ -89,6 +89,35 @@ public sealed class RawImageTests : IDisposable
         Assert.Equal(3, _counted.Flushes);
     }
 
+    [Theory]
+    [InlineData(CacheMode.Writeback)]
+    [InlineData(CacheMode.None)]
+    public async Task Concurrent_flushes_share_one_fdatasync(CacheMode mode)
+    {
+        const int Flushes = 8;
+        await using var image = await OpenAsync(mode);
+        await image.WriteAsync(0, Pattern(4096, 1), fua: false);
+        using var entered = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var first = 1;
+        // The first fdatasync waits until every other FLUSH has been asked for: those must wait for it and find their
+        // changes covered, not each run an fdatasync of their own.
+        _counted!.BeforeFlush = () =>
+        {
+            if (Interlocked.Exchange(ref first, 0) == 0) return;
+            entered.Set();
+            Assert.True(release.Wait(TimeSpan.FromSeconds(30)));
+        };
+        var running = Task.Run(() => image.FlushAsync().AsTask());
+        Assert.True(entered.Wait(TimeSpan.FromSeconds(30)));
+        var others = new Task[Flushes - 1];
+        for (var i = 0; i < others.Length; i++) others[i] = image.FlushAsync().AsTask();
+        release.Set();
+        await running;
+        await Task.WhenAll(others);
+        Assert.Equal(1, _counted.Flushes);
+    }
+
     [Fact]
     public async Task Unsafe_acknowledges_flush_and_fua_without_syncing()
     {
