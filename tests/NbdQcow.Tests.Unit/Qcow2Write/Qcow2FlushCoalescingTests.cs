@@ -1,3 +1,4 @@
+using NbdQcow.Cache;
 using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
@@ -8,12 +9,12 @@ namespace NbdQcow.Tests.Unit.Qcow2Write;
 /// <summary>Client FLUSHes that arrive together share one fdatasync; a FLUSH with nothing new to sync costs none.</summary>
 public sealed class Qcow2FlushCoalescingTests
 {
-    private static (Qcow2Image Image, CountingHostFile File) Open(TempDirectory dir)
+    private static (Qcow2Image Image, CountingHostFile File) Open(TempDirectory dir, CacheMode mode = CacheMode.Writeback)
     {
         var path = dir.File("disk.qcow2");
         Qcow2Creator.Create(path, new Qcow2CreateOptions { Size = 64 << 20, ClusterSize = 65536 });
         CountingHostFile? counting = null;
-        var image = Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null },
+        var image = Qcow2Image.Open(path, new ImageOpenOptions { CacheMode = mode, MaxDirtyAge = null },
             (p, o) => counting = new CountingHostFile(HostFile.Open(p, o)));
         return (image, counting!);
     }
@@ -51,5 +52,29 @@ public sealed class Qcow2FlushCoalescingTests
         await image.WriteAsync(0, new byte[4096], fua: false);
         await image.FlushAsync();
         Assert.Equal(before + 1, file.Flushes); // an overwrite of a COPIED cluster: data only, one sync
+    }
+    [Theory]
+    [InlineData(CacheMode.Writeback)]
+    [InlineData(CacheMode.None)]
+    public async Task Flush_after_the_flush_that_applied_frees_does_not_sync(CacheMode mode)
+    {
+        using var dir = new TempDirectory();
+        var (image, file) = Open(dir, mode);
+        await using var _ = image;
+        await image.WriteAsync(0, new byte[65536], fua: false);
+        await image.WriteAsync(65536, new byte[65536], fua: false);
+        await image.FlushAsync();
+        // The trim frees a cluster; the next flush makes the cleared L2 entry durable, then drops the refcount in
+        // memory. That drop is bookkeeping (a crash before it is written only leaks): a FLUSH with no guest change
+        // since must not write and sync it.
+        await image.TrimAsync(0, 65536, fua: false);
+        await image.FlushAsync();
+        int before = file.Flushes;
+        for (int i = 0; i < 3; i++) await image.FlushAsync();
+        Assert.Equal(before, file.Flushes);
+        // The drop still reaches the disk with the next flush that has a change to make durable.
+        await image.WriteAsync(65536, new byte[4096], fua: false);
+        await image.FlushAsync();
+        Assert.True(file.Flushes > before);
     }
 }
