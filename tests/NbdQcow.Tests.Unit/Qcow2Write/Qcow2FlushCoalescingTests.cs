@@ -77,4 +77,19 @@ public sealed class Qcow2FlushCoalescingTests
         await image.FlushAsync();
         Assert.True(file.Flushes > before);
     }
+    [Theory]
+    [InlineData(CacheMode.Writethrough)]
+    [InlineData(CacheMode.DirectSync)]
+    public async Task Flush_in_write_through_modes_does_not_sync(CacheMode mode)
+    {
+        using var dir = new TempDirectory();
+        var (image, file) = Open(dir, mode);
+        await using var _ = image;
+        await image.WriteAsync(0, new byte[65536], fua: false); // allocating: durable before it completes
+        await image.WriteAsync(0, new byte[4096], fua: false); // overwrite: its data synced before it completes
+        await image.TrimAsync(0, 65536, fua: false);
+        int before = file.Flushes;
+        for (int i = 0; i < 3; i++) await image.FlushAsync();
+        Assert.Equal(before, file.Flushes);
+    }
 }
