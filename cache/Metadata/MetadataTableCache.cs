@@ -45,7 +45,6 @@ public sealed class MetadataTableCache : IDisposable
     private long _durableEpoch = -1;
     /// <summary>True when the file may hold writes not yet covered by a barrier.</summary>
     private bool _unsyncedWrites;
-    private long _dirtyMarks;
     private bool _disposed;
 
     private JournalTableWriter? _journalWriter;
@@ -93,9 +92,6 @@ public sealed class MetadataTableCache : IDisposable
     public int CachedCount { get { lock (_lock) return _tables.Count; } }
 
     public int DirtyCount { get { lock (_lock) return _dirty.Count; } }
-
-    /// <summary>How many times a table was marked changed since the cache was created: equal readings mean no change between them.</summary>
-    public long DirtyMarks { get { lock (_lock) return _dirtyMarks; } }
 
     /// <summary>Stopwatch timestamp when the oldest dirty table became dirty, or null when none is dirty.</summary>
     public long? OldestDirtyTimestamp
@@ -438,7 +434,6 @@ public sealed class MetadataTableCache : IDisposable
     {
         if (!table.IsCached) throw new InvalidOperationException($"metadata table at 0x{table.Offset:x} is no longer cached");
         if (table.PinCount <= 0) throw new InvalidOperationException($"metadata table at 0x{table.Offset:x} must be pinned to be changed");
-        _dirtyMarks++;
         if (!table.IsDirty)
         {
             table.IsDirty = true;

@@ -259,16 +259,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
     /// </summary>
     internal ValueTask DurableFlushAsync() => CacheModeLayer.DurableFlushAsync();
 
-    /// <summary>
-    /// <see cref="MetadataTableCache.DirtyMarks"/> right after the last durable flush applied its frees, when those
-    /// refcount drops were the only changes since it wrote every table; -1 otherwise.
-    /// </summary>
-    private long _marksAfterFreeDrops = -1;
-
-    // Refcount drops a flush applied after its sync are bookkeeping (written before, a crash only leaks): a FLUSH with
-    // no guest change since does not sync for them alone; they go with the next flush that has a change, or the close.
-    bool ICacheModeTarget.HasUnflushedState => _refcounts is { PendingFreeCount: > 0 }
-        || (MetadataCache.DirtyCount > 0 && MetadataCache.DirtyMarks != Volatile.Read(ref _marksAfterFreeDrops));
+    bool ICacheModeTarget.HasUnflushedState => MetadataCache.DirtyCount > 0 || _refcounts is { PendingFreeCount: > 0 };
 
     // Asked at each FLUSH: Open replaces the latch after InitializeWriting (one latch for every file of the image).
     IOException? ICacheModeTarget.SyncRefusal() => SyncFailures.RefusalFor(Path);
@@ -281,7 +272,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
     async ValueTask ICacheModeTarget.FlushToDiskAsync()
     {
         var journal = _journalWriter;
-        long epoch = 0, freesCovered = 0, marksWritten;
+        long epoch = 0, freesCovered = 0;
         await MetadataLock.WaitAsync().ConfigureAwait(false);
         try
         {
@@ -289,7 +280,6 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
             freesCovered = _refcounts?.FreeSequenceMark ?? 0;
             if (journal is not null) journal.Commit(); // one journal commit (a checkpoint past the journal's bound)
             else epoch = MetadataCache.WriteTablesForDisk();
-            marksWritten = MetadataCache.DirtyMarks;
         }
         finally
         {
@@ -302,13 +292,11 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
             await MetadataLock.WaitAsync().ConfigureAwait(false);
             try
             {
-                bool onlyDrops = MetadataCache.DirtyMarks == marksWritten;
                 _dataGuard.WaitForEarlier();
                 // The refcount drops are written at the next flush; a crash before that only leaks.
                 refcounts.ApplyDurableFrees(freesCovered);
                 // A freed table cluster with a live journal image: replay would overwrite its next use. Checkpoint first.
                 if (journal is { NeedsCheckpointBeforeReuse: true }) journal.Checkpoint();
-                Volatile.Write(ref _marksAfterFreeDrops, onlyDrops ? MetadataCache.DirtyMarks : -1);
             }
             finally
             {

@@ -54,30 +54,6 @@ public sealed class Qcow2FlushCoalescingTests
         Assert.Equal(before + 1, file.Flushes); // an overwrite of a COPIED cluster: data only, one sync
     }
     [Theory]
-    [InlineData(CacheMode.Writeback)]
-    [InlineData(CacheMode.None)]
-    public async Task Flush_after_the_flush_that_applied_frees_does_not_sync(CacheMode mode)
-    {
-        using var dir = new TempDirectory();
-        var (image, file) = Open(dir, mode);
-        await using var _ = image;
-        await image.WriteAsync(0, new byte[65536], fua: false);
-        await image.WriteAsync(65536, new byte[65536], fua: false);
-        await image.FlushAsync();
-        // The trim frees a cluster; the next flush makes the cleared L2 entry durable, then drops the refcount in
-        // memory. That drop is bookkeeping (a crash before it is written only leaks): a FLUSH with no guest change
-        // since must not write and sync it.
-        await image.TrimAsync(0, 65536, fua: false);
-        await image.FlushAsync();
-        int before = file.Flushes;
-        for (int i = 0; i < 3; i++) await image.FlushAsync();
-        Assert.Equal(before, file.Flushes);
-        // The drop still reaches the disk with the next flush that has a change to make durable.
-        await image.WriteAsync(65536, new byte[4096], fua: false);
-        await image.FlushAsync();
-        Assert.True(file.Flushes > before);
-    }
-    [Theory]
     [InlineData(CacheMode.Writethrough)]
     [InlineData(CacheMode.DirectSync)]
     public async Task Flush_in_write_through_modes_does_not_sync(CacheMode mode)

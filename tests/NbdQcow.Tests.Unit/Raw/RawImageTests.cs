@@ -118,6 +118,43 @@ public sealed class RawImageTests : IDisposable
         Assert.Equal(1, _counted.Flushes);
     }
 
+    [Theory]
+    [InlineData(CacheMode.Writethrough)]
+    [InlineData(CacheMode.DirectSync)]
+    public async Task Concurrent_writes_in_write_through_modes_share_an_fdatasync(CacheMode mode)
+    {
+        const int Writes = 8;
+        await using var image = await OpenAsync(mode);
+        var flushesAtOpen = _counted!.Flushes;
+        using var entered = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var first = 1;
+        // The first write's fdatasync is held while the others complete on the host: their syncs must wait for it and
+        // then share one more, not run one fdatasync per write.
+        _counted.BeforeFlush = () =>
+        {
+            if (Interlocked.Exchange(ref first, 0) == 0) return;
+            entered.Set();
+            Assert.True(release.Wait(TimeSpan.FromSeconds(30)));
+        };
+        var running = Task.Run(() => image.WriteAsync(0, Pattern(4096, 1), fua: false).AsTask());
+        Assert.True(entered.Wait(TimeSpan.FromSeconds(30)));
+        var others = new Task[Writes - 1];
+        for (var i = 0; i < others.Length; i++)
+        {
+            var offset = (i + 1) * 4096L;
+            var data = Pattern(4096, (byte)(i + 2));
+            others[i] = Task.Run(() => image.WriteAsync(offset, data, fua: false).AsTask());
+        }
+        // Each other write is on the host well before this; none may complete before the held sync does.
+        await Task.WhenAny(Task.WhenAll(others), Task.Delay(TimeSpan.FromMilliseconds(500)));
+        Assert.DoesNotContain(others, t => t.IsCompleted);
+        release.Set();
+        await running;
+        await Task.WhenAll(others);
+        Assert.InRange(_counted.Flushes - flushesAtOpen, 2, 4);
+    }
+
     [Fact]
     public async Task Unsafe_acknowledges_flush_and_fua_without_syncing()
     {
