@@ -97,25 +97,17 @@ public sealed class RawImageTests : IDisposable
         const int Flushes = 8;
         await using var image = await OpenAsync(mode);
         await image.WriteAsync(0, Pattern(4096, 1), fua: false);
-        using var entered = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
-        var first = 1;
         // The first fdatasync waits until every other FLUSH has been asked for: those must wait for it and find their
         // changes covered, not each run an fdatasync of their own.
-        _counted!.BeforeFlush = () =>
-        {
-            if (Interlocked.Exchange(ref first, 0) == 0) return;
-            entered.Set();
-            Assert.True(release.Wait(TimeSpan.FromSeconds(30)));
-        };
+        using var held = new HeldFirstSync(_counted!);
         var running = Task.Run(() => image.FlushAsync().AsTask());
-        Assert.True(entered.Wait(TimeSpan.FromSeconds(30)));
+        held.WaitUntilHeld();
         var others = new Task[Flushes - 1];
         for (var i = 0; i < others.Length; i++) others[i] = image.FlushAsync().AsTask();
-        release.Set();
+        held.Release();
         await running;
         await Task.WhenAll(others);
-        Assert.Equal(1, _counted.Flushes);
+        Assert.Equal(1, _counted!.Flushes);
     }
 
     [Theory]
@@ -126,19 +118,12 @@ public sealed class RawImageTests : IDisposable
         const int Writes = 8;
         await using var image = await OpenAsync(mode);
         var flushesAtOpen = _counted!.Flushes;
-        using var entered = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
-        var first = 1;
+        var writesAtOpen = _counted.Writes;
         // The first write's fdatasync is held while the others complete on the host: their syncs must wait for it and
         // then share one more, not run one fdatasync per write.
-        _counted.BeforeFlush = () =>
-        {
-            if (Interlocked.Exchange(ref first, 0) == 0) return;
-            entered.Set();
-            Assert.True(release.Wait(TimeSpan.FromSeconds(30)));
-        };
+        using var held = new HeldFirstSync(_counted);
         var running = Task.Run(() => image.WriteAsync(0, Pattern(4096, 1), fua: false).AsTask());
-        Assert.True(entered.Wait(TimeSpan.FromSeconds(30)));
+        held.WaitUntilHeld();
         var others = new Task[Writes - 1];
         for (var i = 0; i < others.Length; i++)
         {
@@ -146,10 +131,11 @@ public sealed class RawImageTests : IDisposable
             var data = Pattern(4096, (byte)(i + 2));
             others[i] = Task.Run(() => image.WriteAsync(offset, data, fua: false).AsTask());
         }
-        // Each other write is on the host well before this; none may complete before the held sync does.
-        await Task.WhenAny(Task.WhenAll(others), Task.Delay(TimeSpan.FromMilliseconds(500)));
+        // Every other write reaches the host while the sync is held; none may complete before it does.
+        Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref _counted.Writes) >= writesAtOpen + Writes, TimeSpan.FromSeconds(30)), "writes did not reach the host");
+        await Task.WhenAny(Task.WhenAll(others), Task.Delay(TimeSpan.FromMilliseconds(100)));
         Assert.DoesNotContain(others, t => t.IsCompleted);
-        release.Set();
+        held.Release();
         await running;
         await Task.WhenAll(others);
         Assert.InRange(_counted.Flushes - flushesAtOpen, 2, 4);
