@@ -84,7 +84,12 @@ internal static class ServeRunner
                 var policed = new ErrorPolicyBlockDevice(device, export.Name, export.WriteErrorPolicy, export.ReadErrorPolicy,
                     export.ErrorRetryTimeout, log);
                 storage[export.Name] = policed;
-                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps, engine.Batch) { Metrics = exportMetrics },
+                registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps, engine.Batch)
+                    {
+                        Metrics = exportMetrics,
+                        // Decryption runs synchronously in the read path: such reads stay on the thread pool.
+                        SubmittingReadEngine = export.KeyFile is null ? engine : null,
+                    },
                     export.Name == settings.DefaultExport);
             }
 

@@ -185,6 +185,13 @@ public sealed partial class NbdSession
                 batch.Close();
                 await ExecuteAsync(work).ConfigureAwait(false);
             }
+            else if (request.Command == NbdCommand.Read && _export.StartsReadsWhereReceived)
+            {
+                // With io_uring a READ runs here only until its host read is queued (into the open batch, so a burst
+                // shares one io_uring_enter); its reply is sent where the read completes. A pool thread would add a
+                // wake-up and a submission of its own per request. The loop does not wait for it.
+                _ = ExecuteAsync(work);
+            }
             else
             {
                 ThreadPool.UnsafeQueueUserWorkItem(work, preferLocal: false);
