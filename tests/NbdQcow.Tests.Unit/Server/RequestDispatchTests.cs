@@ -8,24 +8,27 @@ using NbdQcow.Server.Nbd;
 namespace NbdQcow.Tests.Unit.Server;
 
 /// <summary>
-/// Where a READ starts. On an io_uring export it runs on the thread that received it up to its host submission (no
-/// thread-pool hand-off); on a threads export, whose reads block in pread, it goes to the pool so reads overlap.
+/// Where a READ or plain WRITE starts. On an io_uring export it runs on the thread that received it up to its host
+/// submission (no thread-pool hand-off); on a threads export, whose I/O blocks in pread/pwrite, it goes to the pool so
+/// requests overlap.
 /// The session runs over in-memory pipes whose reader continues inline, so "the receiving thread" is the thread
 /// that writes the client's requests: a dedicated thread, never a pool thread.
 /// </summary>
-public sealed class ReadDispatchTests : IDisposable
+public sealed class RequestDispatchTests : IDisposable
 {
     private const int ImageSize = 1 << 20;
-    private const int Reads = 8;
+    private const int Requests = 8;
 
     private readonly string _dir = Directory.CreateTempSubdirectory("nbdqcow-dispatch-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Theory]
-    [InlineData(AioEngine.IoUring, false)]
-    [InlineData(AioEngine.Threads, true)]
-    public async Task Reads_in_flight_start_on_the_receiving_thread_only_with_io_uring(AioEngine aio, bool expectPool)
+    [InlineData(AioEngine.IoUring, false, false)]
+    [InlineData(AioEngine.Threads, false, true)]
+    [InlineData(AioEngine.IoUring, true, false)]
+    [InlineData(AioEngine.Threads, true, true)]
+    public async Task Requests_in_flight_start_on_the_receiving_thread_only_with_io_uring(AioEngine aio, bool writes, bool expectPool)
     {
         var engine = HostIoEngine.Create(aio);
         Assert.Equal(aio, engine.Effective);
@@ -49,45 +52,56 @@ public sealed class ReadDispatchTests : IDisposable
         var client = await NbdClient.ConnectAsync(new PipePair(fromServer.Reader, toServer.Writer).AsStream(),
             new NbdClientOptions { ExportName = "disk" }, stop.Token);
 
-        // A FLUSH held by the device keeps a request in flight, so none of the READs is a lone one (which always runs
-        // where it was received). The READs are sent from a dedicated thread: the session handles each inline there.
+        // A FLUSH held by the device keeps a request in flight, so none of the others is a lone one (which always runs
+        // where it was received). They are sent from a dedicated thread: the session handles each inline there.
         var flush = client.FlushAsync(stop.Token);
         await device.FlushEntered.Task.WaitAsync(stop.Token);
-        var buffers = Enumerable.Range(0, Reads).Select(_ => new byte[4096]).ToArray();
-        var reads = new Task[Reads];
+        var buffers = Enumerable.Range(0, Requests).Select(i => writes ? Pattern(4096, 100 + i) : new byte[4096]).ToArray();
+        var requests = new Task[Requests];
         var sender = new Thread(() =>
         {
-            for (var i = 0; i < Reads; i++)
+            for (var i = 0; i < Requests; i++)
             {
-                reads[i] = client.ReadAsync((ulong)(i * 65536), buffers[i], cancellationToken: stop.Token);
+                requests[i] = writes ? client.WriteAsync((ulong)(i * 65536), buffers[i], cancellationToken: stop.Token)
+                    : client.ReadAsync((ulong)(i * 65536), buffers[i], cancellationToken: stop.Token);
             }
         });
         sender.Start();
         sender.Join();
-        await Task.WhenAll(reads).WaitAsync(stop.Token);
+        await Task.WhenAll(requests).WaitAsync(stop.Token);
         device.ReleaseFlush();
         await flush.WaitAsync(stop.Token);
 
-        for (var i = 0; i < Reads; i++)
-        {
-            Assert.Equal(content.AsSpan(i * 65536, 4096).ToArray(), buffers[i]);
-        }
-        Assert.Equal(Reads, device.ReadThreads.Count);
-        Assert.All(device.ReadThreads, onPool => Assert.Equal(expectPool, onPool));
+        Assert.Equal(Requests, device.StartedOnPool.Count);
+        Assert.All(device.StartedOnPool, onPool => Assert.Equal(expectPool, onPool));
 
         await client.DisposeAsync();
         await toServer.Writer.CompleteAsync();
         await run.WaitAsync(stop.Token);
+        await registry.DisposeAsync();
+        var after = await File.ReadAllBytesAsync(path);
+        for (var i = 0; i < Requests; i++)
+        {
+            Assert.Equal(writes ? buffers[i] : content.AsSpan(i * 65536, 4096).ToArray(), after.AsSpan(i * 65536, 4096).ToArray());
+            if (!writes) Assert.Equal(content.AsSpan(i * 65536, 4096).ToArray(), buffers[i]);
+        }
     }
 
-    /// <summary>The real image, noting for every READ whether it started on a pool thread, with FLUSH held until released.</summary>
+    private static byte[] Pattern(int length, int seed)
+    {
+        var data = new byte[length];
+        new Random(seed).NextBytes(data);
+        return data;
+    }
+
+    /// <summary>The real image, noting for every READ and WRITE whether it started on a pool thread, with FLUSH held until released.</summary>
     private sealed class RecordingDevice(IBlockDevice inner) : IBlockDevice
     {
         private readonly TaskCompletionSource _flushGate = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public TaskCompletionSource FlushEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public System.Collections.Concurrent.ConcurrentQueue<bool> ReadThreads { get; } = new();
+        public System.Collections.Concurrent.ConcurrentQueue<bool> StartedOnPool { get; } = new();
 
         public long Size => inner.Size;
 
@@ -99,7 +113,7 @@ public sealed class ReadDispatchTests : IDisposable
 
         public ValueTask ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
-            ReadThreads.Enqueue(Thread.CurrentThread.IsThreadPoolThread);
+            StartedOnPool.Enqueue(Thread.CurrentThread.IsThreadPoolThread);
             return inner.ReadAsync(offset, buffer, cancellationToken);
         }
 
@@ -111,7 +125,10 @@ public sealed class ReadDispatchTests : IDisposable
         }
 
         public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, bool fua, CancellationToken cancellationToken = default)
-            => inner.WriteAsync(offset, data, fua, cancellationToken);
+        {
+            StartedOnPool.Enqueue(Thread.CurrentThread.IsThreadPoolThread);
+            return inner.WriteAsync(offset, data, fua, cancellationToken);
+        }
 
         public ValueTask ZeroAsync(long offset, long length, ZeroFlags flags, CancellationToken cancellationToken = default)
             => inner.ZeroAsync(offset, length, flags, cancellationToken);
