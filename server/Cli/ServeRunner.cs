@@ -87,8 +87,8 @@ internal static class ServeRunner
                 registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps, engine.Batch)
                     {
                         Metrics = exportMetrics,
-                        // Decryption runs synchronously in the read path: such reads stay on the thread pool.
-                        SubmittingReadEngine = export.KeyFile is null ? engine : null,
+                        // Encryption runs synchronously in the data path: such requests stay on the thread pool.
+                        SubmittingEngine = export.KeyFile is null ? engine : null,
                     },
                     export.Name == settings.DefaultExport);
             }

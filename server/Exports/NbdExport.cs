@@ -39,14 +39,14 @@ public sealed class NbdExport
     public IBlockDevice Device { get; }
 
     /// <summary>
-    /// The engine whose data reads only submit and return (io_uring), when nothing else on this export's read path
-    /// blocks for I/O as a rule (no decryption); null otherwise. While its ring works, a READ starts on the thread that
-    /// received it instead of a pool thread (<see cref="StartsReadsWhereReceived"/>).
+    /// The engine whose data reads and writes only submit and return (io_uring), when nothing else on this export's
+    /// data path blocks for I/O as a rule (no encryption); null otherwise. While its ring works, a READ or plain WRITE
+    /// starts on the thread that received it instead of a pool thread (<see cref="StartsRequestsWhereReceived"/>).
     /// </summary>
-    public HostIoEngine? SubmittingReadEngine { get; init; }
+    public HostIoEngine? SubmittingEngine { get; init; }
 
-    /// <summary>A READ costs its receiving thread only a submission: no hand-off to the thread pool needed.</summary>
-    public bool StartsReadsWhereReceived => SubmittingReadEngine is { Effective: AioEngine.IoUring };
+    /// <summary>A READ or WRITE costs its receiving thread only a submission: no hand-off to the thread pool needed.</summary>
+    public bool StartsRequestsWhereReceived => SubmittingEngine is { Effective: AioEngine.IoUring };
 
     /// <summary>Where requests to this export are counted; null: not counted.</summary>
     public Metrics.ExportMetrics? Metrics { get; init; }

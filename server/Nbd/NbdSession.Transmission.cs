@@ -170,7 +170,7 @@ public sealed partial class NbdSession
                         && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0));
             var startWriteHere = !runInline && request.Command == NbdCommand.Write && !oversized
                 && (request.Flags & NbdCommandFlags.Fua) == 0 && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0
-                && _export.StartsReadsWhereReceived;
+                && _export.StartsRequestsWhereReceived;
             var slotWait = _slots.WaitAsync();
             if (!slotWait.IsCompleted) batch.Close();
             await slotWait.ConfigureAwait(false);
@@ -188,7 +188,7 @@ public sealed partial class NbdSession
                 batch.Close();
                 await ExecuteAsync(work).ConfigureAwait(false);
             }
-            else if (request.Command == NbdCommand.Read && _export.StartsReadsWhereReceived)
+            else if (request.Command == NbdCommand.Read && _export.StartsRequestsWhereReceived)
             {
                 // With io_uring a READ runs here only until its host read is queued (into the open batch, so a burst
                 // shares one io_uring_enter); its reply is sent where the read completes. A pool thread would add a

@@ -39,7 +39,7 @@ public sealed class RequestDispatchTests : IDisposable
         var image = ImageOpener.Open(path, new ImageOpenOptions { Format = "raw", MaxDirtyAge = null, HostFileFactory = engine.Factory });
         var device = new RecordingDevice(image);
         await using var registry = new ExportRegistry();
-        registry.Add(new NbdExport("disk", device, hostIoBatch: engine.Batch) { SubmittingReadEngine = engine });
+        registry.Add(new NbdExport("disk", device, hostIoBatch: engine.Batch) { SubmittingEngine = engine });
 
         var inline = new PipeOptions(readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.Inline,
             pauseWriterThreshold: 0, useSynchronizationContext: false);
