@@ -155,6 +155,38 @@ public sealed class HandoffTests
         await server.StopAndAssertCleanExitAsync();
     }
 
+    [Fact]
+    public async Task A_second_server_given_a_live_control_socket_is_refused_instead_of_taking_the_first_ones_commands()
+    {
+        await ServerProcess.EnsureLauncherBuiltAsync();
+        using var folder = new TempDirectory("handoff");
+        var first = folder.File("first.img");
+        var second = folder.File("second.img");
+        RawImageFile.CreateSparse(first, 16 * Mib);
+        RawImageFile.CreateSparse(second, 16 * Mib);
+        var control = folder.File("c.ctl");
+        await using var server = await ServerProcess.StartAsync(new ServeOptions
+        {
+            ImagePath = first,
+            UnixSocket = true,
+            ExtraArguments = ["--control", control],
+        });
+        // Replacing the live socket would send every later "inactivate" meant for the first server to the second.
+        var stealing = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
+            ["serve", second, "--listen", "off", "--socket", folder.File("second.sock"), "--control", control], TimeSpan.FromSeconds(30));
+        Assert.Equal(1, stealing.ExitCode);
+        Assert.Contains("already in use", stealing.Stderr);
+        var status = (await Control(control, "status")).EnsureSuccess(server.Describe());
+        using (var json = JsonDocument.Parse(status.Stdout))
+            Assert.Equal(first, json.RootElement.GetProperty("exports")[0].GetProperty("path").GetString());
+        // The same path as the server's own NBD socket is refused the same way.
+        var own = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
+            ["serve", second, "--listen", "off", "--socket", folder.File("own.sock"), "--control", folder.File("own.sock")], TimeSpan.FromSeconds(30));
+        Assert.Equal(1, own.ExitCode);
+        Assert.Contains("already in use", own.Stderr);
+        await server.StopAndAssertCleanExitAsync();
+    }
+
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
     private static extern int link(string existing, string created);
 
