@@ -38,6 +38,16 @@ public sealed class NbdExport
 
     public IBlockDevice Device { get; }
 
+    /// <summary>
+    /// The engine whose data reads and writes only submit and return (io_uring), when nothing else on this export's
+    /// data path blocks for I/O as a rule (no encryption); null otherwise. While its ring works, a READ or plain WRITE
+    /// starts on the thread that received it instead of a pool thread (<see cref="StartsRequestsWhereReceived"/>).
+    /// </summary>
+    public HostIoEngine? SubmittingEngine { get; init; }
+
+    /// <summary>A READ or WRITE costs its receiving thread only a submission: no hand-off to the thread pool needed.</summary>
+    public bool StartsRequestsWhereReceived => SubmittingEngine is { Effective: AioEngine.IoUring };
+
     /// <summary>Where requests to this export are counted; null: not counted.</summary>
     public Metrics.ExportMetrics? Metrics { get; init; }
 

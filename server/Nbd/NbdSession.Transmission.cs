@@ -168,6 +168,9 @@ public sealed partial class NbdSession
                 && (request.Command == NbdCommand.Read
                     || (request.Command == NbdCommand.Write && (request.Flags & NbdCommandFlags.Fua) == 0
                         && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0));
+            var startWriteHere = !runInline && request.Command == NbdCommand.Write && !oversized
+                && (request.Flags & NbdCommandFlags.Fua) == 0 && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0
+                && _export.StartsRequestsWhereReceived;
             var slotWait = _slots.WaitAsync();
             if (!slotWait.IsCompleted) batch.Close();
             await slotWait.ConfigureAwait(false);
@@ -184,6 +187,20 @@ public sealed partial class NbdSession
             {
                 batch.Close();
                 await ExecuteAsync(work).ConfigureAwait(false);
+            }
+            else if (request.Command == NbdCommand.Read && _export.StartsRequestsWhereReceived)
+            {
+                // With io_uring a READ runs here only until its host read is queued (into the open batch, so a burst
+                // shares one io_uring_enter); its reply is sent where the read completes. A pool thread would add a
+                // wake-up and a submission of its own per request. The loop does not wait for it.
+                _ = ExecuteAsync(work);
+            }
+            else if (startWriteHere)
+            {
+                // A plain WRITE likewise, but with the batch closed first: a write may end in a flush that waits,
+                // synchronously, for reads whose submissions this loop's open batch would still hold.
+                batch.Close();
+                _ = ExecuteAsync(work);
             }
             else
             {
