@@ -64,9 +64,17 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflu
     /// <summary>Opens the image as usual (with its locks) and serves it.</summary>
     public static HandoffBlockDevice OpenActive(string path, ImageOpenOptions options)
     {
+        // The identity later activations compare with: looked at before and after the open, so a file swapped in
+        // between cannot become the one every later activation insists on.
+        string? identity = HostPath.FileIdentity(path);
         var device = ImageOpener.Open(path, options);
+        if (HostPath.FileIdentity(path) != identity)
+        {
+            device.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            throw new IOException($"{System.IO.Path.GetFullPath(path)}: the image file was replaced while it was being opened; try again");
+        }
         return new HandoffBlockDevice(System.IO.Path.GetFullPath(path), options, device, null, device.Size, device.Features, device.BlockSizes,
-            HostPath.FileIdentity(path));
+            identity);
     }
 
     /// <summary>
