@@ -22,6 +22,16 @@ public static class HostPath
         return (status.Mode & LinuxFileCalls.S_IFMT) == LinuxFileCalls.S_IFREG;
     }
 
+    /// <summary>
+    /// Device and inode of the file <paramref name="path"/> names after symlinks, as "major:minor:inode", or null when
+    /// it cannot be seen: what tells the same file from another renamed or linked over the same path.
+    /// </summary>
+    public static string? FileIdentity(string path)
+    {
+        if (LinuxFileCalls.StatX(LinuxFileCalls.AT_FDCWD, path, 0, LinuxFileCalls.STATX_INO, out var status) != 0) return null;
+        return $"{status.DeviceMajor}:{status.DeviceMinor}:{status.Inode}";
+    }
+
     /// <summary>True when canonical <paramref name="path"/> is <paramref name="root"/> or lies under it (both canonical).</summary>
     public static bool IsInside(string path, string root) =>
         root == "/" || path == root || path.StartsWith(root.EndsWith('/') ? root : root + "/", StringComparison.Ordinal);

@@ -43,7 +43,7 @@ public sealed partial class Qcow2Image
         {
             return; // no host cluster, or one in the external data file (no metadata there, no end to keep)
         }
-        string? problem = HostRangeProblem(host, length, forChange);
+        string? problem = CutOffProblem(host, entry.IsCompressed ? 1 : length) ?? HostRangeProblem(host, length, forChange);
         if (problem is not null)
             throw DamagedEntry(entry, guestOffset, problem);
     }
@@ -57,9 +57,23 @@ public sealed partial class Qcow2Image
             return;
         }
         if (mapping.Kind != Qcow2ClusterKind.Normal || UsesExternalDataFile) return;
-        string? problem = HostRangeProblem(mapping.HostOffset, mapping.Length, forChange: false);
+        string? problem = CutOffProblem(mapping.HostOffset, mapping.Length) ?? HostRangeProblem(mapping.HostOffset, mapping.Length, forChange: false);
         if (problem is not null)
             throw DamagedEntry(mapping.Entry, guestOffset, problem);
+    }
+
+    /// <summary>
+    /// A writable image whose file was cut short: clusters its refcounts counted past the file's end at open are
+    /// gone (the allocator never hands them out again), so an entry naming one names nothing anyone can read back.
+    /// A compressed entry is judged by its first cluster (its last sector may run past a file that is not padded).
+    /// </summary>
+    private string? CutOffProblem(long host, long length)
+    {
+        if (_refcounts is not { } refcounts || refcounts.CountedEndClusterAtOpen == refcounts.FileEndCluster) return null;
+        long first = host >> Geometry.ClusterBits, last = (host + length - 1) >> Geometry.ClusterBits;
+        if (last < refcounts.FileEndCluster || first >= refcounts.CountedEndClusterAtOpen) return null;
+        return $"host cluster 0x{Math.Max(first, refcounts.FileEndCluster) << Geometry.ClusterBits:x} lies past the end the file had " +
+               $"when it was opened (0x{refcounts.FileEndCluster << Geometry.ClusterBits:x}): the file was cut short and the data is gone";
     }
 
     private string? HostRangeProblem(long host, long length, bool forChange)

@@ -49,6 +49,9 @@ public sealed partial class Qcow2Image
             throw new ArgumentException($"qcow2 image {Path}: --journal needs qcow2 version 3 (compat 1.1): version 2 has no incompatible feature bits to keep other programs from reading stale tables (upgrade with: qemu-img amend -o compat=1.1)");
         EnsureJournalFeatureName();
         string journalPath = Qcow2JournalFiles.JournalPath(Path);
+        string historyPath = Qcow2JournalFiles.HistoryPath(Path);
+        foreach (string own in (ReadOnlySpan<string>)[journalPath, historyPath, historyPath + ".1"])
+            EnsureJournalFileOrNone(own);
         var file = HostFiles(journalPath, new HostFileOptions(ReadOnly: false, Direct: Options.CacheMode.UsesODirect(), Create: true));
         MetadataJournal? journal = null;
         try
@@ -69,6 +72,23 @@ public sealed partial class Qcow2Image
             else file.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The journal files are created, overwritten, appended to and rotated by name: a file already there must be one
+    /// of ours (empty, or starting with the journal magic), never another file that happens to carry the name.
+    /// </summary>
+    private static void EnsureJournalFileOrNone(string path)
+    {
+        if (!System.IO.File.Exists(path)) return;
+        if (!HostPath.IsRegularFile(path)) // a FIFO would block the read below
+            throw new IOException($"{path} exists and is not an nbdqcow journal (not a regular file); refusing to use it");
+        Span<byte> magic = stackalloc byte[8];
+        int length;
+        using (var existing = System.IO.File.OpenHandle(path, FileMode.Open, FileAccess.Read))
+            length = RandomAccess.Read(existing, magic, 0);
+        if (length > 0 && !magic[..length].SequenceEqual(JournalFormat.FileMagic[..length]))
+            throw new IOException($"{path} exists and is not an nbdqcow journal; refusing to overwrite it (move it away, or serve without --journal)");
     }
 
     /// <summary>

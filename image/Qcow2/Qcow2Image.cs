@@ -255,8 +255,10 @@ public sealed partial class Qcow2Image : IBlockDevice
         if (!Header.HasExternalDataFile)
             return;
         string name = Header.ExternalDataFile!;
-        if (name.Length == 0 || name.Contains(':', StringComparison.Ordinal) && !System.IO.File.Exists(ResolveRelative(name)))
+        if (name.Length == 0 || name.Contains("://", StringComparison.Ordinal))
             throw new Qcow2FormatException("external data file", name, "not a plain file name nbdqcow can open");
+        if (HasProtocolPrefix(name))
+            throw new Qcow2FormatException("external data file", name, ProtocolPrefixProblem);
         string resolved = ResolveRelative(name);
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("external data file", name, $"not found at {resolved}");
@@ -264,6 +266,17 @@ public sealed partial class Qcow2Image : IBlockDevice
         string checkedPath = EnsureReferencedFileAllowed("external data file", name, resolved);
         DataFilePath = resolved;
         DataFile = LockedHostFile.Open(HostFiles, checkedPath, new HostFileOptions(IsReadOnly, Options.CacheMode.UsesODirect()), Options.Locking);
+    }
+
+    private const string ProtocolPrefixProblem =
+        "has a protocol prefix (a ':' before any '/'): qemu opens such a name through that protocol (file:, nbd:, ...), " +
+        "not as the file of that name, so serving the file would serve another disk than qemu's; write it as ./NAME for a file";
+
+    /// <summary>qemu's test for a protocol name: a ':' before the first '/' ("file:x", "nbd:host:port"; not "./a:b").</summary>
+    private static bool HasProtocolPrefix(string name)
+    {
+        int at = name.AsSpan().IndexOfAny(':', '/');
+        return at >= 0 && name[at] == ':';
     }
 
     private void OpenBacking(BackingChain chain)
@@ -275,6 +288,8 @@ public sealed partial class Qcow2Image : IBlockDevice
             throw new Qcow2FormatException("backing file", name, $"backing chain deeper than {MaxBackingChainDepth} images");
         if (name.StartsWith("json:", StringComparison.Ordinal) || name.Contains("://", StringComparison.Ordinal))
             throw new Qcow2FormatException("backing file", name, "only plain file names are supported as backing files");
+        if (HasProtocolPrefix(name))
+            throw new Qcow2FormatException("backing file", name, ProtocolPrefixProblem);
         string resolved = ResolveRelative(name);
         if (!System.IO.File.Exists(resolved))
             throw new Qcow2FormatException("backing file", name, $"not found at {resolved}");

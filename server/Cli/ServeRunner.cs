@@ -51,6 +51,7 @@ internal static class ServeRunner
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => { context.Cancel = true; stop.TrySetResult(); });
         try
         {
+            pidFile?.EnsureReplaceable();
             foreach (var export in settings.Exports)
             {
                 CreateIfAsked(export);

@@ -37,7 +37,7 @@ public sealed class ControlServer : IAsyncDisposable
         _listener = listener;
     }
 
-    /// <summary>Binds <paramref name="path"/> (replacing a stale socket, never a regular file) and starts accepting.</summary>
+    /// <summary>Binds <paramref name="path"/> (replacing a stale socket, never a live one or a regular file) and starts accepting.</summary>
     public static ControlServer Start(string path, IReadOnlyList<KeyValuePair<string, HandoffBlockDevice>> exports, ServerLog log)
     {
         var fullPath = Path.GetFullPath(path);
@@ -45,6 +45,10 @@ public sealed class ControlServer : IAsyncDisposable
         {
             if ((File.GetAttributes(fullPath) & FileAttributes.Directory) != 0 || !IsSocket(fullPath))
                 throw new IOException($"--control {fullPath} exists and is not a socket; refusing to replace it");
+            // A live socket belongs to a running server (another one's control socket, or this one's NBD socket):
+            // replacing it would send that server's commands here. Only a stale one, left by a dead server, goes.
+            if (NbdServer.IsServedUnixSocket(fullPath))
+                throw new IOException($"cannot listen on control socket {fullPath}: address already in use (a server accepts connections there)");
             File.Delete(fullPath);
         }
         var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);

@@ -27,6 +27,8 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflu
     private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(60);
 
     private readonly ImageOpenOptions _options;
+    /// <summary>Device and inode of the file served (or probed), so activation never takes another file at the same path.</summary>
+    private readonly string? _fileIdentity;
     private readonly SemaphoreSlim _transition = new(1, 1);
     private IBlockDevice? _device;
     private ImageLock? _inactiveLock;
@@ -35,10 +37,11 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflu
     private volatile TaskCompletionSource? _drained;
 
     private HandoffBlockDevice(string path, ImageOpenOptions options, IBlockDevice? device, ImageLock? inactiveLock,
-        long size, BlockDeviceFeatures features, BlockSizeHints blockSizes)
+        long size, BlockDeviceFeatures features, BlockSizeHints blockSizes, string? fileIdentity)
     {
         Path = path;
         _options = options;
+        _fileIdentity = fileIdentity;
         _device = device;
         _inactiveLock = inactiveLock;
         _state = device is null ? InactiveState : ActiveState;
@@ -61,8 +64,17 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflu
     /// <summary>Opens the image as usual (with its locks) and serves it.</summary>
     public static HandoffBlockDevice OpenActive(string path, ImageOpenOptions options)
     {
+        // The identity later activations compare with: looked at before and after the open, so a file swapped in
+        // between cannot become the one every later activation insists on.
+        string? identity = HostPath.FileIdentity(path);
         var device = ImageOpener.Open(path, options);
-        return new HandoffBlockDevice(System.IO.Path.GetFullPath(path), options, device, null, device.Size, device.Features, device.BlockSizes);
+        if (HostPath.FileIdentity(path) != identity)
+        {
+            device.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            throw new IOException($"{System.IO.Path.GetFullPath(path)}: the image file was replaced while it was being opened; try again");
+        }
+        return new HandoffBlockDevice(System.IO.Path.GetFullPath(path), options, device, null, device.Size, device.Features, device.BlockSizes,
+            identity);
     }
 
     /// <summary>
@@ -78,6 +90,7 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflu
         BlockDeviceFeatures features;
         BlockSizeHints blockSizes;
         var format = options.Format is { } name ? ImageFormats.Get(name) : ImageFormats.Probe(fullPath);
+        string? identity = HostPath.FileIdentity(fullPath);
         var probe = ImageOpener.Open(fullPath, probeOptions with { Format = format.Name });
         try
         {
@@ -90,7 +103,7 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflu
             probe.DisposeAsync().AsTask().GetAwaiter().GetResult();
         }
         var inactiveLock = options.Locking == ImageLocking.Off ? null : ImageLock.Acquire(fullPath, ImageLockSet.SharedReader);
-        return new HandoffBlockDevice(fullPath, options, null, inactiveLock, size, features, blockSizes);
+        return new HandoffBlockDevice(fullPath, options, null, inactiveLock, size, features, blockSizes, identity);
     }
 
     /// <summary>What a read-write open of the image offers (FAST_ZERO only where the format always has it, whatever the file system).</summary>
@@ -158,12 +171,18 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflu
         try
         {
             if (_state == ActiveState) return (false, "already active");
+            // The same file as before (as an inactivated qemu keeps its descriptor), not another one renamed or
+            // retargeted (symlink) over the path meanwhile: looked at before and after the open, so a swap
+            // between the look and the open is caught too.
+            string? replaced = ReplacedFileProblem();
+            if (replaced is not null) throw new IOException(replaced);
             var device = await Task.Run(() => ImageOpener.Open(Path, _options)).ConfigureAwait(false);
             var missing = Features & ~device.Features;
-            if (device.Size != Size || missing != BlockDeviceFeatures.None)
+            replaced = ReplacedFileProblem();
+            if (replaced is not null || device.Size != Size || missing != BlockDeviceFeatures.None)
             {
                 await device.DisposeAsync().ConfigureAwait(false);
-                throw new IOException(device.Size != Size
+                throw new IOException(replaced is not null ? replaced : device.Size != Size
                     ? $"{Path}: the image is now {device.Size} bytes, but its export was announced with {Size}; it stays inactive"
                     : $"{Path}: the image no longer offers {missing}, which its export announced; it stays inactive");
             }
@@ -177,6 +196,15 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflu
         {
             _transition.Release();
         }
+    }
+
+    private string? ReplacedFileProblem()
+    {
+        if (_fileIdentity is null) return null;
+        string? now = HostPath.FileIdentity(Path);
+        return now == _fileIdentity ? null
+            : $"{Path}: the image file was replaced while the export was inactive (device:inode {_fileIdentity}, now {now ?? "missing"}); " +
+              "it stays inactive: put the file it served back at this path, or restart the server to serve the new one";
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]

@@ -160,7 +160,7 @@ public sealed class NbdServer : IAsyncDisposable
     }
 
     /// <summary>A live server accepts a connection; a stale socket file left by a dead one refuses it.</summary>
-    private static bool IsServedUnixSocket(string path)
+    internal static bool IsServedUnixSocket(string path)
     {
         // Non-blocking: a live server with a full backlog answers EAGAIN instead of stalling our start.
         using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { Blocking = false };

@@ -21,6 +21,12 @@ internal sealed class Qcow2ReferenceScan
     private readonly long _fileClusters;
     private readonly bool _external;
     private uint[] _refs = [];
+    /// <summary>
+    /// References to clusters past the end of the file (a file cut short): corruption, but still references. A leak
+    /// repair must not free them and a rebuild must not place the new refcount structure on them, or the entries
+    /// naming them would read another offset's data (or the refcounts) once the allocator hands them out again.
+    /// </summary>
+    private readonly Dictionary<long, uint> _pastEnd = new();
     private uint[] _onDisk = [];
     private readonly List<long> _structureClusters = new();
     private readonly List<long> _leaked = new();
@@ -75,12 +81,19 @@ internal sealed class Qcow2ReferenceScan
             if (c >= _fileClusters)
             {
                 _result.Corruption($"{what} at 0x{offset:x} (+{length}) lies past the end of the file ({_fileLength} bytes)");
+                for (; c <= last; c++) CountPastEnd(c);
                 return;
             }
             if (_refs[c] < uint.MaxValue) _refs[c]++;
             if (structure) _structureClusters.Add(c);
         }
     }
+
+    private void CountPastEnd(long cluster) =>
+        _pastEnd[cluster] = _pastEnd.TryGetValue(cluster, out uint n) && n == uint.MaxValue ? n : n + 1;
+
+    private uint References(long cluster) =>
+        cluster < _fileClusters ? _refs[cluster] : _pastEnd.GetValueOrDefault(cluster);
 
     private bool InsideFile(long offset, long length) => offset >= 0 && length >= 0 && offset <= _fileLength - length;
 
@@ -134,7 +147,10 @@ internal sealed class Qcow2ReferenceScan
                 var d = entry.Compressed(_clusterBits);
                 // The descriptor counts whole 512-byte sectors, so the last one may run past a file that is not padded.
                 if (!InsideFile(d.HostOffset, 1))
+                {
                     _result.Corruption($"{name} compressed cluster for guest 0x{guest:x} at 0x{d.HostOffset:x} (+{d.CompressedLength}) lies outside the file");
+                    if (d.HostOffset >= 0) CountPastEnd(d.HostOffset >> _clusterBits);
+                }
                 else
                     Reference(d.HostOffset, d.CompressedLength, $"compressed cluster (guest 0x{guest:x})");
                 if (active) _result.MappedGuestClusters++;
@@ -147,6 +163,7 @@ internal sealed class Qcow2ReferenceScan
             if (!InsideFile(host, 1))
             {
                 _result.Corruption($"{name} data cluster for guest 0x{guest:x} at 0x{host:x} lies past the end of the file ({_fileLength} bytes)");
+                CountPastEnd(host >> _clusterBits);
                 continue;
             }
             Reference(host, _clusterSize, $"data cluster (guest 0x{guest:x})");
@@ -256,9 +273,9 @@ internal sealed class Qcow2ReferenceScan
             {
                 long c = first + i;
                 ulong refcount = blockOffset == 0 ? 0 : RefcountBlockCodec.Get(block, i, _g.RefcountOrder);
-                uint references = c < _fileClusters ? _refs[c] : 0;
+                uint references = References(c);
                 if (c < _fileClusters) _onDisk[c] = (uint)Math.Min(refcount, uint.MaxValue);
-                else if (refcount == 0) continue;
+                else if (refcount <= references) continue; // a reference past the end was reported where it was found
                 if (refcount < references)
                     _result.Corruption($"cluster {c} (0x{c << _clusterBits:x}): refcount={refcount} reference={references}");
                 else if (refcount > references)
@@ -300,7 +317,7 @@ internal sealed class Qcow2ReferenceScan
                 current = t;
                 _file.Read((long)_table[t], block);
             }
-            RefcountBlockCodec.Set(block, (int)(c % entries), _g.RefcountOrder, c < _fileClusters ? _refs[c] : 0);
+            RefcountBlockCodec.Set(block, (int)(c % entries), _g.RefcountOrder, References(c));
         }
         if (current >= 0) _file.Write((long)_table[current], block);
         _file.Flush();
@@ -317,6 +334,13 @@ internal sealed class Qcow2ReferenceScan
         foreach (long c in _structureClusters) counts[c]--;
         int entries = _g.RefcountBlockEntries;
         int perTableCluster = _clusterSize / 8;
+        // Entries naming clusters past the end of a file cut short: their data is gone. A new structure written at
+        // the end would grow the file over them (or sit on them), and they would then read as zeroes (or as the
+        // refcounts) with nothing left to report it. Leave the image as it is and say what to do.
+        if (_pastEnd.Count > 0)
+            throw new Qcow2FormatException("L2 entries", $"{_pastEnd.Count} clusters from host 0x{_pastEnd.Keys.Min() << _clusterBits:x}",
+                $"name clusters past the end of the file ({_fileLength} bytes; it was cut short) and their data is gone; the refcounts " +
+                "are not rebuilt (nothing was written): recover what is left into a new image with nbdqcow recover");
         long start = _fileClusters;
         long blocks = 1, tableClusters = 1;
         while (true)

@@ -68,7 +68,37 @@ public sealed class Qcow2Refcounts
             map.Add((long)offset, _geometry.ClusterSize);
             _endCluster = Math.Max(_endCluster, ((long)offset >> _clusterBits) + 1);
         }
+        FileEndCluster = _endCluster;
+        _endCluster = Math.Max(_endCluster, CountedEndPast(_endCluster));
+        CountedEndClusterAtOpen = _endCluster;
         _freeHint = 0;
+    }
+
+    /// <summary>
+    /// First cluster index past every cluster the refcounts count at or past <paramref name="from"/>. A file cut short
+    /// (a copy that stopped, a truncation) keeps entries and refcounts for clusters it no longer has; the allocator
+    /// treats everything past its end as free, so without this the first new cluster would be one an old entry names,
+    /// and that guest offset would read the new write's data. Each distinct block is read once: bounded by the file.
+    /// </summary>
+    private long CountedEndPast(long from)
+    {
+        long end = from;
+        int entries = 1 << _blockBits;
+        var lastCounted = new Dictionary<long, int>();
+        for (long t = from >> _blockBits; t < _table.Length; t++)
+        {
+            long block = (long)_table[t];
+            if (block == 0) continue;
+            if (!lastCounted.TryGetValue(block, out int last))
+            {
+                using var lease = _cache.Get(block);
+                last = entries - 1;
+                while (last >= 0 && RefcountBlockCodec.Get(lease.Data, last, _order) == 0) last--;
+                lastCounted[block] = last;
+            }
+            if (last >= 0) end = Math.Max(end, (t << _blockBits) + last + 1);
+        }
+        return end;
     }
 
     public long TableOffset => _tableOffset;
@@ -88,6 +118,13 @@ public sealed class Qcow2Refcounts
     public long FreeSequenceMark => _nextFreeSequence;
     /// <summary>First cluster index past every allocation (the image's end).</summary>
     public long EndCluster => _endCluster;
+    /// <summary>
+    /// Clusters the file had at open (its length, and every refcount block). Clusters from here to the end the
+    /// refcounts counted at open were cut off the file: not data anyone can read back, until written anew.
+    /// </summary>
+    public long FileEndCluster { get; }
+    /// <summary>The end the refcounts counted at open (at least <see cref="FileEndCluster"/>); the allocator never hands out clusters between the two.</summary>
+    public long CountedEndClusterAtOpen { get; }
     public int ClusterSize => _geometry.ClusterSize;
 
     /// <summary>Offset of the refcount block describing the cluster, or 0 when it has none.</summary>
@@ -257,8 +294,15 @@ public sealed class Qcow2Refcounts
         long runStart = from, c = from;
         while (c < _endCluster)
         {
+            if (c >= FileEndCluster && c < CountedEndClusterAtOpen)
+            {
+                // Cut off the file: old entries may still name these clusters, whatever their refcounts say now.
+                runStart = c = CountedEndClusterAtOpen;
+                continue;
+            }
             long t = c >> _blockBits;
             long blockEnd = Math.Min((t + 1) << _blockBits, _endCluster);
+            if (c < FileEndCluster) blockEnd = Math.Min(blockEnd, FileEndCluster);
             long block = t < _table.Length ? (long)_table[t] : 0;
             if (block == 0)
             {

@@ -58,6 +58,41 @@ public sealed class ServiceIntegrationTests
         Assert.False(File.Exists(pidFile));
     }
 
+    [Fact]
+    public async Task APidFilePathNamingTheImageOrAnyOtherFileIsRefusedAndTheFileKept()
+    {
+        await ServerProcess.EnsureLauncherBuiltAsync();
+        using var folder = new TempDirectory("pidfile");
+        var image = folder.File("disk.qcow2");
+        await QemuImage.CreateQcow2Async(image, "16M");
+        await QemuImage.IoAsync(image, "qcow2", "write -P 0x5a 0 64k");
+        byte[] before = await File.ReadAllBytesAsync(image);
+        // The image as its own pid file: replaced once listening, deleted at exit, the disk gone.
+        var own = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
+            ["serve", image, "--listen", "off", "--socket", folder.File("s.sock"), "--pid-file", image], Bound);
+        Assert.Equal(1, own.ExitCode);
+        Assert.Contains("is not a pid file", own.Stderr);
+        Assert.Equal(before, await File.ReadAllBytesAsync(image));
+        // An image --create makes at the pid file's path, after the first look found nothing there.
+        var created = folder.File("new.img");
+        var create = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
+            ["serve", created, "--create", "16M", "--listen", "off", "--socket", folder.File("t.sock"), "--pid-file", created], Bound);
+        Assert.Equal(1, create.ExitCode);
+        Assert.True(File.Exists(created) && new FileInfo(created).Length == 16 * Mib, "the created image was replaced or deleted");
+        // A stale pid file (a number) is replaced as before, and removed at exit.
+        var stale = folder.File("stale.pid");
+        await File.WriteAllTextAsync(stale, "4242\n");
+        var fork = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
+            ["serve", image, "--listen", "off", "--socket", folder.File("u.sock"), "--fork", "--pid-file", stale], Bound);
+        Assert.Equal(0, fork.ExitCode);
+        int pid = int.Parse((await File.ReadAllTextAsync(stale)).Trim());
+        Assert.NotEqual(4242, pid);
+        _ = kill(pid, SigTerm);
+        var clock = Stopwatch.StartNew();
+        while (File.Exists(stale) && clock.Elapsed < Bound) await Task.Delay(50);
+        Assert.False(File.Exists(stale));
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

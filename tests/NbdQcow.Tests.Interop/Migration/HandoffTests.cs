@@ -123,6 +123,73 @@ public sealed class HandoffTests
         Assert.False(File.Exists(control), "the control socket is removed at exit");
     }
 
+    [Fact]
+    public async Task Activate_refuses_an_image_file_replaced_while_inactive_and_takes_back_the_same_file()
+    {
+        await ServerProcess.EnsureLauncherBuiltAsync();
+        using var folder = new TempDirectory("handoff");
+        var image = folder.File("disk.img");
+        await File.WriteAllBytesAsync(image, Enumerable.Repeat((byte)0x11, (int)(16 * Mib)).ToArray());
+        var kept = folder.File("kept.img");
+        var control = folder.File("c.ctl");
+        await using var server = await ServerProcess.StartAsync(new ServeOptions
+        {
+            ImagePath = image,
+            UnixSocket = true,
+            ExtraArguments = ["--control", control],
+        });
+        (await Control(control, "inactivate")).EnsureSuccess(server.Describe());
+        // Another disk of the same size renamed over the path while the image is handed over.
+        var other = folder.File("other.img");
+        await File.WriteAllBytesAsync(other, Enumerable.Repeat((byte)0x22, (int)(16 * Mib)).ToArray());
+        Assert.Equal(0, link(image, kept));
+        File.Move(other, image, overwrite: true);
+        var refused = await Control(control, "activate");
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("replaced", Error(refused));
+        Assert.Equal("inactive", State(await Control(control, "status")));
+        // The file it served, back at its path: taken back.
+        File.Move(kept, image, overwrite: true);
+        Assert.Equal("active", State((await Control(control, "activate")).EnsureSuccess(server.Describe())));
+        (await ToolRunner.RunAsync("qemu-io", ["-r", "-f", "raw", "-c", "read -P 0x11 0 64k", server.Uri()])).EnsureSuccess(server.Describe());
+        await server.StopAndAssertCleanExitAsync();
+    }
+
+    [Fact]
+    public async Task A_second_server_given_a_live_control_socket_is_refused_instead_of_taking_the_first_ones_commands()
+    {
+        await ServerProcess.EnsureLauncherBuiltAsync();
+        using var folder = new TempDirectory("handoff");
+        var first = folder.File("first.img");
+        var second = folder.File("second.img");
+        RawImageFile.CreateSparse(first, 16 * Mib);
+        RawImageFile.CreateSparse(second, 16 * Mib);
+        var control = folder.File("c.ctl");
+        await using var server = await ServerProcess.StartAsync(new ServeOptions
+        {
+            ImagePath = first,
+            UnixSocket = true,
+            ExtraArguments = ["--control", control],
+        });
+        // Replacing the live socket would send every later "inactivate" meant for the first server to the second.
+        var stealing = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
+            ["serve", second, "--listen", "off", "--socket", folder.File("second.sock"), "--control", control], TimeSpan.FromSeconds(30));
+        Assert.Equal(1, stealing.ExitCode);
+        Assert.Contains("already in use", stealing.Stderr);
+        var status = (await Control(control, "status")).EnsureSuccess(server.Describe());
+        using (var json = JsonDocument.Parse(status.Stdout))
+            Assert.Equal(first, json.RootElement.GetProperty("exports")[0].GetProperty("path").GetString());
+        // The same path as the server's own NBD socket is refused the same way.
+        var own = await ToolRunner.RunAsync(RepositoryRoot.Launcher,
+            ["serve", second, "--listen", "off", "--socket", folder.File("own.sock"), "--control", folder.File("own.sock")], TimeSpan.FromSeconds(30));
+        Assert.Equal(1, own.ExitCode);
+        Assert.Contains("already in use", own.Stderr);
+        await server.StopAndAssertCleanExitAsync();
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int link(string existing, string created);
+
     private static Task<ToolResult> Control(string socket, string command) =>
         ToolRunner.RunAsync(RepositoryRoot.Launcher, ["control", socket, command]);
 

@@ -65,4 +65,32 @@ public sealed class Qcow2DamagedImageServeTests
             await readOnly.StopAndAssertCleanExitAsync(TimeSpan.FromSeconds(10));
         }
     }
+    [Fact]
+    public async Task ATruncatedImageNeverHandsTheClustersItsEntriesNameToNewWritesAndReadsThemAsEioNotZeroes()
+    {
+        // 0x5a in guest [0, 4M): data clusters at host 0x50000..0x450000; the file is then cut at 2 MiB, so the
+        // entries of guest 0x1b0000.. name clusters the file no longer has (their refcounts still count them).
+        await using var image = await ServedImage.StartAsync(async path =>
+        {
+            await QemuImage.CreateQcow2Async(path, "16M");
+            await QemuImage.IoAsync(path, "qcow2", "write -P 0x5a 0 4M");
+            (await ToolRunner.RunAsync(ToolRunner.Python, ["-c", $"open('{path}', 'r+b').truncate(2 * 1024 * 1024)"])).EnsureSuccess();
+        }, "truncated.qcow2");
+        var io = await ToolRunner.RunAsync("qemu-io", ["-f", "raw", "-c", "write -P 0x78 8M 64k", "-c", "flush",
+            "-c", "read -P 0x5a 0 64k", "-c", "read -P 0x78 8M 64k", "-c", "read -P 0x78 0x1b0000 64k", image.Uri()]);
+        string output = io.Stdout + io.Stderr;
+        Assert.DoesNotContain("write failed", output);
+        // The cut-off cluster is gone: the read fails; it never returns the new write's data, nor invented zeroes.
+        Assert.Contains("read failed: Input/output error", output);
+        Assert.Equal(1, output.Split('\n').Count(line => line.Contains("read failed", StringComparison.Ordinal)));
+        Assert.DoesNotContain("Pattern verification failed", output);
+        await image.Server.StopAndAssertCleanExitAsync(TimeSpan.FromSeconds(10));
+        Assert.Contains("guest offset 0x1b0000", image.Server.Output);
+        // The new cluster lies past every cluster the old entries name.
+        var map = (await ToolRunner.RunAsync("qemu-img", ["map", "--output=json", image.ImagePath])).EnsureSuccess();
+        using var extents = System.Text.Json.JsonDocument.Parse(map.Stdout);
+        long host = extents.RootElement.EnumerateArray()
+            .Single(extent => extent.GetProperty("start").GetInt64() == 8 << 20).GetProperty("offset").GetInt64();
+        Assert.True(host >= 0x450000, $"guest 8M was given host 0x{host:x}, a cluster an old entry names");
+    }
 }

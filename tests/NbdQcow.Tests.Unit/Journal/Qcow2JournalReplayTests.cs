@@ -195,4 +195,28 @@ public sealed class Qcow2JournalReplayTests
         long l2 = (long)(l1[0] & L1Entry.OffsetMask);
         Assert.All(history, e => Assert.Contains(e.Tables, t => t.Offset == l2));
     }
+    [Theory]
+    [InlineData(".journal")]
+    [InlineData(".journal.history")]
+    [InlineData(".journal.history.1")]
+    public async Task A_file_in_a_journal_files_place_that_is_no_journal_is_refused_and_kept(string suffix)
+    {
+        using var dir = new TempDirectory();
+        var path = dir.File("disk.qcow2");
+        Qcow2Creator.Create(path, new Qcow2CreateOptions { Size = Size });
+        // Another disk that happens to carry the name: the journal would be written over it (the history appended to
+        // it, or renamed over .1 when it rotates).
+        byte[] foreign = Pattern(0x5a, 64 << 10);
+        File.WriteAllBytes(path + suffix, foreign);
+        var error = Assert.Throws<IOException>(() => Qcow2Image.Open(path, Journalled, HostFile.Open));
+        Assert.Contains("not an nbdqcow journal", error.Message);
+        Assert.Equal(foreign, File.ReadAllBytes(path + suffix));
+        // A journal left by an earlier clean run is taken as before.
+        File.Delete(path + suffix);
+        var first = Qcow2Image.Open(path, Journalled, HostFile.Open);
+        await first.WriteAsync(0, Pattern(0x11, 4096), fua: false);
+        await first.FlushAsync();
+        await first.DisposeAsync();
+        await (Qcow2Image.Open(path, Journalled, HostFile.Open)).DisposeAsync();
+    }
 }

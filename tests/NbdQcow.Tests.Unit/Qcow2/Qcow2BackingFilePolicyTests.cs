@@ -61,6 +61,30 @@ public sealed class Qcow2BackingFilePolicyTests : IDisposable
         Assert.Contains("not a regular file", (await open).Message);
     }
 
+    [Theory]
+    [InlineData("file:base.raw")]
+    [InlineData("nbd:localhost:10809")]
+    [InlineData("host_device:base.raw")]
+    public void A_backing_or_data_file_name_with_a_protocol_prefix_is_refused_even_when_a_file_of_that_name_exists(string name)
+    {
+        // qemu reads "file:base.raw" as the file protocol and opens base.raw (from its working folder), "nbd:..." as a
+        // connection: a file in the image's folder that happens to carry the whole name is another disk than qemu's.
+        QemuTools.Bash(_folder.Path, $"truncate -s 1M './{name}'");
+        var backing = Refused(ImageBackedBy(name));
+        Assert.Contains("protocol prefix", backing.Message);
+        // qemu-img strips a "file:" prefix from a data file name: write the name into the header extension instead.
+        string plain = name.Replace(':', 'X');
+        QemuTools.Bash(_folder.Path, $"rm -f img.qcow2; truncate -s 1M '{plain}'; " +
+            $"qemu-img create -q -f qcow2 -o data_file='{plain}',data_file_raw=on img.qcow2 1M");
+        byte[] image = File.ReadAllBytes(_folder.File("img.qcow2"));
+        int at = image.AsSpan(0, 4096).IndexOf(System.Text.Encoding.ASCII.GetBytes(plain));
+        Assert.True(at > 0, "data file name not found in the header");
+        System.Text.Encoding.ASCII.GetBytes(name).CopyTo(image, at);
+        File.WriteAllBytes(_folder.File("img.qcow2"), image);
+        var data = Refused(_folder.File("img.qcow2"));
+        Assert.Contains("protocol prefix", data.Message);
+    }
+
     [Fact]
     public void Backing_file_outside_the_image_folder_is_refused_by_default_naming_the_setting()
     {

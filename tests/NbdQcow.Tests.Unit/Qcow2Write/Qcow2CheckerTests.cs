@@ -103,4 +103,54 @@ public sealed class Qcow2CheckerTests
         Assert.NotNull(result.FatalError);
         Assert.Contains("refcount_table_offset", result.FatalError);
     }
+    /// <summary>16 MiB image, 0x5a in guest [0, 4M) (host 0x50000..0x450000), then the file cut at 2 MiB.</summary>
+    private static string MakeTruncatedImage(TempDirectory dir)
+    {
+        var image = dir.File("cut.qcow2");
+        QemuImgTool.Create(image, "16M");
+        var io = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("qemu-io", ["-c", "write -P 0x5a 0 4M", image]) { RedirectStandardOutput = true })!;
+        io.StandardOutput.ReadToEnd();
+        Assert.True(io.WaitForExit(60_000) && io.ExitCode == 0, "qemu-io write failed");
+        using (var file = File.OpenWrite(image)) file.SetLength(2 << 20);
+        return image;
+    }
+
+    private static ulong GetRefcount(string image, long cluster)
+    {
+        using var file = HostFile.Open(image, new HostFileOptions(true, false));
+        var header = Qcow2Header.Read(file);
+        var table = BigEndianTable.Read(file, (long)header.RefcountTableOffset, 1);
+        var block = new byte[header.ClusterSize];
+        file.Read((long)table[0], block);
+        return RefcountBlockCodec.Get(block, (int)cluster, header.RefcountOrder);
+    }
+
+    [Fact]
+    public void Clusters_cut_off_a_truncated_file_are_still_referenced_so_repair_leaks_keeps_their_refcounts()
+    {
+        using var dir = new TempDirectory();
+        var image = MakeTruncatedImage(dir);
+        var result = Qcow2Checker.Check(image);
+        // Guest 0x1b0000..0x3f0000 name host clusters 32..68, past the end: corruption, and no leak.
+        Assert.Equal(37, result.Corruptions);
+        Assert.True(result.Leaks == 0, string.Join("\n", result.LeakMessages.Take(3)));
+        Qcow2Checker.Check(image, Qcow2RepairMode.Leaks);
+        // Freed, the allocator would hand cluster 32 to the next write and guest 0x1b0000 would read that data.
+        for (long cluster = 32; cluster <= 68; cluster++)
+            Assert.Equal(1UL, GetRefcount(image, cluster));
+    }
+
+    [Fact]
+    public void Repair_all_of_a_truncated_file_writes_nothing_and_names_recover()
+    {
+        using var dir = new TempDirectory();
+        var image = MakeTruncatedImage(dir);
+        byte[] before = File.ReadAllBytes(image);
+        var result = Qcow2Checker.Check(image, Qcow2RepairMode.All);
+        Assert.NotNull(result.FatalError);
+        Assert.Contains("nbdqcow recover", result.FatalError);
+        // A rebuilt structure at the end would sit on host 0x200000 (guest 0x1b0000's cluster) and grow the file over
+        // the rest, which would then read as zeroes and check clean.
+        Assert.Equal(before, File.ReadAllBytes(image));
+    }
 }
