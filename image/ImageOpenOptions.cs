@@ -45,4 +45,8 @@ public sealed record ImageOpenOptions
     public byte[]? EncryptionKey { get; init; }
     /// <summary>Open an encrypted image read-only without its key: metadata only (info), data reads fail.</summary>
     public bool OpenEncryptedWithoutKey { get; init; }
+
+    /// <summary>The cache-mode layer of a writable image, with this export's mode, max dirty age, clock and callbacks.</summary>
+    internal CacheModeLayer CreateCacheModeLayer(ICacheModeTarget target) =>
+        new(target, CacheMode, MaxDirtyAge, TimeProvider, BackgroundError, FlushCompleted);
 }

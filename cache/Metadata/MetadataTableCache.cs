@@ -19,13 +19,10 @@ namespace NbdQcow.Cache.Metadata;
 /// (<see cref="FlushToOs"/>) writes every dirty table without any barrier: it survives a crash of the process, not
 /// of the host. Thread-safe: every method takes an internal lock; table contents are changed by callers under
 /// their own (image) metadata lock while the table is pinned.
-/// <para>Journal mode (<see cref="AttachJournal"/>): a durable flush (<see cref="FlushDurable"/>) is one fdatasync of
-/// the host file (data written before it), then one journal append of every dirty table image and one fdatasync
-/// of the journal, instead of the ordered chain: the commit makes all tables durable at once, so dependencies and
-/// barriers between tables no longer matter. A table is written in place only with content a durable commit
-/// already holds (evictions, checkpoints), so replaying the journal after a crash is idempotent.
-/// <see cref="FlushToDisk"/> becomes a checkpoint: commit, write every committed table in place, fdatasync, then
-/// reset the journal.</para>
+/// <para>Journal mode (<see cref="AttachJournal"/>): tables reach the disk through the <see cref="JournalTableWriter"/>
+/// instead of the ordered chain (commit to the journal, then in place); the ordered flushes refuse, evictions and
+/// discards go through the writer, and <see cref="FlushToDisk"/> (everything in place and durable) is its
+/// checkpoint.</para>
 /// </summary>
 public sealed class MetadataTableCache : IDisposable
 {
@@ -50,11 +47,7 @@ public sealed class MetadataTableCache : IDisposable
     private bool _unsyncedWrites;
     private bool _disposed;
 
-    private MetadataJournal? _journal;
-    /// <summary>Journal mode: tables whose committed image is not yet in place (written at the next checkpoint).</summary>
-    private readonly HashSet<MetadataTable> _notInPlace = new();
-    /// <summary>Journal mode: a table with a live journal image was discarded (its cluster freed).</summary>
-    private bool _discardedLive;
+    private JournalTableWriter? _journalWriter;
 
     public MetadataTableCache(IHostFile file, int tableSize, long capacityBytes = DefaultCapacityBytes)
     {
@@ -79,29 +72,22 @@ public sealed class MetadataTableCache : IDisposable
 
     public MetadataFlushStatistics Statistics { get; } = new();
 
-    /// <summary>The journal tables are committed to, or null (ordered flushing in place).</summary>
-    public MetadataJournal? Journal => _journal;
+    /// <summary>The journal mode's writer, or null (ordered flushing in place).</summary>
+    public JournalTableWriter? JournalWriter => _journalWriter;
 
-    /// <summary>Switches to journal mode. Call before any table is dirty.</summary>
-    public void AttachJournal(MetadataJournal journal)
+    /// <summary>Switches to journal mode: from now on tables reach the disk through the returned writer. Call before any table is dirty.</summary>
+    public JournalTableWriter AttachJournal(MetadataJournal journal)
     {
         ArgumentNullException.ThrowIfNull(journal);
         lock (_lock)
         {
             if (_dirty.Count > 0) throw new InvalidOperationException("attach the journal before tables are changed");
-            _journal = journal;
+            return _journalWriter = new JournalTableWriter(this, journal);
         }
     }
 
-    /// <summary>
-    /// Journal mode: true when a freed table cluster still has an image in a live journal transaction. Replay
-    /// would write that image over whatever reuses the cluster, so the owner must checkpoint (<see cref="FlushToDisk"/>)
-    /// before the cluster can be allocated again.
-    /// </summary>
-    public bool NeedsCheckpointBeforeReuse { get { lock (_lock) return _discardedLive; } }
-
-    /// <summary>Journal mode: true while committed tables wait to be written in place (or the journal holds commits).</summary>
-    public bool HasUncheckpointedTables { get { lock (_lock) return _notInPlace.Count > 0 || _journal?.HasLiveRecords == true; } }
+    /// <summary>The cache's lock, which the journal writer shares.</summary>
+    internal Lock SyncRoot => _lock;
 
     public int CachedCount { get { lock (_lock) return _tables.Count; } }
 
@@ -225,7 +211,7 @@ public sealed class MetadataTableCache : IDisposable
         lock (_lock)
         {
             // A journal commit makes every dirty table durable at once: no order between tables to keep.
-            if (_journal is not null) return;
+            if (_journalWriter is not null) return;
             if (DependsOnLocked(before, after, new HashSet<MetadataTable>()))
             {
                 // Break the cycle: make "before" (and "after", which it waits for) durable now.
@@ -241,7 +227,7 @@ public sealed class MetadataTableCache : IDisposable
     public bool IsDurable(MetadataTable table)
     {
         // Journal mode: a table that is not dirty is in a durable commit (or in place, unchanged since one).
-        lock (_lock) return !table.IsDirty && (_journal is not null || table.WrittenEpoch <= _durableEpoch);
+        lock (_lock) return !table.IsDirty && (_journalWriter is not null || table.WrittenEpoch <= _durableEpoch);
     }
 
     /// <summary>Records that the caller wrote to the host file (data), so the next barrier must really sync.</summary>
@@ -258,16 +244,17 @@ public sealed class MetadataTableCache : IDisposable
 
     /// <summary>
     /// Flush to disk: writes every dirty table in dependency order, with barriers only where an order must hold,
-    /// and ends with an fdatasync, so every write completed before the call (tables and data) is durable.
+    /// and ends with an fdatasync, so every write completed before the call (tables and data) is durable and in
+    /// place. In journal mode that is the writer's checkpoint.
     /// </summary>
     public void FlushToDisk()
     {
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_journal is not null)
+            if (_journalWriter is not null)
             {
-                CheckpointLocked();
+                _journalWriter.CheckpointLocked();
                 return;
             }
             if (_dirty.Count > 0) FlushTablesLocked([.. _dirty], withBarriers: true);
@@ -288,7 +275,7 @@ public sealed class MetadataTableCache : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_journal is not null) throw new InvalidOperationException("journal mode flushes through FlushDurable");
+            if (_journalWriter is not null) throw new InvalidOperationException("journal mode flushes through its JournalTableWriter");
             if (_dirty.Count > 0) FlushTablesLocked([.. _dirty], withBarriers: true);
             long epoch = _epoch;
             _epoch++;
@@ -310,78 +297,6 @@ public sealed class MetadataTableCache : IDisposable
     }
 
     /// <summary>
-    /// A durable flush: every write completed before the call (tables and data) is durable when it returns. Without
-    /// a journal this is <see cref="FlushToDisk"/>. With one: fdatasync of the host file (data clusters), one journal
-    /// append of every dirty table and one fdatasync of the journal; past the journal's size bound, a checkpoint.
-    /// </summary>
-    public void FlushDurable()
-    {
-        lock (_lock)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_journal is null)
-            {
-                if (_dirty.Count > 0) FlushTablesLocked([.. _dirty], withBarriers: true);
-                _unsyncedWrites = true;
-                BarrierLocked();
-                return;
-            }
-            CommitLocked();
-            if (_journal.LiveBytes >= _journal.CheckpointBytes) CheckpointLocked();
-        }
-    }
-
-    /// <summary>Journal mode: host file barrier (data before the tables that map it), then every dirty table in one commit.</summary>
-    private void CommitLocked()
-    {
-        var journal = _journal!;
-        if (_dirty.Count > 0 && !journal.HasLiveRecords) journal.BeforeFirstCommit?.Invoke();
-        _unsyncedWrites = true; // data writes are not all noted: always sync the host file here
-        BarrierLocked();
-        if (_dirty.Count == 0) return;
-        var tables = new List<MetadataTable>(_dirty);
-        tables.Sort(static (a, b) => a.Offset.CompareTo(b.Offset));
-        var offsets = new long[tables.Count];
-        var images = new byte[tables.Count][];
-        for (int i = 0; i < tables.Count; i++)
-        {
-            offsets[i] = tables[i].Offset;
-            images[i] = tables[i].Buffer;
-        }
-        journal.Commit(offsets, images);
-        foreach (var table in tables)
-        {
-            table.IsDirty = false;
-            table.NotInPlace = true;
-            table.RequiredDurableEpoch = -1;
-            table.DependsOn = null;
-            _dirty.Remove(table);
-            _notInPlace.Add(table);
-        }
-    }
-
-    /// <summary>
-    /// Journal mode: commit what is dirty, write every committed table in place, fdatasync, then reset the journal.
-    /// A crash before the reset is durable replays images equal to what is in place (idempotent).
-    /// </summary>
-    private void CheckpointLocked()
-    {
-        var journal = _journal!;
-        CommitLocked();
-        if (_notInPlace.Count > 0)
-        {
-            var tables = new List<MetadataTable>(_notInPlace);
-            WriteCoalescedLocked(tables);
-            foreach (var table in tables) table.NotInPlace = false;
-            _notInPlace.Clear();
-            _unsyncedWrites = true;
-            BarrierLocked();
-        }
-        journal.Reset();
-        _discardedLive = false;
-    }
-
-    /// <summary>
     /// Flush to the OS: writes every dirty table (in dependency order) without any barrier. The image then
     /// survives a crash of this process (the page cache keeps the writes), not a crash of the host.
     /// </summary>
@@ -390,7 +305,7 @@ public sealed class MetadataTableCache : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_journal is not null) throw new InvalidOperationException("journal mode never writes uncommitted tables to the OS");
+            if (_journalWriter is not null) throw new InvalidOperationException("journal mode never writes uncommitted tables to the OS");
             if (_dirty.Count > 0) FlushTablesLocked([.. _dirty], withBarriers: false);
         }
     }
@@ -407,7 +322,7 @@ public sealed class MetadataTableCache : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_journal is not null) throw new InvalidOperationException("journal mode never writes uncommitted tables to the OS");
+            if (_journalWriter is not null) throw new InvalidOperationException("journal mode never writes uncommitted tables to the OS");
             if (_dirty.Count == 0) return 0;
             // One pass suffices: a table whose prerequisite is written now still waits for that write's barrier.
             var ready = new List<MetadataTable>();
@@ -426,7 +341,7 @@ public sealed class MetadataTableCache : IDisposable
     {
         lock (_lock)
         {
-            if (_journal is not null) throw new InvalidOperationException("journal mode writes tables in place only at a checkpoint");
+            if (_journalWriter is not null) throw new InvalidOperationException("journal mode writes tables in place only at a checkpoint");
             if (table.IsDirty) FlushTablesLocked([table], withBarriers: true);
         }
     }
@@ -439,7 +354,7 @@ public sealed class MetadataTableCache : IDisposable
     {
         lock (_lock)
         {
-            if (_journal is not null && _journal.IsLive(offset)) _discardedLive = true;
+            _journalWriter?.NoteDiscardLocked(offset);
             if (!_tables.TryGetValue(offset, out var table)) return;
             if (table.PinCount > 0)
                 throw new InvalidOperationException($"metadata table at 0x{offset:x} is pinned and cannot be discarded");
@@ -505,11 +420,7 @@ public sealed class MetadataTableCache : IDisposable
             _dirty.Remove(table);
         }
         table.DependsOn = null;
-        if (table.NotInPlace)
-        {
-            table.NotInPlace = false;
-            _notInPlace.Remove(table);
-        }
+        _journalWriter?.Forget(table);
     }
 
     private void Touch(MetadataTable table)
@@ -546,17 +457,7 @@ public sealed class MetadataTableCache : IDisposable
             }
             var victim = clean ?? dirty;
             if (victim is null) return; // everything pinned: grow past capacity until tables are released
-            if (_journal is not null)
-            {
-                // Only committed content may reach the table's place: commit first, then write it in place.
-                if (victim.IsDirty) CommitLocked();
-                if (victim.NotInPlace)
-                {
-                    WriteCoalescedLocked([victim]);
-                    victim.NotInPlace = false;
-                    _notInPlace.Remove(victim);
-                }
-            }
+            if (_journalWriter is not null) _journalWriter.WriteForEvictionLocked(victim);
             else if (victim.IsDirty) FlushTablesLocked([victim], withBarriers: EvictionUsesBarriers);
             if (victim.IsDirty) return; // could not be written (should not happen): keep it
             RemoveLocked(victim);
@@ -649,7 +550,30 @@ public sealed class MetadataTableCache : IDisposable
         return false;
     }
 
-    private void WriteCoalescedLocked(List<MetadataTable> tables)
+    /// <summary>Throws once the cache is disposed; the caller holds the lock.</summary>
+    internal void ThrowIfDisposedLocked() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>A copy of the dirty tables; the caller holds the lock.</summary>
+    internal List<MetadataTable> DirtyTablesLocked() => new(_dirty);
+
+    /// <summary>The table's content is durable elsewhere (a journal commit): no longer dirty, nothing to wait for.</summary>
+    internal void MarkCleanLocked(MetadataTable table)
+    {
+        table.IsDirty = false;
+        table.RequiredDurableEpoch = -1;
+        table.DependsOn = null;
+        _dirty.Remove(table);
+    }
+
+    /// <summary>An fdatasync of the host file now, whatever was noted written (callers' data writes are not all noted).</summary>
+    internal void SyncLocked()
+    {
+        _unsyncedWrites = true;
+        BarrierLocked();
+    }
+
+    /// <summary>Writes the tables, adjacent ones coalesced into one host write; no barrier. The caller holds the lock.</summary>
+    internal void WriteCoalescedLocked(List<MetadataTable> tables)
     {
         tables.Sort(static (a, b) => a.Offset.CompareTo(b.Offset));
         var maxRun = Math.Max(1, MaxCoalescedBytes / TableSize);

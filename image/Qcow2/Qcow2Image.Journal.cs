@@ -15,6 +15,8 @@ namespace NbdQcow.Image.Qcow2;
 public sealed partial class Qcow2Image
 {
     private MetadataJournal? _journal;
+    /// <summary>With a journal: how tables reach the disk (commit, then in place); null for ordered flushing.</summary>
+    private JournalTableWriter? _journalWriter;
 
     /// <summary>The journal, or null when the image is not served with one.</summary>
     public MetadataJournal? MetadataJournal => _journal;
@@ -61,7 +63,7 @@ public sealed partial class Qcow2Image
             journal.Start();
             journal.BeforeFirstCommit = () => WriteJournalBit(set: true);
             journal.AfterReset = () => WriteJournalBit(set: false);
-            cache.AttachJournal(journal);
+            _journalWriter = cache.AttachJournal(journal);
             _journal = journal;
         }
         catch

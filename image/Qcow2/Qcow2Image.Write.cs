@@ -13,20 +13,16 @@ namespace NbdQcow.Image.Qcow2;
 //   data clusters + refcount blocks -> barrier -> refcount table (new blocks only) -> barrier -> L2 tables
 //   -> barrier -> L1 table -> barrier. Freed clusters get their refcount dropped only after the L2/L1 change
 //   that dropped the reference is durable, and in-place data I/O that may still target them has drained.
-public sealed partial class Qcow2Image : IUnflushedChangesSource
+public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarget
 {
     private MetadataTableCache? _metadataCache;
     private Qcow2MetadataMap? _metadataMap;
     private Qcow2Refcounts? _refcounts;
-    private DirtyAgeFlusher? _dirtyAge;
-    private UnflushedChanges? _unflushed;
+    /// <summary>What the cache mode asks of changes and flushes; null until the image is open for writing.</summary>
+    private CacheModeLayer? _cacheMode;
     private readonly Qcow2DataAccessGuard _dataGuard = new();
     /// <summary>Guest clusters whose mapping is being changed (allocation in progress), by guest cluster index.</summary>
     private readonly Dictionary<long, TaskCompletionSource> _inflight = new();
-    /// <summary>One durable flush at a time; see <see cref="DurableFlushAsync"/>.</summary>
-    private readonly SemaphoreSlim _flushGate = new(1, 1);
-    /// <summary>Guest changes (write, zero, trim) completed so far, and how many of them the last flush covered.</summary>
-    private long _completedChanges, _flushedChanges;
     private bool _writeReady;
     private static byte[]? s_zeroCluster;
 
@@ -42,26 +38,17 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
     internal Qcow2MetadataMap MetadataMap => _metadataMap ?? throw new InvalidOperationException("image is not open for writing");
 
     /// <summary>The max-dirty-age policy, or null when off or not applicable.</summary>
-    public DirtyAgeFlusher? DirtyAgePolicy => _dirtyAge;
+    public DirtyAgeFlusher? DirtyAgePolicy => _cacheMode?.DirtyAge;
 
     /// <inheritdoc />
-    public UnflushedChanges? UnflushedChanges => _unflushed;
+    public UnflushedChanges? UnflushedChanges => _cacheMode?.Unflushed;
+
+    private CacheModeLayer CacheModeLayer => _cacheMode ?? throw new InvalidOperationException("image is not open for writing");
 
     private long MetadataCacheBytes() => Options.MetadataCacheBytes ?? MetadataTableCache.DefaultCapacityBytes;
 
     /// <summary>Features of a writable image (used when <see cref="IsReadOnly"/> is false).</summary>
-    private BlockDeviceFeatures WritableFeatures
-    {
-        get
-        {
-            var features = BlockDeviceFeatures.BlockStatus | BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn
-                | BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero | BlockDeviceFeatures.FastZero
-                // FLUSH/FUA in every mode, as qemu-nbd: no-ops where every change is durable already (see RawImage).
-                | BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
-            if (!Options.CacheMode.HasVolatileCache()) features |= BlockDeviceFeatures.WriteThrough;
-            return features;
-        }
-    }
+    private BlockDeviceFeatures WritableFeatures => CacheModeFeatures.Writable(Options.CacheMode) | BlockDeviceFeatures.FastZero;
 
     /// <summary>Called at the end of a read-write open, after header, L1, backing and bitmaps are loaded.</summary>
     private void InitializeWriting()
@@ -99,9 +86,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
         EnsureMetadataIsCounted();
         ReserveTableSpace();
         if (Options.Journal) StartJournal(cache);
-        if (Options.CacheMode.HasVolatileCache() && Options.MaxDirtyAge is { } maxAge)
-            _dirtyAge = new DirtyAgeFlusher(maxAge, DurableFlushAsync, Options.TimeProvider, Options.BackgroundError);
-        _unflushed = new UnflushedChanges { FlushCompleted = Options.FlushCompleted };
+        _cacheMode = Options.CreateCacheModeLayer(this);
     }
 
     /// <summary>
@@ -124,15 +109,19 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
     /// <summary>Called by DisposeAsync on a writable image before files are closed: flush and mark clean.</summary>
     private async ValueTask CloseWritingAsync()
     {
-        if (_dirtyAge is not null)
-            await _dirtyAge.DisposeAsync().ConfigureAwait(false);
+        if (_cacheMode is not null)
+            await _cacheMode.DisposeAsync().ConfigureAwait(false);
         // A clean close leaves everything on disk, whatever the mode, with every pending free applied (no leaks).
         await DurableFlushAsync().ConfigureAwait(false);
         await MetadataLock.WaitAsync().ConfigureAwait(false);
         try
         {
             // The refcount drops just applied; with a journal, the checkpoint that leaves it empty and the bit clear.
-            if (MetadataCache.DirtyCount > 0 || MetadataCache.HasUncheckpointedTables) MetadataCache.FlushToDisk();
+            if (_journalWriter is { } journal)
+            {
+                if (MetadataCache.DirtyCount > 0 || journal.HasUncheckpointedTables) journal.Checkpoint();
+            }
+            else if (MetadataCache.DirtyCount > 0) MetadataCache.FlushToDisk();
             TruncateFreeTail();
         }
         finally
@@ -150,7 +139,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
     /// </summary>
     private void TruncateFreeTail()
     {
-        if (_refcounts is not { PendingFreeCount: 0 } refcounts || MetadataCache.Journal is not null
+        if (_refcounts is not { PendingFreeCount: 0 } refcounts || _journalWriter is not null
             || (Header.IncompatibleFeatures & Qcow2IncompatibleFeatures.Corrupt) != 0) return;
         long usedClusters = Math.Max(refcounts.UsedEndCluster(), MetadataMap.LastCluster() + 1);
         long used = usedClusters << Geometry.ClusterBits;
@@ -256,20 +245,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
         if (IsReadOnly) return;
         try
         {
-            // After a failed fdatasync no flush is acknowledged again (unsafe promises nothing, so it keeps acknowledging).
-            if (Options.CacheMode != CacheMode.Unsafe) SyncFailures.ThrowIfFailed(Path);
-            switch (Options.CacheMode)
-            {
-                case CacheMode.Writethrough:
-                case CacheMode.DirectSync:
-                    return; // every change is durable before it completes
-                case CacheMode.Unsafe:
-                    await UnsafeFlushToOsAsync(cancellationToken).ConfigureAwait(false);
-                    return;
-                default:
-                    await DurableFlushAsync().ConfigureAwait(false);
-                    return;
-            }
+            await CacheModeLayer.FlushAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (IOException e)
         {
@@ -278,89 +254,71 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
     }
 
     /// <summary>
-    /// Ordered flush to disk: every change completed before the call is durable afterwards. Then frees whose
-    /// dropping table is durable are applied (after in-place I/O that may target those clusters has drained).
+    /// Ordered flush to disk, coalesced with others (<see cref="CacheModeLayer.DurableFlushAsync()"/>): every change
+    /// completed before the call is durable afterwards, and the frees it made safe are applied.
     /// </summary>
-    internal ValueTask DurableFlushAsync() => DurableFlushAsync(forPendingFrees: false);
+    internal ValueTask DurableFlushAsync() => CacheModeLayer.DurableFlushAsync();
 
-    /// <param name="forPendingFrees">Asked only to make pending frees reusable: skipped when, once this flush's turn
-    /// comes, another flush has already brought them under <see cref="PendingFreeFlushBytes"/>.</param>
-    private async ValueTask DurableFlushAsync(bool forPendingFrees)
+    bool ICacheModeTarget.HasUnflushedState => MetadataCache.DirtyCount > 0 || _refcounts is { PendingFreeCount: > 0 };
+
+    // Asked at each FLUSH: Open replaces the latch after InitializeWriting (one latch for every file of the image).
+    IOException? ICacheModeTarget.SyncRefusal() => SyncFailures.RefusalFor(Path);
+
+    /// <summary>
+    /// The ordered flush (the layer runs one at a time): tables in dependency order with barriers, the final
+    /// fdatasync without the metadata lock, then the frees whose dropping table is durable are applied (after
+    /// in-place I/O that may target those clusters has drained).
+    /// </summary>
+    async ValueTask ICacheModeTarget.FlushToDiskAsync()
     {
-        // Flushes coalesce: one that waited for another to finish is done if that one already covered every
-        // change completed before it was asked for (a burst of client FLUSHes costs one fdatasync, not one each).
-        long target = Interlocked.Read(ref _completedChanges);
-        // Its fdatasyncs are synchronous: not on the thread that completes the export's other I/O (a write-through
-        // write's continuation can get here on it), where they would also serialise the flushes that coalesce.
-        if (IoCompletionThread.IsCurrent) await Task.Yield();
-        await _flushGate.WaitAsync().ConfigureAwait(false);
+        var journal = _journalWriter;
+        long epoch = 0, freesCovered = 0;
+        await MetadataLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            if (forPendingFrees && (_refcounts?.PendingFreeBytes ?? 0) < PendingFreeFlushBytes) return;
-            if (Interlocked.Read(ref _flushedChanges) >= target && MetadataCache.DirtyCount == 0 && _refcounts is not { PendingFreeCount: > 0 }) return;
-            long covers = Interlocked.Read(ref _completedChanges);
-            var ticket = _dirtyAge?.BeginFlush();
-            var unflushed = _unflushed?.BeginFlush();
-            bool journal = MetadataCache.Journal is not null;
-            long epoch = 0, freesCovered = 0;
+            // Every free recorded so far changed a table this flush writes (or one written before): all covered.
+            freesCovered = _refcounts?.FreeSequenceMark ?? 0;
+            if (journal is not null) journal.Commit(); // one journal commit (a checkpoint past the journal's bound)
+            else epoch = MetadataCache.WriteTablesForDisk();
+        }
+        finally
+        {
+            MetadataLock.Release();
+        }
+        // The final fdatasync runs without the metadata lock: in-place writes and lookups go on meanwhile.
+        if (journal is null) MetadataCache.SyncEpoch(epoch);
+        if (_refcounts is { PendingFreeCount: > 0 } refcounts)
+        {
             await MetadataLock.WaitAsync().ConfigureAwait(false);
             try
             {
-                // Every free recorded so far changed a table this flush writes (or one written before): all covered.
-                freesCovered = _refcounts?.FreeSequenceMark ?? 0;
-                if (journal) MetadataCache.FlushDurable(); // one journal commit (a checkpoint past the journal's bound)
-                else epoch = MetadataCache.WriteTablesForDisk();
+                _dataGuard.WaitForEarlier();
+                // The refcount drops are written at the next flush; a crash before that only leaks.
+                refcounts.ApplyDurableFrees(freesCovered);
+                // A freed table cluster with a live journal image: replay would overwrite its next use. Checkpoint first.
+                if (journal is { NeedsCheckpointBeforeReuse: true }) journal.Checkpoint();
             }
             finally
             {
                 MetadataLock.Release();
             }
-            // The final fdatasync runs without the metadata lock: in-place writes and lookups go on meanwhile.
-            if (!journal) MetadataCache.SyncEpoch(epoch);
-            if (_refcounts is { PendingFreeCount: > 0 } refcounts)
-            {
-                await MetadataLock.WaitAsync().ConfigureAwait(false);
-                try
-                {
-                    _dataGuard.WaitForEarlier();
-                    // The refcount drops are written at the next flush; a crash before that only leaks.
-                    refcounts.ApplyDurableFrees(freesCovered);
-                    // A freed table cluster with a live journal image: replay would overwrite its next use. Checkpoint first.
-                    if (MetadataCache.NeedsCheckpointBeforeReuse) MetadataCache.FlushToDisk();
-                }
-                finally
-                {
-                    MetadataLock.Release();
-                }
-            }
-            Interlocked.Exchange(ref _flushedChanges, covers);
-            if (ticket is { } t) _dirtyAge!.EndFlush(t);
-            if (unflushed is { } u) _unflushed!.EndFlush(u);
-        }
-        finally
-        {
-            _flushGate.Release();
         }
     }
 
     private async ValueTask AfterChangeAsync(long offset, long length, bool fua, CancellationToken cancellationToken)
     {
-        Interlocked.Increment(ref _completedChanges);
         OnGuestWrite(offset, length);
-        if (Options.CacheMode.IsWriteThrough() || (fua && Options.CacheMode.HonoursFlush()))
-        {
-            await DurableFlushAsync().ConfigureAwait(false);
-            return;
-        }
-        if (fua && Options.CacheMode == CacheMode.Unsafe)
-            await UnsafeFlushToOsAsync(cancellationToken).ConfigureAwait(false);
-        _unflushed?.NoteChangeCompleted(length);
-        _dirtyAge?.NoteChangeCompleted();
-        await ReclaimPendingFreesAsync().ConfigureAwait(false);
+        var layer = CacheModeLayer;
+        await layer.AfterChangeAsync(length, fua, cancellationToken).ConfigureAwait(false);
+        if (!layer.SyncsAfterChange(fua)) await ReclaimPendingFreesAsync().ConfigureAwait(false);
     }
 
     /// <summary>Pending frees that make the max-dirty-age flusher (or, without it, this request) flush early.</summary>
     private const long PendingFreeFlushBytes = 32L << 20;
+
+    private Func<bool>? _pendingFreesNeedFlush;
+
+    private bool PendingFreesNeedFlush() => (_refcounts?.PendingFreeBytes ?? 0) >= PendingFreeFlushBytes;
 
     /// <summary>
     /// Freed clusters are reused only after a durable flush, so a client that trims and rewrites without flushing
@@ -380,14 +338,11 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
         // After a failed fdatasync no flush succeeds until the image is reopened: trying on every change would
         // only repeat the same report.
         if (SyncFailures.HasFailed) return;
-        if (_dirtyAge is not null && pending < 4 * PendingFreeFlushBytes)
-        {
-            _dirtyAge.RequestFlush();
-            return;
-        }
+        if (pending < 4 * PendingFreeFlushBytes && CacheModeLayer.RequestBackgroundFlush()) return;
         try
         {
-            await DurableFlushAsync(forPendingFrees: true).ConfigureAwait(false);
+            // Skipped when, once this flush's turn comes, another flush has already made the frees reusable.
+            await CacheModeLayer.DurableFlushAsync(_pendingFreesNeedFlush ??= PendingFreesNeedFlush).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or BlockDeviceException)
         {
@@ -407,24 +362,22 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource
     /// kill within those milliseconds loses the mappings still waiting (the image stays consistent); closing the
     /// gap entirely would need the fdatasync on the client's flush, which is what writeback mode is for.
     /// </summary>
-    private async ValueTask UnsafeFlushToOsAsync(CancellationToken cancellationToken)
+    async ValueTask<bool> ICacheModeTarget.FlushToOsAsync(bool orderedFlushFollows, CancellationToken cancellationToken)
     {
-        int waiting;
         await MetadataLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            if (_dirtyAge is null)
+            if (!orderedFlushFollows)
             {
                 MetadataCache.FlushToOs();
-                return;
+                return false;
             }
-            waiting = MetadataCache.FlushSafeToOs();
+            return MetadataCache.FlushSafeToOs() > 0;
         }
         finally
         {
             MetadataLock.Release();
         }
-        if (waiting > 0) _dirtyAge.RequestFlush();
     }
 
     /// <summary>Once per open, before the first change: refuse corrupt images, clear unknown autoclear bits.</summary>

@@ -5,13 +5,11 @@ using NbdQcow.HostIo;
 namespace NbdQcow.Image.Raw;
 
 /// <summary>
-/// A raw image: the host file is the disk. Cache modes (ARCHITECTURE.md): writethrough/directsync make each
-/// change durable (fdatasync) before it completes; FUA does that for one request; FLUSH is fdatasync in
-/// writeback/none, a no-op in writethrough/directsync and acknowledged at once in unsafe. With max dirty
-/// age on (writeback/none/unsafe) a background flush bounds how long a change stays volatile.
-/// The host file is synchronous, so every method completes before it returns.
+/// A raw image: the host file is the disk. What a cache mode asks of a change or a FLUSH is the
+/// <see cref="CacheModeLayer"/>'s; the image gives it one hook, an fdatasync of the file (flushing to the OS is
+/// nothing: every write goes straight to the host file).
 /// </summary>
-public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
+public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, ICacheModeTarget
 {
     private const int ZeroChunk = 1 << 20;
     private static readonly byte[] Zeroes = new byte[ZeroChunk];
@@ -19,9 +17,11 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
     private readonly IHostFile _file;
     private readonly SyncFailureLatch _syncFailures = new();
     private readonly CacheMode _mode;
-    private readonly DirtyAgeFlusher? _dirtyAge;
-    private readonly UnflushedChanges? _unflushed;
+    /// <summary>Null when read-only.</summary>
+    private readonly CacheModeLayer? _cacheMode;
     private readonly bool _readOnly;
+    // Until the first fdatasync, a FLUSH syncs even with no change since open (the page cache may hold older ones).
+    private bool _neverSynced = true;
     private int _disposed;
 
     public RawImage(IHostFile file, ImageOpenOptions options)
@@ -31,24 +31,17 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
         _mode = options.CacheMode;
         _readOnly = options.ReadOnly || file.IsReadOnly;
         Size = file.Length;
-        var features = BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn | BlockDeviceFeatures.BlockStatus;
+        BlockDeviceFeatures features;
         if (_readOnly)
         {
-            features |= BlockDeviceFeatures.ReadOnly;
+            features = BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn | BlockDeviceFeatures.BlockStatus | BlockDeviceFeatures.ReadOnly;
         }
         else
         {
-            features |= BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero;
-            // FLUSH/FUA are advertised in every mode, as qemu-nbd does: clients that flush regardless (libnbd
-            // refuses to send a FLUSH the server did not advertise) must work; in writethrough and directsync
-            // they are no-ops, every write being durable when acknowledged.
-            features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
-            if (!_mode.HasVolatileCache()) features |= BlockDeviceFeatures.WriteThrough;
+            features = CacheModeFeatures.Writable(_mode);
             // Punching past the end of file changes nothing, and tells whether fallocate works here at all.
             if (file.TryPunchHole(Size, HostFile.DirectAlignment)) features |= BlockDeviceFeatures.FastZero;
-            if (_mode.HasVolatileCache() && options.MaxDirtyAge is { } maxAge)
-                _dirtyAge = new DirtyAgeFlusher(maxAge, FlushToDiskAsync, options.TimeProvider, options.BackgroundError);
-            _unflushed = new UnflushedChanges { FlushCompleted = options.FlushCompleted };
+            _cacheMode = options.CreateCacheModeLayer(this);
         }
         Features = features;
         BlockSizes = new BlockSizeHints(1, file.IsDirect ? (uint)HostFile.DirectAlignment : 4096, 32u << 20);
@@ -80,10 +73,10 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
     public CacheMode CacheMode => _mode;
 
     /// <summary>The max-dirty-age policy, or null when off or not applicable.</summary>
-    public DirtyAgeFlusher? DirtyAgePolicy => _dirtyAge;
+    public DirtyAgeFlusher? DirtyAgePolicy => _cacheMode?.DirtyAge;
 
     /// <inheritdoc />
-    public UnflushedChanges? UnflushedChanges => _unflushed;
+    public UnflushedChanges? UnflushedChanges => _cacheMode?.Unflushed;
 
     /// <summary>The first failed fdatasync, after which every flush fails until the image is reopened.</summary>
     public SyncFailureLatch SyncFailures => _syncFailures;
@@ -111,30 +104,25 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
             writing = _file.WriteAsync(offset, data);
             if (writing.IsCompletedSuccessfully)
             {
-                // The threads engine: the write is done; the durability step runs here unless it needs a sync.
+                // The threads engine: the write is done; the durability step completes here unless it needs a sync.
                 writing.GetAwaiter().GetResult();
-                if (!_mode.IsWriteThrough() && !(fua && _mode.HonoursFlush()))
-                {
-                    AfterChange(data.Length, fua);
-                    return ValueTask.CompletedTask;
-                }
-                writing = ValueTask.CompletedTask;
+                return AfterChange(data.Length, fua);
             }
         }
         catch (IOException e)
         {
             return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
         }
-        return WriteThenSyncAsync(writing, data.Length, fua);
+        return WriteThenAfterChangeAsync(writing, data.Length, fua);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask WriteThenSyncAsync(ValueTask writing, int length, bool fua)
+    private async ValueTask WriteThenAfterChangeAsync(ValueTask writing, int length, bool fua)
     {
         try
         {
             await writing.ConfigureAwait(false);
-            await AfterChangeAsync(length, fua).ConfigureAwait(false);
+            await _cacheMode!.AfterChangeAsync(length, fua).ConfigureAwait(false);
         }
         catch (IOException e)
         {
@@ -169,8 +157,7 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
                     throw new BlockDeviceException(BlockError.NotSupported, $"{_file.Path}: the file system cannot zero a range quickly");
                 WriteZeroes(offset, length);
             }
-            AfterChange(length, (flags & ZeroFlags.Fua) != 0);
-            return ValueTask.CompletedTask;
+            return AfterChange(length, (flags & ZeroFlags.Fua) != 0);
         }
         catch (IOException e)
         {
@@ -185,8 +172,7 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
             ThrowIfReadOnly();
             // A trim is a hint: where holes cannot be punched the data simply stays.
             _file.TryPunchHole(offset, length);
-            AfterChange(length, fua);
-            return ValueTask.CompletedTask;
+            return AfterChange(length, fua);
         }
         catch (IOException e)
         {
@@ -196,13 +182,15 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
-        // writethrough/directsync: everything is durable already; unsafe: acknowledged at once, never synced on request.
-        // After a failed fdatasync no flush is acknowledged again (unsafe promises nothing, so it keeps acknowledging).
-        if (_readOnly) return ValueTask.CompletedTask;
-        if (_mode != CacheMode.Unsafe && _syncFailures.RefusalFor(_file.Path) is { } refusal)
-            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(refusal));
-        if (!_mode.HonoursFlush()) return ValueTask.CompletedTask;
-        return FlushToDiskAsync();
+        if (_cacheMode is null) return ValueTask.CompletedTask;
+        try
+        {
+            return HostStep(_cacheMode.FlushAsync(cancellationToken));
+        }
+        catch (IOException e)
+        {
+            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
+        }
     }
 
     public ValueTask CacheAsync(long offset, long length, CancellationToken cancellationToken = default)
@@ -249,7 +237,7 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         try
         {
-            if (_dirtyAge is not null) await _dirtyAge.DisposeAsync().ConfigureAwait(false);
+            if (_cacheMode is not null) await _cacheMode.DisposeAsync().ConfigureAwait(false);
             // A clean close leaves everything on disk, whatever the mode.
             if (!_readOnly) _file.Flush();
         }
@@ -259,84 +247,30 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource
         }
     }
 
-    /// <summary><see cref="AfterChange"/> for the data path: the sync (if any) is the engine's asynchronous barrier.</summary>
-    private async ValueTask AfterChangeAsync(long length, bool fua)
+    /// <summary>The cache mode's step after a completed change (see <see cref="CacheModeLayer.AfterChangeAsync"/>); callers map what it throws at once.</summary>
+    private ValueTask AfterChange(long length, bool fua) => HostStep(_cacheMode!.AfterChangeAsync(length, fua));
+
+    /// <summary>A host step under way: done (nothing allocated), or its later host errors given as block-device errors.</summary>
+    private static ValueTask HostStep(ValueTask running)
     {
-        if (_mode.IsWriteThrough())
-        {
-            await _file.FlushAsync().ConfigureAwait(false);
-            return;
-        }
-        _unflushed?.NoteChangeCompleted(length);
-        _dirtyAge?.NoteChangeCompleted();
-        if (fua && _mode.HonoursFlush())
-        {
-            var ticket = _dirtyAge?.BeginFlush();
-            var unflushed = _unflushed?.BeginFlush();
-            await _file.FlushAsync().ConfigureAwait(false);
-            EndFlush(ticket, unflushed);
-        }
+        if (!running.IsCompletedSuccessfully) return AwaitHostAsync(running);
+        running.GetAwaiter().GetResult();
+        return ValueTask.CompletedTask;
     }
 
-    private void EndFlush(FlushTicket? ticket, UnflushedChanges.FlushTicket? unflushed)
-    {
-        if (ticket is { } t) _dirtyAge!.EndFlush(t);
-        if (unflushed is { } u) _unflushed!.EndFlush(u);
-    }
+    bool ICacheModeTarget.HasUnflushedState => Volatile.Read(ref _neverSynced);
 
-    /// <summary>Durability after a completed change, per mode: sync now (writethrough, directsync, FUA) or note it dirty.</summary>
-    private void AfterChange(long length, bool fua)
-    {
-        if (_mode.IsWriteThrough())
-        {
-            _file.Flush();
-            return;
-        }
-        _unflushed?.NoteChangeCompleted(length);
-        _dirtyAge?.NoteChangeCompleted();
-        if (fua && _mode.HonoursFlush()) FlushToDisk();
-    }
-
-    private ValueTask FlushToDiskAsync()
-    {
-        try
-        {
-            var ticket = _dirtyAge?.BeginFlush();
-            var unflushed = _unflushed?.BeginFlush();
-            var flushing = _file.FlushAsync();
-            if (!flushing.IsCompletedSuccessfully) return EndFlushAsync(flushing, ticket, unflushed);
-            flushing.GetAwaiter().GetResult();
-            EndFlush(ticket, unflushed);
-            return ValueTask.CompletedTask;
-        }
-        catch (IOException e)
-        {
-            return ValueTask.FromException(HostIoErrors.ToBlockDeviceException(e));
-        }
-    }
+    IOException? ICacheModeTarget.SyncRefusal() => _syncFailures.RefusalFor(_file.Path);
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask EndFlushAsync(ValueTask flushing, FlushTicket? ticket, UnflushedChanges.FlushTicket? unflushed)
+    async ValueTask ICacheModeTarget.FlushToDiskAsync()
     {
-        try
-        {
-            await flushing.ConfigureAwait(false);
-            EndFlush(ticket, unflushed);
-        }
-        catch (IOException e)
-        {
-            throw HostIoErrors.ToBlockDeviceException(e);
-        }
+        await _file.FlushAsync().ConfigureAwait(false);
+        Volatile.Write(ref _neverSynced, false);
     }
 
-    private void FlushToDisk()
-    {
-        var ticket = _dirtyAge?.BeginFlush();
-        var unflushed = _unflushed?.BeginFlush();
-        _file.Flush();
-        if (ticket is { } t) _dirtyAge!.EndFlush(t);
-        if (unflushed is { } u) _unflushed!.EndFlush(u);
-    }
+    // Every write went to the host file already: nothing is held here.
+    ValueTask<bool> ICacheModeTarget.FlushToOsAsync(bool orderedFlushFollows, CancellationToken cancellationToken) => ValueTask.FromResult(false);
 
     private void WriteZeroes(long offset, long length)
     {

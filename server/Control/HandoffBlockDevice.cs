@@ -109,12 +109,8 @@ public sealed class HandoffBlockDevice : IBlockDevice, IQemuStatusSource, IUnflu
     /// <summary>What a read-write open of the image offers (FAST_ZERO only where the format always has it, whatever the file system).</summary>
     private static BlockDeviceFeatures WritableFeatures(ImageFormat format, CacheMode mode)
     {
-        var features = BlockDeviceFeatures.BlockStatus | BlockDeviceFeatures.Cache | BlockDeviceFeatures.MultiConn
-            | BlockDeviceFeatures.Trim | BlockDeviceFeatures.Zero;
+        var features = CacheModeFeatures.Writable(mode);
         if (format.Has(ImageFormatFeatures.AlwaysFastZero)) features |= BlockDeviceFeatures.FastZero;
-        // As the images do: FLUSH/FUA in every mode, no-ops where every change is durable already.
-        features |= BlockDeviceFeatures.Flush | BlockDeviceFeatures.Fua;
-        if (!mode.HasVolatileCache()) features |= BlockDeviceFeatures.WriteThrough;
         return features;
     }
 

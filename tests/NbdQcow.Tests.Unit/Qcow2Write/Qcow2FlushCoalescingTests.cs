@@ -1,3 +1,4 @@
+using NbdQcow.Cache;
 using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Image.Qcow2;
@@ -8,12 +9,12 @@ namespace NbdQcow.Tests.Unit.Qcow2Write;
 /// <summary>Client FLUSHes that arrive together share one fdatasync; a FLUSH with nothing new to sync costs none.</summary>
 public sealed class Qcow2FlushCoalescingTests
 {
-    private static (Qcow2Image Image, CountingHostFile File) Open(TempDirectory dir)
+    private static (Qcow2Image Image, CountingHostFile File) Open(TempDirectory dir, CacheMode mode = CacheMode.Writeback)
     {
         var path = dir.File("disk.qcow2");
         Qcow2Creator.Create(path, new Qcow2CreateOptions { Size = 64 << 20, ClusterSize = 65536 });
         CountingHostFile? counting = null;
-        var image = Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null },
+        var image = Qcow2Image.Open(path, new ImageOpenOptions { CacheMode = mode, MaxDirtyAge = null },
             (p, o) => counting = new CountingHostFile(HostFile.Open(p, o)));
         return (image, counting!);
     }
@@ -51,5 +52,20 @@ public sealed class Qcow2FlushCoalescingTests
         await image.WriteAsync(0, new byte[4096], fua: false);
         await image.FlushAsync();
         Assert.Equal(before + 1, file.Flushes); // an overwrite of a COPIED cluster: data only, one sync
+    }
+    [Theory]
+    [InlineData(CacheMode.Writethrough)]
+    [InlineData(CacheMode.DirectSync)]
+    public async Task Flush_in_write_through_modes_does_not_sync(CacheMode mode)
+    {
+        using var dir = new TempDirectory();
+        var (image, file) = Open(dir, mode);
+        await using var _ = image;
+        await image.WriteAsync(0, new byte[65536], fua: false); // allocating: durable before it completes
+        await image.WriteAsync(0, new byte[4096], fua: false); // overwrite: its data synced before it completes
+        await image.TrimAsync(0, 65536, fua: false);
+        int before = file.Flushes;
+        for (int i = 0; i < 3; i++) await image.FlushAsync();
+        Assert.Equal(before, file.Flushes);
     }
 }

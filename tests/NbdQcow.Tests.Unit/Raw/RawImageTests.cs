@@ -89,6 +89,58 @@ public sealed class RawImageTests : IDisposable
         Assert.Equal(3, _counted.Flushes);
     }
 
+    [Theory]
+    [InlineData(CacheMode.Writeback)]
+    [InlineData(CacheMode.None)]
+    public async Task Concurrent_flushes_share_one_fdatasync(CacheMode mode)
+    {
+        const int Flushes = 8;
+        await using var image = await OpenAsync(mode);
+        await image.WriteAsync(0, Pattern(4096, 1), fua: false);
+        // The first fdatasync waits until every other FLUSH has been asked for: those must wait for it and find their
+        // changes covered, not each run an fdatasync of their own.
+        using var held = new HeldFirstSync(_counted!);
+        var running = Task.Run(() => image.FlushAsync().AsTask());
+        held.WaitUntilHeld();
+        var others = new Task[Flushes - 1];
+        for (var i = 0; i < others.Length; i++) others[i] = image.FlushAsync().AsTask();
+        held.Release();
+        await running;
+        await Task.WhenAll(others);
+        Assert.Equal(1, _counted!.Flushes);
+    }
+
+    [Theory]
+    [InlineData(CacheMode.Writethrough)]
+    [InlineData(CacheMode.DirectSync)]
+    public async Task Concurrent_writes_in_write_through_modes_share_an_fdatasync(CacheMode mode)
+    {
+        const int Writes = 8;
+        await using var image = await OpenAsync(mode);
+        var flushesAtOpen = _counted!.Flushes;
+        var writesAtOpen = _counted.Writes;
+        // The first write's fdatasync is held while the others complete on the host: their syncs must wait for it and
+        // then share one more, not run one fdatasync per write.
+        using var held = new HeldFirstSync(_counted);
+        var running = Task.Run(() => image.WriteAsync(0, Pattern(4096, 1), fua: false).AsTask());
+        held.WaitUntilHeld();
+        var others = new Task[Writes - 1];
+        for (var i = 0; i < others.Length; i++)
+        {
+            var offset = (i + 1) * 4096L;
+            var data = Pattern(4096, (byte)(i + 2));
+            others[i] = Task.Run(() => image.WriteAsync(offset, data, fua: false).AsTask());
+        }
+        // Every other write reaches the host while the sync is held; none may complete before it does.
+        Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref _counted.Writes) >= writesAtOpen + Writes, TimeSpan.FromSeconds(30)), "writes did not reach the host");
+        await Task.WhenAny(Task.WhenAll(others), Task.Delay(TimeSpan.FromMilliseconds(100)));
+        Assert.DoesNotContain(others, t => t.IsCompleted);
+        held.Release();
+        await running;
+        await Task.WhenAll(others);
+        Assert.InRange(_counted.Flushes - flushesAtOpen, 2, 4);
+    }
+
     [Fact]
     public async Task Unsafe_acknowledges_flush_and_fua_without_syncing()
     {
