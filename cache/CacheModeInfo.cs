@@ -16,8 +16,13 @@ public static class CacheModeInfo
     /// <summary>Modes where the max-dirty-age bound applies (the client sees a volatile cache).</summary>
     public static bool HasVolatileCache(this CacheMode mode) => mode is CacheMode.Writeback or CacheMode.None or CacheMode.Unsafe;
 
-    /// <summary>The host-I/O engine an export of this mode uses when none is asked for (measured: perf/FINDINGS.md).</summary>
-    public static AioEngine DefaultAio(this CacheMode mode) => AioEngine.Threads;
+    /// <summary>
+    /// The host-I/O engine an export of this mode uses when none is asked for, chosen by a side-by-side run of both
+    /// engines (perf/FINDINGS.md): with O_DIRECT each request is a real device I/O, and io_uring's batched submission
+    /// without a pool thread per request wins; buffered I/O mostly hits the page cache, where a plain call is cheaper
+    /// than a ring round trip.
+    /// </summary>
+    public static AioEngine DefaultAio(this CacheMode mode) => mode.UsesODirect() ? AioEngine.IoUring : AioEngine.Threads;
 
     public static readonly string[] AioNames = ["threads", "io_uring"];
 

@@ -136,9 +136,9 @@ public static class ServeSettings
 
     public static readonly TypedSetting<ExportSettings, AioEngine?> Aio = new("Aio", Export,
         "host I/O engine of the data path (see [Serving](#serving)); io_uring falls back to threads where the kernel refuses it",
-        "`threads`, `io_uring` (`threads`)",
+        "`threads`, `io_uring` (`io_uring` in none and directsync, else `threads`)",
         [new CliSpelling("--aio", "ENGINE",
-            $"Host I/O engine of the data path: {string.Join("|", CacheModeInfo.AioNames)} (default threads; io_uring falls back to threads, with one log line, where the kernel refuses it).")
+            $"Host I/O engine of the data path: {string.Join("|", CacheModeInfo.AioNames)} (default io_uring in cache modes none and directsync, threads in the others; io_uring falls back to threads, with one log line, where the kernel refuses it).")
             { Completions = CacheModeInfo.AioNames }],
         text => CacheModeInfo.TryParseAio(text, out var engine)
             ? SettingParse<AioEngine?>.Ok(engine)

@@ -13,18 +13,18 @@ public sealed class AioConfigurationTests : IDisposable
     public void Dispose() => _dir.Delete(recursive: true);
 
     [Theory]
-    [InlineData("writeback")]
-    [InlineData("none")]
-    [InlineData("writethrough")]
-    [InlineData("directsync")]
-    [InlineData("unsafe")]
-    public void Without_aio_every_cache_mode_uses_its_default_engine(string cache)
+    [InlineData("writeback", AioEngine.Threads)]
+    [InlineData("none", AioEngine.IoUring)]
+    [InlineData("writethrough", AioEngine.Threads)]
+    [InlineData("directsync", AioEngine.IoUring)]
+    [InlineData("unsafe", AioEngine.Threads)]
+    public void Without_aio_every_cache_mode_uses_its_default_engine(string cache, AioEngine expected)
     {
         var export = ServerConfigurationLoader.Load(null, new ServeOverrides { ImagePath = "a.qcow2", ["Cache"] = cache }, NoEnvironment).Exports[0];
         Assert.True(CacheModeInfo.TryParse(cache, out var mode));
         Assert.Null(export.Aio);
         Assert.Equal(mode.DefaultAio(), export.EffectiveAio);
-        Assert.Equal(AioEngine.Threads, export.EffectiveAio);
+        Assert.Equal(expected, export.EffectiveAio);
     }
 
     [Fact]
