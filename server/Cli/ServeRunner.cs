@@ -86,11 +86,11 @@ internal static class ServeRunner
                     export.ErrorRetryTimeout, log);
                 storage[export.Name] = policed;
                 registry.Add(new NbdExport(export.Name, policed, export.ReadOnly, export.Description, export.Bitmaps, engine.Batch)
-                    {
-                        Metrics = exportMetrics,
-                        // Encryption runs synchronously in the data path: such requests stay on the thread pool.
-                        SubmittingEngine = export.KeyFile is null ? engine : null,
-                    },
+                {
+                    Metrics = exportMetrics,
+                    // Encryption runs synchronously in the data path: such requests stay on the thread pool.
+                    SubmittingEngine = export.KeyFile is null ? engine : null,
+                },
                     export.Name == settings.DefaultExport);
             }
 
