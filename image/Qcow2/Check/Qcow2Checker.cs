@@ -80,7 +80,20 @@ public static class Qcow2Checker
         else
         {
             if (result.IsClean && !dirty && (header.IncompatibleFeatures & Qcow2IncompatibleFeatures.Corrupt) == 0) return result;
-            if (!result.IsClean || dirty) scan.RebuildRefcounts();
+            if (!result.IsClean || dirty)
+            {
+                try
+                {
+                    scan.RebuildRefcounts();
+                }
+                catch (Qcow2FormatException e)
+                {
+                    // Refused before writing anything (e.g. entries past the end of a file cut short): the scan's
+                    // findings stand, with the reason nothing was repaired.
+                    result.FatalError = e.Message;
+                    return result;
+                }
+            }
         }
         var after = Scan(file, out var afterHeader, out var afterScan);
         after.RepairedLeaks = Math.Max(0, result.Leaks - after.Leaks);

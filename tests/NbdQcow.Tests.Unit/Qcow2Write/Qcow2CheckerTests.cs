@@ -153,4 +153,19 @@ public sealed class Qcow2CheckerTests
         // the rest, which would then read as zeroes and check clean.
         Assert.Equal(before, File.ReadAllBytes(image));
     }
+
+    [Fact]
+    public void Repair_all_of_an_open_truncated_file_reports_the_refusal_instead_of_throwing()
+    {
+        using var dir = new TempDirectory();
+        var image = MakeTruncatedImage(dir);
+        byte[] before = File.ReadAllBytes(image);
+        Qcow2CheckResult result;
+        using (var file = HostFile.Open(image, new HostFileOptions(false, false)))
+            result = Qcow2Checker.Check(file, Qcow2RepairMode.All);
+        Assert.NotNull(result.FatalError);
+        Assert.Contains("nbdqcow recover", result.FatalError);
+        Assert.True(result.Corruptions > 0, "the scan's findings are kept beside the refusal");
+        Assert.Equal(before, File.ReadAllBytes(image));
+    }
 }
