@@ -164,13 +164,11 @@ public sealed partial class NbdSession
             // wake-up to its latency. Anything else goes to the thread pool so requests overlap, and so does a
             // write that ends in an fdatasync (FUA, or a mode without a volatile cache): this thread also serves
             // other connections' socket events.
+            var plainWrite = request.Command == NbdCommand.Write && (request.Flags & NbdCommandFlags.Fua) == 0
+                && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0;
             var runInline = !_inputHasMore && _slots.CurrentCount == _options.MaxInFlight
-                && (request.Command == NbdCommand.Read
-                    || (request.Command == NbdCommand.Write && (request.Flags & NbdCommandFlags.Fua) == 0
-                        && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0));
-            var startWriteHere = !runInline && request.Command == NbdCommand.Write && !oversized
-                && (request.Flags & NbdCommandFlags.Fua) == 0 && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0
-                && _export.StartsRequestsWhereReceived;
+                && (request.Command == NbdCommand.Read || plainWrite);
+            var startWriteHere = !runInline && plainWrite && !oversized && _export.StartsRequestsWhereReceived;
             var slotWait = _slots.WaitAsync();
             if (!slotWait.IsCompleted) batch.Close();
             await slotWait.ConfigureAwait(false);
