@@ -245,9 +245,10 @@ internal sealed class IoUringHostFile : IHostFile
         operation.Address = address;
         operation.Length = length;
         operation.OpFlags = flags;
-        // What follows a small read or write is short (a copy, the image's bookkeeping, a reply of a few KiB); what
-        // follows a sync may be an ordered metadata flush with synchronous writes and syncs: that goes to the pool.
-        operation.CompleteInline = _ring.InlineShortCompletions && opcode != IoUringCalls.OpFsync && length <= InlineCompletionLimit;
+        // What follows a small read or write is short (a copy, the image's bookkeeping, a reply of a few KiB), and so
+        // is what follows a sync (the flush's bookkeeping, then the replies of the writes it made durable; a format
+        // leaves the completion thread itself before synchronous work after its sync, as qcow2 does to apply frees).
+        operation.CompleteInline = _ring.InlineShortCompletions && length <= InlineCompletionLimit;
         return _ring.Submit(operation);
     }
 

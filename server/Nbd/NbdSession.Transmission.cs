@@ -163,12 +163,13 @@ public sealed partial class NbdSession
             // for this reply, as at queue depth 1) runs right here: handing it to another thread would only add a
             // wake-up to its latency. Anything else goes to the thread pool so requests overlap, and so does a
             // write that ends in an fdatasync (FUA, or a mode without a volatile cache): this thread also serves
-            // other connections' socket events.
+            // other connections' socket events. With io_uring every WRITE starts here, that one too: its data write
+            // and its fdatasync go through the ring, and what follows them runs where they complete.
             var plainWrite = request.Command == NbdCommand.Write && (request.Flags & NbdCommandFlags.Fua) == 0
                 && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0;
             var runInline = !_inputHasMore && _slots.CurrentCount == _options.MaxInFlight
                 && (request.Command == NbdCommand.Read || plainWrite);
-            var startWriteHere = !runInline && plainWrite && !oversized && _export.StartsRequestsWhereReceived;
+            var startWriteHere = !runInline && request.Command == NbdCommand.Write && !oversized && _export.StartsRequestsWhereReceived;
             var slotWait = _slots.WaitAsync();
             if (!slotWait.IsCompleted) batch.Close();
             await slotWait.ConfigureAwait(false);
