@@ -184,13 +184,35 @@ public sealed class CacheModeLayer : IAsyncDisposable
     {
         var (round, flushing, covers, ticket, unflushed) = _running;
         _running = default;
-        FinishRound(round!, flushing, covers, ticket, unflushed);
-        if (TakeNextRound() is not { } next) return;
-        if (MustLeaveThisThread()) QueueRound(next);
-        else RunRounds(next, fromCaller: false);
+        var error = Settle(flushing, covers, ticket, unflushed);
+        if (TakeNextRound() is not { } next)
+        {
+            round!.Complete(error);
+            return;
+        }
+        if (IoCompletionThread.IsCurrent && !_target.FlushBlocksThread)
+        {
+            // The next round's FSYNC goes to the kernel first and runs there while this round's waiters are answered.
+            var finished = StartRound(next);
+            round!.Complete(error);
+            if (finished && TakeNextRound() is { } after) RunRoundsElsewhereOrHere(after);
+            return;
+        }
+        round!.Complete(error);
+        RunRoundsElsewhereOrHere(next);
     }
 
-    private void FinishRound(FlushRound round, ValueTask flushing, long covers, FlushTicket? ticket, UnflushedChanges.FlushTicket unflushed)
+    private void RunRoundsElsewhereOrHere(FlushRound round)
+    {
+        if (MustLeaveThisThread()) QueueRound(round);
+        else RunRounds(round, fromCaller: false);
+    }
+
+    private void FinishRound(FlushRound round, ValueTask flushing, long covers, FlushTicket? ticket, UnflushedChanges.FlushTicket unflushed) =>
+        round.Complete(Settle(flushing, covers, ticket, unflushed));
+
+    /// <summary>The flush's outcome: on success every change it covers counts as durable; the error otherwise.</summary>
+    private Exception? Settle(ValueTask flushing, long covers, FlushTicket? ticket, UnflushedChanges.FlushTicket unflushed)
     {
         try
         {
@@ -198,13 +220,12 @@ public sealed class CacheModeLayer : IAsyncDisposable
         }
         catch (Exception e)
         {
-            round.Complete(e);
-            return;
+            return e;
         }
         Interlocked.Exchange(ref _flushedChanges, covers);
         if (ticket is { } t) DirtyAge!.EndFlush(t);
         Unflushed.EndFlush(unflushed);
-        round.Complete(null);
+        return null;
     }
 
     /// <summary>The round that waited for the one just finished, or null (then no flush runs any more).</summary>
