@@ -52,7 +52,8 @@ internal sealed class IoUringHostFile : IHostFile
     {
         if (buffer.IsEmpty) return ValueTask.CompletedTask;
         // A broken ring (io_uring_enter failed hard): the threads engine's synchronous call, as for unaligned direct I/O.
-        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, buffer.Length)))
+        // So is a lone read (queue depth 1): see RunsHere.
+        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, buffer.Length)) || RunsHere(buffer.Length))
         {
             _file.Read(offset, buffer.Span);
             return ValueTask.CompletedTask;
@@ -64,7 +65,7 @@ internal sealed class IoUringHostFile : IHostFile
     {
         if (IsReadOnly) throw new HostIoException("pwrite", Path, 9 /* EBADF */, "the file is open read-only");
         if (data.IsEmpty) return ValueTask.CompletedTask;
-        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, data.Length)))
+        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, data.Length)) || RunsHere(data.Length))
         {
             _file.Write(offset, data.Span);
             return ValueTask.CompletedTask;
@@ -282,6 +283,15 @@ internal sealed class IoUringHostFile : IHostFile
     private static unsafe nint AddressOf(in MemoryHandle pin) => (nint)pin.Pointer;
 
     private static unsafe Span<byte> NativeSpan(nint address, int length) => new((void*)address, length);
+
+    /// <summary>
+    /// A short read or write with nothing else in flight on the ring and no batch open (a client at queue depth 1) is a
+    /// plain pread/pwrite on the calling thread: there is nothing to share an io_uring_enter with, and the ring would
+    /// only add the completion thread's wake-up to the reply's latency (as the threads engine's call returns at once).
+    /// Never on the completion thread itself, which must not wait for a device; fdatasync always goes through the ring.
+    /// </summary>
+    private bool RunsHere(int length) =>
+        length <= InlineCompletionLimit && _ring.InlineShortCompletions && !IoCompletionThread.IsCurrent && _ring.IsIdle;
 
     private static bool IsBlockAligned(long offset, int length) =>
         offset % HostFile.DirectAlignment == 0 && length % HostFile.DirectAlignment == 0;
