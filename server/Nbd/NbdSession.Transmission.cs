@@ -185,21 +185,22 @@ public sealed partial class NbdSession
             if (runInline)
             {
                 batch.Close();
-                await ExecuteAsync(work).ConfigureAwait(false);
+                await RunAsync(work).ConfigureAwait(false);
+                _workPool.Enqueue(work);
             }
             else if (request.Command == NbdCommand.Read && _export.StartsRequestsWhereReceived)
             {
                 // With io_uring a READ runs here only until its host read is queued (into the open batch, so a burst
                 // shares one io_uring_enter); its reply is sent where the read completes. A pool thread would add a
                 // wake-up and a submission of its own per request. The loop does not wait for it.
-                _ = ExecuteAsync(work);
+                Start(work);
             }
             else if (startWriteHere)
             {
                 // A plain WRITE likewise, but with the batch closed first: a write may end in a flush that waits,
                 // synchronously, for reads whose submissions this loop's open batch would still hold.
                 batch.Close();
-                _ = ExecuteAsync(work);
+                Start(work);
             }
             else
             {
@@ -303,8 +304,40 @@ public sealed partial class NbdSession
         return true;
     }
 
-    /// <summary>Runs one request on the thread pool and answers it; never throws.</summary>
-    internal async Task ExecuteAsync(RequestWork work)
+    /// <summary>
+    /// Starts one request where the caller is, without waiting for it: its pooled task is observed by the work item's
+    /// cached continuation (no allocation), which returns the work item to the pool once the request is done.
+    /// </summary>
+    internal void Start(RequestWork work)
+    {
+        var running = RunAsync(work);
+        if (running.IsCompleted)
+        {
+            Finish(running, work);
+            return;
+        }
+        work.Running = running;
+        running.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(work.RunCompleted);
+    }
+
+    /// <summary>Takes the result of a request started by <see cref="Start"/> (its pooled box goes back) and recycles its work item.</summary>
+    internal void Finish(ValueTask running, RequestWork work)
+    {
+        try
+        {
+            running.GetAwaiter().GetResult();
+        }
+        catch (Exception ex)
+        {
+            // RunAsync answers every error itself; anything here is a bug, and the request's reply was not sent.
+            _log.Warn($"{_peer}: request failed without a reply: {ex}");
+        }
+        _workPool.Enqueue(work);
+    }
+
+    /// <summary>Runs one request and answers it; never throws. Its caller recycles <paramref name="work"/> afterwards.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask RunAsync(RequestWork work)
     {
         var started = Stopwatch.GetTimestamp();
         try
@@ -329,12 +362,12 @@ public sealed partial class NbdSession
                 _largeSlots.Release();
             }
             work.Reset();
-            _workPool.Enqueue(work);
             _slots.Release();
         }
     }
 
-    private async Task ProcessAsync(RequestWork work)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ProcessAsync(RequestWork work)
     {
         var request = work.Request;
         var export = _export;
@@ -425,7 +458,8 @@ public sealed partial class NbdSession
         return flags;
     }
 
-    private async Task ReadAndReplyAsync(IBlockDevice device, NbdRequest request)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ReadAndReplyAsync(IBlockDevice device, NbdRequest request)
     {
         var length = (int)request.Length;
         var buffer = _budget.Buffers.Rent(length);
@@ -502,7 +536,8 @@ public sealed partial class NbdSession
         _output.Write(data.Span);
     }
 
-    private async Task BlockStatusAndReplyAsync(RequestWork work)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask BlockStatusAndReplyAsync(RequestWork work)
     {
         var request = work.Request;
         var export = _export;
