@@ -65,7 +65,7 @@ internal sealed class IoUringHostFile : IHostFile
     {
         if (IsReadOnly) throw new HostIoException("pwrite", Path, 9 /* EBADF */, "the file is open read-only");
         if (data.IsEmpty) return ValueTask.CompletedTask;
-        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, data.Length)) || RunsHere(data.Length))
+        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, data.Length)))
         {
             _file.Write(offset, data.Span);
             return ValueTask.CompletedTask;
@@ -285,10 +285,13 @@ internal sealed class IoUringHostFile : IHostFile
     private static unsafe Span<byte> NativeSpan(nint address, int length) => new((void*)address, length);
 
     /// <summary>
-    /// A short read or write with nothing else in flight on the ring and no batch open (a client at queue depth 1) is a
-    /// plain pread/pwrite on the calling thread: there is nothing to share an io_uring_enter with, and the ring would
-    /// only add the completion thread's wake-up to the reply's latency (as the threads engine's call returns at once).
-    /// Never on the completion thread itself, which must not wait for a device; fdatasync always goes through the ring.
+    /// A short read with nothing else in flight on the ring and no batch open (a client at queue depth 1) is a plain
+    /// pread on the calling thread: there is nothing to share an io_uring_enter with, and the ring would only add the
+    /// completion thread's wake-up to the reply's latency (as the threads engine's call returns at once). While it
+    /// blocks, requests that arrive meanwhile are buffered, so the next ones see them and batch through the ring.
+    /// Not writes: the receive loop closes the batch before each WRITE, so a burst of writes would find the ring idle
+    /// every time and run one by one on the receiving thread. Never on the completion thread itself, which must not
+    /// wait for a device; fdatasync always goes through the ring.
     /// </summary>
     private bool RunsHere(int length) =>
         length <= InlineCompletionLimit && _ring.InlineShortCompletions && !IoCompletionThread.IsCurrent && _ring.IsIdle;
