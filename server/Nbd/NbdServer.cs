@@ -285,7 +285,7 @@ public sealed class NbdServer : IAsyncDisposable
         }
         var id = Interlocked.Increment(ref _nextSessionId);
         var peer = isTcp ? client.RemoteEndPoint?.ToString() ?? "tcp" : $"unix#{id}";
-        var landing = new ReceiveLanding();
+        var landing = new ReceiveLanding { Socket = client };
         var socketConnection = SocketConnection.Create(client, SendOptions, landing.Options(ReceiveOptions), ConnectionOptions, peer);
         var session = new NbdSession(socketConnection, _registry, _sessionOptions, _log, peer, landing);
         var negotiation = CancellationTokenSource.CreateLinkedTokenSource(token);

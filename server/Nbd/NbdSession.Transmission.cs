@@ -285,6 +285,12 @@ public sealed partial class NbdSession
                 {
                     landing?.TryArm(destination[copied..]);
                 }
+                else if (copied == count && !_inputHasMore && landing is { Lent: true })
+                {
+                    // A payload received in place ends exactly where its buffer does, so the pipe never holds the next
+                    // request with it, as it does after a copied one: the socket says whether the client sent more.
+                    _inputHasMore = landing.SocketHasData;
+                }
             }
             return true;
         }

@@ -56,6 +56,37 @@ public sealed class ReceiveLanding
         pauseWriterThreshold: template.PauseWriterThreshold, resumeWriterThreshold: template.ResumeWriterThreshold,
         minimumSegmentSize: template.MinimumSegmentSize, useSynchronizationContext: false);
 
+    /// <summary>The connection's socket, asked whether more bytes wait in the kernel (<see cref="SocketHasData"/>).</summary>
+    public System.Net.Sockets.Socket? Socket { get; init; }
+
+    /// <summary>The kernel holds received bytes the pipe has not taken yet (false without a socket, or once it is closed).</summary>
+    public bool SocketHasData
+    {
+        get
+        {
+            try
+            {
+                return Socket is { } socket && socket.Available > 0;
+            }
+            catch (Exception ex) when (ex is ObjectDisposedException or System.Net.Sockets.SocketException)
+            {
+                return false;
+            }
+        }
+    }
+
+    /// <summary>A segment was lent from the current payload's buffer.</summary>
+    public bool Lent
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _lent;
+            }
+        }
+    }
+
     /// <summary>Segments lent from payload buffers so far (for tests and diagnostics).</summary>
     public long Landings { get; private set; }
 
