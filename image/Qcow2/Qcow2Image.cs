@@ -364,6 +364,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             return new Qcow2Mapping(Qcow2ClusterKind.Unallocated, 0, limit, default);
 
         using var lease = MetadataCache.Get(l2Offset);
+        EnsureL2OwnershipChecked(l1Index, lease.Data);
         ReadOnlySpan<byte> table = lease.Data;
         {
             int index = g.L2Index(guestOffset);
@@ -383,6 +384,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             while (length < limit && ++index < g.L2Entries)
             {
                 // The run reached the end of a cluster: extend it into the next cluster while the kind stays the same.
+                if (IsUnownedEntry(guestOffset + length)) break;
                 var next = DecodeL2Entry(table, index, guestOffset + length);
                 var nextKind = next.Classify(0, g.ExtendedL2, UsesExternalDataFile);
                 if (nextKind != kind)
@@ -410,7 +412,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         return (long)sub << g.SubclusterBits;
     }
 
-    private L2Entry DecodeL2Entry(ReadOnlySpan<byte> table, int index, long guestOffset)
+    private L2Entry DecodeL2Entry(ReadOnlySpan<byte> table, int index, long guestOffset, bool checkOwnership = true)
     {
         L2Entry entry = Geometry.ExtendedL2
             ? new L2Entry(BigEndianTable.Get(table, index * 2), BigEndianTable.Get(table, index * 2 + 1))
@@ -418,6 +420,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         string? problem = entry.Problem(Geometry, UsesExternalDataFile);
         if (problem is not null)
             throw Corrupt(guestOffset, entry, problem);
+        if (checkOwnership) CheckEntryOwnership(entry, guestOffset);
         return entry;
     }
 

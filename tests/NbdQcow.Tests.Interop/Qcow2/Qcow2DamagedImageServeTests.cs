@@ -93,4 +93,38 @@ public sealed class Qcow2DamagedImageServeTests
             .Single(extent => extent.GetProperty("start").GetInt64() == 8 << 20).GetProperty("offset").GetInt64();
         Assert.True(host >= 0x450000, $"guest 8M was given host 0x{host:x}, a cluster an old entry names");
     }
+
+    /// <summary>
+    /// An L2 entry naming a cluster whose refcount is 0 (past the file's end, or a hole inside it): the allocator
+    /// treats that cluster as free, so without a check the next new cluster lands on it and the entry's guest offset
+    /// then reads another offset's data. Guest 128k (patched) must fail with EIO, never read guest 9M's data.
+    /// </summary>
+    [Theory]
+    [InlineData("past-eof", "f.seek(l2 + 16); f.write(struct.pack('>Q', (1 << 63) | 0x80000))", 0x20000L)]
+    [InlineData("hole", "f.seek(l2 + 16); f.write(struct.pack('>Q', (1 << 63) | 0x70000)); f.seek(0x70000); f.write(bytes(65536))", 0x20000L)]
+    [InlineData("uncounted-data", "f.seek(0x20000 + 2 * 6); f.write(bytes(2))", 0x10000L)]
+    public async Task AnEntryNamingAClusterWithRefcountZeroNeverReadsDataANewAllocationPutThere(string damage, string patch, long damagedGuest)
+    {
+        _ = damage;
+        await using var image = await ServedImage.StartAsync(path => MakeDamagedImageAsync(path, patch), "uncounted.qcow2");
+        var io = await ToolRunner.RunAsync("qemu-io", ["-f", "raw", "-c", "write -P 0x78 8M 64k", "-c", "write -P 0x79 9M 64k",
+            "-c", "write -P 0x7a 10M 64k", "-c", "flush",
+            "-c", $"read -P 0x79 {damagedGuest} 64k", "-c", $"read -P 0x7a {damagedGuest} 64k", "-c", $"read -P 0x78 {damagedGuest} 64k",
+            "-c", "read -P 0x78 8M 64k", "-c", "read -P 0x79 9M 64k", "-c", "read -P 0x7a 10M 64k", "-c", "read -P 0x5a 0 64k", image.Uri()]);
+        string output = io.Stdout + io.Stderr;
+        Assert.DoesNotContain("write failed", output);
+        // Each read of the damaged offset fails; none returns another offset's data (or fails a pattern check).
+        Assert.Equal(3, output.Split('\n').Count(line => line.Contains("read failed: Input/output error", StringComparison.Ordinal)));
+        Assert.DoesNotContain("Pattern verification failed", output);
+        await image.Server.StopAndAssertCleanExitAsync(TimeSpan.FromSeconds(10));
+        var warnings = image.Server.Output.Split('\n').Where(line => line.Contains("warning:", StringComparison.Ordinal)).ToList();
+        Assert.True(warnings.Count >= 1 && warnings.All(line => line.Contains($"guest offset 0x{damagedGuest:x}", StringComparison.Ordinal)),
+            $"expected warnings naming guest 0x{damagedGuest:x} only\n{image.Server.Describe()}");
+        // qemu-img sees the damage that was there (a reference without a refcount), not a cluster two entries share.
+        var check = await ToolRunner.RunAsync("qemu-img", ["check", image.ImagePath]);
+        Assert.Contains("refcount=0 reference=1", check.Stdout + check.Stderr);
+        Assert.DoesNotContain("reference=2", check.Stdout + check.Stderr);
+        var info = (await ToolRunner.RunAsync("qemu-img", ["info", image.ImagePath])).EnsureSuccess();
+        Assert.Contains("corrupt: true", info.Stdout);
+    }
 }

@@ -259,4 +259,36 @@ public sealed class Qcow2HostileEntryTests : IDisposable
         Assert.Equal(before, FileBytes(path, snapshots, ClusterSize));
         Assert.True(IsMarkedCorrupt(path));
     }
+
+    [Fact]
+    public async Task An_entry_of_a_table_first_read_after_its_free_cluster_was_handed_out_fails_with_eio_instead_of_reading_that_data()
+    {
+        // Two L2 tables: guest [0, 128k) in the first, guest 600M in the second. The second table's entry for
+        // 600M+64k names a hole the refcounts call free; a write through the first table gets that hole before the
+        // second table is ever read, so the entry then names a cluster with refcount 1 holding guest 8M's data.
+        QemuTools.Bash(_folder.Path, """
+            qemu-img create -q -f qcow2 img.qcow2 1G
+            qemu-io -f qcow2 img.qcow2 -c "write -P 0x5a 0 128k" -c "write -P 0x5b 600M 64k" >/dev/null
+            """);
+        string path = _folder.File("img.qcow2");
+        var header = ReadHeader(path);
+        long secondL2 = (long)(ReadU64(path, (long)header.L1TableOffset + 8) & L1Entry.OffsetMask);
+        long hole = new FileInfo(path).Length;
+        using (var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite) { Position = hole })
+            stream.Write(new byte[ClusterSize]);
+        long guest = (600L << 20) + ClusterSize;
+        PatchU64(path, secondL2 + (guest % (ClusterSize / 8 * (long)ClusterSize)) / ClusterSize * 8, L2Entry.CopiedFlag | (ulong)hole);
+        var damage = new List<string>();
+        await using (var image = Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null, DamageReport = damage.Add }, HostFile.Open))
+        {
+            await image.WriteAsync(8 << 20, new byte[ClusterSize].Select(_ => (byte)0x78).ToArray(), fua: false);
+            var error = await Assert.ThrowsAsync<BlockDeviceException>(async () => await image.ReadAsync(guest, new byte[ClusterSize]));
+            Assert.Equal(BlockError.Io, error.Error);
+            Assert.Contains($"guest offset 0x{guest:x}", error.Message);
+            await AssertReads(image, 8 << 20, ClusterSize, 0x78);
+            await AssertReads(image, 600L << 20, ClusterSize, 0x5b);
+            Assert.NotEmpty(damage);
+        }
+        Assert.True(IsMarkedCorrupt(path));
+    }
 }
