@@ -127,4 +127,49 @@ public sealed class Qcow2DamagedImageServeTests
         var info = (await ToolRunner.RunAsync("qemu-img", ["info", image.ImagePath])).EnsureSuccess();
         Assert.Contains("corrupt: true", info.Stdout);
     }
+
+    [Fact]
+    public async Task AnL2TablePastTheEndOfTheFileFailsOnlyItsGuestRangeReadOnlyAndInfoStillDescribesTheImage()
+    {
+        // 1 GiB, two L2 tables: 0x5a at guest [0, 128k), 0x5b at 600M; then L1 entry 1 is aimed past the end of the file.
+        using var folder = new TempDirectory("img");
+        var path = folder.File("lost-l2.qcow2");
+        await QemuImage.CreateQcow2Async(path, "1G");
+        await QemuImage.IoAsync(path, "qcow2", "write -P 0x5a 0 128k", "write -P 0x5b 600M 64k", "write -P 0x5c 1000M 64k");
+        (await ToolRunner.RunAsync(ToolRunner.Python, ["-c", $$"""
+            import struct
+            f = open("{{path}}", "r+b"); h = f.read(72); l1 = struct.unpack(">Q", h[40:48])[0]
+            f.seek(l1 + 8); f.write(struct.pack(">Q", (1 << 63) | 0x4000000)); f.close()
+            """])).EnsureSuccess();
+
+        // Writable: refused, naming what to do.
+        var writable = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["serve", path, "--listen", "off", "--socket", folder.File("w.sock")],
+            TimeSpan.FromSeconds(30));
+        Assert.Equal(1, writable.ExitCode);
+        Assert.Contains("L2 table lies past the end of the file", writable.Stderr);
+        Assert.Contains("--read-only", writable.Stderr);
+        Assert.Contains("nbdqcow recover", writable.Stderr);
+
+        // Read-only: everything but guest [512M, 1G) reads as stored; that range fails with EIO.
+        var server = await ServerProcess.StartAsync(path, "--read-only");
+        await using (server)
+        {
+            var io = await ToolRunner.RunAsync("qemu-io", ["-r", "-f", "raw", "-c", "read -P 0x5a 0 128k", "-c", "read -P 0 1M 64k",
+                "-c", "read -P 0x5b 600M 64k", "-c", "read 1000M 64k", server.Uri()]);
+            string output = io.Stdout + io.Stderr;
+            Assert.Equal(2, output.Split('\n').Count(line => line.Contains("read failed: Input/output error", StringComparison.Ordinal)));
+            Assert.DoesNotContain("Pattern verification failed", output);
+            await server.StopAndAssertCleanExitAsync(TimeSpan.FromSeconds(10));
+            var warnings = server.Output.Split('\n').Where(line => line.Contains("warning:", StringComparison.Ordinal)).ToList();
+            Assert.True(warnings.Count == 1 && warnings[0].Contains("L1 entry 1", StringComparison.Ordinal)
+                && warnings[0].Contains("0x20000000+0x20000000", StringComparison.Ordinal), $"expected one damage line\n{server.Describe()}");
+        }
+
+        // info describes the image, counting the lost range as damaged.
+        var info = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["info", "--json", path], TimeSpan.FromSeconds(30));
+        Assert.Equal(0, info.ExitCode);
+        using var document = System.Text.Json.JsonDocument.Parse(info.Stdout);
+        Assert.Equal(512L << 20, document.RootElement.GetProperty("allocation").GetProperty("damaged-bytes").GetInt64());
+        Assert.Contains("L1 entry 1", info.Stderr);
+    }
 }
