@@ -84,6 +84,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
         _refcounts = new Qcow2Refcounts(File, cache, Header, map, problem => ReportDamage($"qcow2 image {Path}: {problem}"));
         _metadataMap = map;
         EnsureMetadataIsCounted();
+        EnsureTablesDoNotOverlap();
         StartOwnershipChecks();
         ReserveTableSpace();
         if (Options.Journal) StartJournal(cache);

@@ -172,4 +172,43 @@ public sealed class Qcow2DamagedImageServeTests
         Assert.Equal(512L << 20, document.RootElement.GetProperty("allocation").GetProperty("damaged-bytes").GetInt64());
         Assert.Contains("L1 entry 1", info.Stderr);
     }
+
+    /// <summary>
+    /// Tables that overlap: two L1 entries sharing one L2 table while claiming sole ownership (COPIED), or an L2 table
+    /// lying on the refcount table. Served read-write, a write through one would rewrite the other (another guest
+    /// range's mapping, or the refcounts): refused at open, naming what to do; read-only still serves what is stored.
+    /// </summary>
+    [Theory]
+    [InlineData("shared-l2", "f.seek(l1 + 8); f.write(struct.pack('>Q', (1 << 63) | l2))", "L1 entry 1")]
+    [InlineData("l2-on-refcount-table", "f.seek(l1 + 8); f.write(struct.pack('>Q', (1 << 63) | rt))", "L1 entry 1")]
+    public async Task OverlappingTablesRefuseAReadWriteServeInsteadOfLettingAWriteRewriteAnotherTable(string damage, string patch, string field)
+    {
+        _ = damage;
+        using var folder = new TempDirectory("img");
+        var path = folder.File("overlap.qcow2");
+        await QemuImage.CreateQcow2Async(path, "1G");
+        await QemuImage.IoAsync(path, "qcow2", "write -P 0x5a 0 128k");
+        (await ToolRunner.RunAsync(ToolRunner.Python, ["-c", $$"""
+            import struct
+            f = open("{{path}}", "r+b"); h = f.read(72)
+            l1 = struct.unpack(">Q", h[40:48])[0]; rt = struct.unpack(">Q", h[48:56])[0]
+            f.seek(l1); l2 = struct.unpack(">Q", f.read(8))[0] & 0x00fffffffffffe00
+            {{patch}}
+            f.close()
+            """])).EnsureSuccess();
+        byte[] before = File.ReadAllBytes(path);
+        var serve = await ToolRunner.RunAsync(RepositoryRoot.Launcher, ["serve", path, "--listen", "off", "--socket", folder.File("w.sock")],
+            TimeSpan.FromSeconds(15));
+        Assert.Equal(1, serve.ExitCode);
+        Assert.Contains(field, serve.Stderr);
+        Assert.Contains("overlaps", serve.Stderr);
+        Assert.Contains("--read-only", serve.Stderr);
+        Assert.Equal(before, File.ReadAllBytes(path));
+        var readOnly = await ServerProcess.StartAsync(path, "--read-only");
+        await using (readOnly)
+        {
+            (await ToolRunner.RunAsync("qemu-io", ["-r", "-f", "raw", "-c", "read -P 0x5a 0 128k", readOnly.Uri()])).EnsureSuccess(readOnly.Describe());
+            await readOnly.StopAndAssertCleanExitAsync(TimeSpan.FromSeconds(10));
+        }
+    }
 }
