@@ -149,6 +149,13 @@ public sealed partial class Qcow2Image
             foreach (var snapshot in Snapshots)
                 if (snapshot.L1Size > 0) Claim($"L1 table of snapshot \"{snapshot.Name}\"", (long)snapshot.L1TableOffset, snapshot.L1Size * 8L);
         }
+        if (Header.Bitmaps is { } bitmaps && (Header.AutoclearFeatures & Qcow2AutoclearFeatures.Bitmaps) != 0)
+        {
+            // Tracking rewrites the directory (the in-use flag) and the bitmap tables while the image is served.
+            Claim("bitmap directory", (long)bitmaps.DirectoryOffset, (long)bitmaps.DirectorySize);
+            foreach (var bitmap in BitmapDirectory)
+                if (bitmap.BitmapTableSize > 0) Claim($"table of bitmap \"{bitmap.Name}\"", (long)bitmap.BitmapTableOffset, bitmap.BitmapTableSize * 8L);
+        }
         var copiedL2 = new HashSet<long>();
         var sharedL2 = new HashSet<long>();
         for (int i = 0; i < L1Table.Length; i++)

@@ -363,4 +363,25 @@ public sealed class Qcow2HostileImageTests : IDisposable
         await image.ReadAsync(0, buffer);
         Assert.All(buffer, b => Assert.Equal(0x5a, b));
     }
+
+    [Fact]
+    public async Task A_bitmap_table_lying_on_the_l1_table_refuses_a_read_write_open_and_leaves_the_file_alone()
+    {
+        string path = MakeImage();
+        QemuTools.Run("qemu-img", "bitmap", "--add", path, "b0");
+        using (var image = HostFile.Open(path, new HostFileOptions(true, false)))
+        {
+            var header = Qcow2Header.Read(image);
+            // The directory entry starts with the bitmap table's offset: aim it at the L1 table.
+            Patch(path, (long)header.Bitmaps!.DirectoryOffset, 8, header.L1TableOffset);
+        }
+        byte[] before = File.ReadAllBytes(path);
+        var error = Assert.Throws<Qcow2FormatException>(() =>
+            Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null }, HostFile.Open).DisposeAsync().AsTask().GetAwaiter().GetResult());
+        Assert.Contains("table of bitmap \"b0\"", error.Message);
+        Assert.Contains("overlaps the L1 table", error.Message);
+        Assert.Equal(before, File.ReadAllBytes(path));
+        await using var readOnly = Qcow2Image.Open(path, new ImageOpenOptions { ReadOnly = true }, HostFile.Open);
+        Assert.Equal(16L << 20, readOnly.Size);
+    }
 }
