@@ -436,7 +436,7 @@ public sealed class Qcow2Refcounts
     {
         int entriesPerCluster = _geometry.ClusterSize / 8;
         long newEntries = Math.Max(requiredEntries, (long)_table.Length * 2);
-        long areaStart = Math.Max(_endCluster, _quarantined.EndCluster);
+        long areaStart = _endCluster;
         long blocks = 0;
         long tableClusters;
         var uncovered = new List<long>();
@@ -452,7 +452,14 @@ public sealed class Qcow2Refcounts
             uncovered.Clear();
             for (long t = areaStart >> _blockBits; t <= lastRange; t++)
                 if (t >= _table.Length || _table[t] == 0) uncovered.Add(t);
-            if (uncovered.Count == blocks) break;
+            if (uncovered.Count == blocks)
+            {
+                // The area must not take a cluster a damaged entry names: start again just past it.
+                long hit = _quarantined.LastIn(areaStart, areaEnd - areaStart);
+                if (hit < 0) break;
+                areaStart = hit + 1;
+                continue;
+            }
             blocks = uncovered.Count;
         }
         if (tableClusters * _geometry.ClusterSize > Qcow2HeaderValidator.MaxRefcountTableBytes)

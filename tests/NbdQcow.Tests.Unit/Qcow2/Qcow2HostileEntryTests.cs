@@ -291,4 +291,34 @@ public sealed class Qcow2HostileEntryTests : IDisposable
         }
         Assert.True(IsMarkedCorrupt(path));
     }
+
+    [Fact]
+    public async Task A_far_cluster_a_damaged_entry_names_does_not_push_a_growing_refcount_table_past_it()
+    {
+        // 512-byte clusters: one refcount table cluster covers 8 MiB of file, so writing 12 MiB grows the table.
+        QemuTools.Bash(_folder.Path, """
+            qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 64M
+            qemu-io -f qcow2 img.qcow2 -c "write -P 0x5a 0 4k" >/dev/null
+            """);
+        string path = _folder.File("img.qcow2");
+        var header = ReadHeader(path);
+        long l2 = (long)(ReadU64(path, (long)header.L1TableOffset) & L1Entry.OffsetMask);
+        // Guest cluster 1 names a cluster 1 GiB into a file of a few KiB: damage, and quarantined when its table is read.
+        PatchU64(path, l2 + 8, L2Entry.CopiedFlag | (1UL << 30));
+        var damage = new List<string>();
+        await using (var image = Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null, DamageReport = damage.Add }, HostFile.Open))
+        {
+            // A write in the damaged entry's table reads it (the first write also passes the corrupt-bit check).
+            await image.WriteAsync(1024, new byte[512], fua: false);
+            await Assert.ThrowsAsync<BlockDeviceException>(async () => await image.ReadAsync(512, new byte[512]));
+            var data = new byte[1 << 20];
+            Array.Fill(data, (byte)0x6d);
+            for (int i = 0; i < 12; i++)
+                await image.WriteAsync((8L << 20) + ((long)i << 20), data, fua: false);
+            await image.FlushAsync();
+            await AssertReads(image, 19L << 20, 1 << 20, 0x6d);
+        }
+        Assert.NotEmpty(damage);
+        Assert.True(new FileInfo(path).Length < 64L << 20, $"the file grew to {new FileInfo(path).Length} bytes");
+    }
 }
