@@ -362,8 +362,18 @@ public sealed class Qcow2Refcounts
         // Offset 0 means "no block" in the table, and a range whose first cluster is metadata is not all free.
         if (_map.IsMetadata(blockOffset))
             throw _damaged($"qcow2: no refcount block describes host offset 0x{blockOffset:x}, which holds metadata: the refcount table is damaged; {RepairAdvice}");
+        // Not on a cluster a damaged entry names (that entry would then name a refcount block): the next free one.
+        long rangeEnd = (t + 1) << _blockBits;
+        while (_quarantined.Contains(blockCluster))
+        {
+            if (++blockCluster == rangeEnd)
+                throw _damaged($"qcow2: every cluster of the range at host offset 0x{(t << _blockBits) << _clusterBits:x} is named by a damaged entry; {RepairAdvice}");
+        }
+        blockOffset = blockCluster << _clusterBits;
+        if (_map.IsMetadata(blockOffset))
+            throw _damaged($"qcow2: no refcount block describes host offset 0x{blockOffset:x}, which holds metadata: the refcount table is damaged; {RepairAdvice}");
         using var block = _cache.GetNew(blockOffset);
-        RefcountBlockCodec.Set(block.Data, 0, _order, 1);
+        RefcountBlockCodec.Set(block.Data, (int)(blockCluster - (t << _blockBits)), _order, 1);
         if (blockCluster < CountedEndClusterAtOpen) _handedOutSinceOpen.Add(blockCluster);
         _map.Add(blockOffset, _geometry.ClusterSize);
         _endCluster = Math.Max(_endCluster, blockCluster + 1);

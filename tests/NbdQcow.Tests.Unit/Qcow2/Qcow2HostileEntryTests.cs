@@ -321,4 +321,32 @@ public sealed class Qcow2HostileEntryTests : IDisposable
         Assert.NotEmpty(damage);
         Assert.True(new FileInfo(path).Length < 64L << 20, $"the file grew to {new FileInfo(path).Length} bytes");
     }
+
+    [Fact]
+    public async Task A_new_refcount_block_is_not_placed_on_a_cluster_a_damaged_entry_names()
+    {
+        // 512-byte clusters, 16-bit refcounts: a refcount block covers 128 KiB of file and a new one goes on the first
+        // cluster of its range. Guest cluster 1 names host 256 KiB (range 2, no block yet, refcount 0).
+        QemuTools.Bash(_folder.Path, """
+            qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 64M
+            qemu-io -f qcow2 img.qcow2 -c "write -P 0x5a 0 4k" >/dev/null
+            """);
+        string path = _folder.File("img.qcow2");
+        var header = ReadHeader(path);
+        long l2 = (long)(ReadU64(path, (long)header.L1TableOffset) & L1Entry.OffsetMask);
+        PatchU64(path, l2 + 8, L2Entry.CopiedFlag | (256UL << 10));
+        await using (var image = Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null }, HostFile.Open))
+        {
+            await image.WriteAsync(1024, new byte[512], fua: false); // reads the damaged entry's table
+            var data = new byte[512 << 10];
+            Array.Fill(data, (byte)0x6d);
+            await image.WriteAsync(8L << 20, data, fua: false);
+            await image.FlushAsync();
+        }
+        // qemu-img sees the damage that was there (a reference without a refcount), not an entry naming a refcount block.
+        var result = ToolRunner.Run("qemu-img", ["check", path], TimeSpan.FromSeconds(60));
+        string check = result.Stdout + result.Stderr;
+        Assert.Contains("refcount=0 reference=1", check);
+        Assert.DoesNotContain("reference=2", check);
+    }
 }
