@@ -31,7 +31,9 @@ public sealed class NbdServer : IAsyncDisposable
     private long _nextSessionId;
     private int _connectionCount;
 
-    // Receive: a WRITE payload is copied out as it arrives, so the pipe never needs to hold a whole 32 MiB request.
+    // Receive: a WRITE payload is copied out as it arrives, so the pipe never needs to hold a whole 32 MiB request
+    // (or, once the pipe is drained, received straight into its buffer: ReceiveLanding, whose per-connection pool and
+    // inline schedulers replace these ones).
     // Inline schedulers: the receive loop runs on the socket's completion thread (it only decodes and
     // dispatches), and a reply's flush drives the socket send on the replying thread, saving two thread hops
     // per request.
@@ -70,6 +72,9 @@ public sealed class NbdServer : IAsyncDisposable
         _acceptErrors = new RateLimitedLog(_log, TimeSpan.FromSeconds(10));
         _refusals = new RateLimitedLog(_log, TimeSpan.FromSeconds(10));
     }
+
+    /// <summary>WRITE payload bytes the open connections received straight into their payload buffers (diagnostics, tests).</summary>
+    public long PayloadBytesReceivedInPlace => _connections.Values.Sum(connection => connection.Session.PayloadBytesReceivedInPlace);
 
     /// <summary>Connections open now (negotiating or serving).</summary>
     public int ConnectionCount => Volatile.Read(ref _connectionCount);
@@ -281,8 +286,9 @@ public sealed class NbdServer : IAsyncDisposable
         }
         var id = Interlocked.Increment(ref _nextSessionId);
         var peer = isTcp ? client.RemoteEndPoint?.ToString() ?? "tcp" : $"unix#{id}";
-        var socketConnection = SocketConnection.Create(client, SendOptions, ReceiveOptions, ConnectionOptions, peer);
-        var session = new NbdSession(socketConnection, _registry, _sessionOptions, _log, peer);
+        var landing = new ReceiveLanding { Socket = client };
+        var socketConnection = SocketConnection.Create(client, SendOptions, landing.Options(ReceiveOptions), ConnectionOptions, peer);
+        var session = new NbdSession(socketConnection, _registry, _sessionOptions, _log, peer, landing);
         var negotiation = CancellationTokenSource.CreateLinkedTokenSource(token);
         if (_sessionOptions.HandshakeTimeout is { } timeout)
         {

@@ -56,6 +56,7 @@ public sealed partial class NbdSession
             return false;
         }
         _tls = transport;
+        _landing = null;
         _input = transport.Input;
         _output = transport.Output;
         // The spec: nothing negotiated in plain text carries over into the TLS session.

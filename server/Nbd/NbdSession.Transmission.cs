@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Text;
 using NbdQcow.Image;
 using NbdQcow.Protocol;
@@ -138,7 +139,7 @@ public sealed partial class NbdSession
                     {
                         // A reset or aborted connection throws from the pipe instead of ending it: the buffer and the
                         // budget this request holds go back here, or they would be lost to every other client.
-                        _budget.Buffers.Return(payload);
+                        ReturnUnlessLent(payload);
                         _budget.Release(_account, charge);
                         if (large)
                         {
@@ -148,7 +149,7 @@ public sealed partial class NbdSession
                     }
                     if (!received)
                     {
-                        _budget.Buffers.Return(payload);
+                        ReturnUnlessLent(payload);
                         _budget.Release(_account, charge);
                         if (large)
                         {
@@ -242,25 +243,35 @@ public sealed partial class NbdSession
         }
     }
 
-    /// <summary>Fills <paramref name="destination"/> with the next bytes as they arrive.</summary>
+    /// <summary>
+    /// Fills <paramref name="destination"/> with the next bytes as they arrive. On a plain connection, once the pipe
+    /// is drained the rest of a large payload may be received straight into <paramref name="destination"/>
+    /// (<see cref="ReceiveLanding"/>); those bytes are already in place and are not copied again.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> ReadIntoAsync(Memory<byte> destination, CancellationToken cancellationToken)
     {
         var count = destination.Length;
         var copied = 0;
+        var landing = _landing;
         Volatile.Write(ref _awaitingPayload, true);
         try
         {
             while (copied < count)
             {
                 var result = await _input.ReadAsync(cancellationToken).ConfigureAwait(false);
+                landing?.Disarm();
                 if (result.IsCanceled)
                 {
                     return false;
                 }
                 var buffer = result.Buffer;
                 var take = (int)Math.Min(buffer.Length, count - copied);
-                buffer.Slice(0, take).CopyTo(destination.Span.Slice(copied, take));
+                var inPlace = CopyUnlessInPlace(buffer.Slice(0, take), destination.Span.Slice(copied, take));
+                if (inPlace > 0)
+                {
+                    Volatile.Write(ref _payloadBytesInPlace, _payloadBytesInPlace + inPlace);
+                }
                 copied += take;
                 // Only this loop writes it; the server's trim loop reads it to see the payload make progress.
                 Volatile.Write(ref _payloadBytesReceived, _payloadBytesReceived + take);
@@ -270,12 +281,60 @@ public sealed partial class NbdSession
                 {
                     return false;
                 }
+                if (copied < count && !_inputHasMore)
+                {
+                    landing?.TryArm(destination[copied..]);
+                }
+                else if (copied == count && !_inputHasMore && landing is { Lent: true })
+                {
+                    // A payload received in place ends exactly where its buffer does, so the pipe never holds the next
+                    // request with it, as it does after a copied one: the socket says whether the client sent more.
+                    _inputHasMore = landing.SocketHasData;
+                }
             }
             return true;
         }
         finally
         {
+            _payloadLent = landing is not null && landing.EndPayload();
             Volatile.Write(ref _awaitingPayload, false);
+        }
+    }
+
+    /// <summary>
+    /// Copies <paramref name="source"/> to <paramref name="destination"/>, skipping segments received in place;
+    /// returns how many bytes were already there.
+    /// </summary>
+    private static int CopyUnlessInPlace(in ReadOnlySequence<byte> source, Span<byte> destination)
+    {
+        var at = 0;
+        var inPlace = 0;
+        foreach (var segment in source)
+        {
+            var span = segment.Span;
+            var target = destination.Slice(at, span.Length);
+            if (!Unsafe.AreSame(ref MemoryMarshal.GetReference(span), ref MemoryMarshal.GetReference(target)))
+            {
+                span.CopyTo(target);
+            }
+            else
+            {
+                inPlace += span.Length;
+            }
+            at += span.Length;
+        }
+        return inPlace;
+    }
+
+    /// <summary>
+    /// Gives an abandoned payload's buffer back to the pool, unless part of it was lent to the receive pipe: the
+    /// socket loop may still receive into that part, so the buffer is left to the garbage collector instead.
+    /// </summary>
+    private void ReturnUnlessLent(PayloadBuffer payload)
+    {
+        if (!_payloadLent)
+        {
+            _budget.Buffers.Return(payload);
         }
     }
 

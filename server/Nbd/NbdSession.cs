@@ -67,8 +67,19 @@ public sealed partial class NbdSession
     /// <summary>The receive buffer held more bytes after the last request (or payload) taken from it.</summary>
     private bool _inputHasMore;
 
-    public NbdSession(IDuplexPipe transport, ExportRegistry registry, NbdSessionOptions options, ServerLog log, string peer)
+    /// <summary>
+    /// Lends payload buffers to the receive pipe (<see cref="ReceiveLanding"/>); null when the transport's pipe does
+    /// not take its segments from it, and from STARTTLS on (the socket then carries ciphertext).
+    /// </summary>
+    private ReceiveLanding? _landing;
+
+    /// <summary>The last payload <see cref="ReadIntoAsync"/> read had part of its buffer lent to the receive pipe.</summary>
+    private bool _payloadLent;
+
+    public NbdSession(IDuplexPipe transport, ExportRegistry registry, NbdSessionOptions options, ServerLog log, string peer,
+        ReceiveLanding? landing = null)
     {
+        _landing = landing;
         _input = transport.Input;
         _output = transport.Output;
         _registry = registry;
@@ -89,7 +100,11 @@ public sealed partial class NbdSession
     /// <summary>The receive loop holds budget for a WRITE payload that has not fully arrived: the client is what it waits for.</summary>
     public bool IsAwaitingPayload => Volatile.Read(ref _awaitingPayload);
 
+    /// <summary>WRITE payload bytes the socket received straight into their payload buffer (no copy out of the pipe).</summary>
+    public long PayloadBytesReceivedInPlace => Volatile.Read(ref _payloadBytesInPlace);
+
     private long _payloadBytesReceived;
+    private long _payloadBytesInPlace;
     private bool _awaitingPayload;
 
     /// <summary>

@@ -46,6 +46,8 @@ public sealed class TlsSessionTests : IDisposable
     {
         public int Port => port;
 
+        public NbdServer Server => server;
+
         public async ValueTask DisposeAsync()
         {
             await server.StopAsync(TimeSpan.FromSeconds(20));
@@ -238,6 +240,8 @@ public sealed class TlsSessionTests : IDisposable
         }
         var extents = await client.BlockStatusAsync(0, 1 << 20);
         Assert.NotEmpty(extents);
+        // The socket carries ciphertext: nothing may be received in place into a payload buffer.
+        Assert.Equal(0, server.Server.PayloadBytesReceivedInPlace);
     }
 
     [Fact]
