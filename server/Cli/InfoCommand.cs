@@ -63,7 +63,11 @@ internal static class InfoCommand
         // Damage found on the way (an L2 table past the end of the file) is one warning; the rest is still described.
         var options = new ImageOpenOptions
         {
-            ReadOnly = true, MaxDirtyAge = null, Locking = locking, BackingRoot = "/", OpenEncryptedWithoutKey = true,
+            ReadOnly = true,
+            MaxDirtyAge = null,
+            Locking = locking,
+            BackingRoot = "/",
+            OpenEncryptedWithoutKey = true,
             DamageReport = message => Console.Error.WriteLine($"nbdqcow info: warning: {message}"),
         };
         await using var device = ImageOpener.Open(path, options with { Format = format });
