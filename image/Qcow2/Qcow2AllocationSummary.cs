@@ -11,6 +11,8 @@ public sealed record Qcow2AllocationSummary
     public long ZeroBytes { get; init; }
     /// <summary>Bytes not allocated in this layer (read from the backing file, or zero).</summary>
     public long UnallocatedBytes { get; init; }
+    /// <summary>Bytes whose mapping is damaged (an L2 table past the end of the file, a bad entry): they fail with EIO.</summary>
+    public long DamagedBytes { get; init; }
     /// <summary>L2 tables referenced by the L1 table.</summary>
     public long L2Tables { get; init; }
 }

@@ -117,6 +117,69 @@ public sealed partial class Qcow2Image
         }
     }
 
+    /// <summary>
+    /// At a read-write open: no two tables may share a cluster. A refcount update into a cluster that is also an L2
+    /// table, or an L2 update into the refcount table, or into an L2 table another L1 entry also owns (COPIED), would
+    /// rewrite another structure: another guest range's mapping, or the refcounts. Such an image is refused for
+    /// writing (read-only it is served as stored). L2 tables shared without COPIED are copied on write, as snapshots' are.
+    /// </summary>
+    private void EnsureTablesDoNotOverlap()
+    {
+        var g = Geometry;
+        var owners = new Dictionary<long, string>();
+        void Claim(string what, long offset, long length)
+        {
+            for (long cluster = offset >> g.ClusterBits; cluster <= (offset + Math.Max(length, 1) - 1) >> g.ClusterBits; cluster++)
+            {
+                if (owners.TryGetValue(cluster, out string? owner))
+                    throw OverlapRefusal(what, cluster, owner);
+                owners[cluster] = what;
+            }
+        }
+        Claim("header", 0, 1);
+        if (Header.L1Size > 0) Claim("L1 table", (long)Header.L1TableOffset, Header.L1Size * 8L);
+        Claim("refcount table", Refcounts.TableOffset, (long)Refcounts.TableClusters << g.ClusterBits);
+        var blocks = Refcounts.BlockOffsets;
+        for (int i = 0; i < blocks.Length; i++)
+            if (blocks[i] != 0) Claim($"refcount block of refcount table entry {i}", (long)blocks[i], g.ClusterSize);
+        if (EncryptionArea is { } luks) Claim("encryption header", luks.Offset, luks.Length);
+        if (Header.SnapshotCount > 0)
+        {
+            Claim("snapshot table", (long)Header.SnapshotsOffset, Math.Max(Qcow2SnapshotTable.SizeOf(Snapshots), 1));
+            foreach (var snapshot in Snapshots)
+                if (snapshot.L1Size > 0) Claim($"L1 table of snapshot \"{snapshot.Name}\"", (long)snapshot.L1TableOffset, snapshot.L1Size * 8L);
+        }
+        if (Header.Bitmaps is { } bitmaps && (Header.AutoclearFeatures & Qcow2AutoclearFeatures.Bitmaps) != 0)
+        {
+            // Tracking rewrites the directory (the in-use flag) and the bitmap tables while the image is served.
+            Claim("bitmap directory", (long)bitmaps.DirectoryOffset, (long)bitmaps.DirectorySize);
+            foreach (var bitmap in BitmapDirectory)
+                if (bitmap.BitmapTableSize > 0) Claim($"table of bitmap \"{bitmap.Name}\"", (long)bitmap.BitmapTableOffset, bitmap.BitmapTableSize * 8L);
+        }
+        var copiedL2 = new HashSet<long>();
+        var sharedL2 = new HashSet<long>();
+        for (int i = 0; i < L1Table.Length; i++)
+        {
+            var entry = new L1Entry(L1Table[i]);
+            if (!entry.IsAllocated) continue;
+            long cluster = entry.L2TableOffset >> g.ClusterBits;
+            string what = $"L2 table of L1 entry {i}";
+            if (owners.TryGetValue(cluster, out string? owner) && !owner.StartsWith("L2 table", StringComparison.Ordinal))
+                throw OverlapRefusal(what, cluster, owner);
+            // Shared between active L1 entries: safe only while none claims sole ownership (all are copied on write).
+            bool seen = !sharedL2.Add(cluster);
+            if (seen && (entry.IsCopied || copiedL2.Contains(cluster)))
+                throw OverlapRefusal(what, cluster, owner ?? "the L2 table of another L1 entry");
+            if (entry.IsCopied) copiedL2.Add(cluster);
+            owners.TryAdd(cluster, what);
+        }
+    }
+
+    private Qcow2FormatException OverlapRefusal(string what, long cluster, string owner) =>
+        new(what, $"0x{cluster << Geometry.ClusterBits:x}",
+            $"overlaps the {owner}: a write through one would rewrite the other; serve the image read-only (--read-only) to copy " +
+            $"its data off, check it with: nbdqcow check {Path}, or salvage it with: nbdqcow recover {Path} OUTPUT");
+
     private void EnsureCounted(string what, long offset, long length)
     {
         var g = Geometry;

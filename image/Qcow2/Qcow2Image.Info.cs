@@ -8,7 +8,7 @@ public sealed partial class Qcow2Image
     /// <summary>Walks the mapping of this layer (bounded work: unallocated L2 ranges are skipped whole).</summary>
     public async ValueTask<Qcow2AllocationSummary> SummarizeAllocationAsync(CancellationToken cancellationToken = default)
     {
-        long data = 0, compressed = 0, zero = 0, unallocated = 0, l2Tables = 0;
+        long data = 0, compressed = 0, zero = 0, unallocated = 0, damaged = 0, l2Tables = 0;
         foreach (ulong raw in L1Table)
             if ((raw & L1Entry.OffsetMask) != 0)
                 l2Tables++;
@@ -16,7 +16,21 @@ public sealed partial class Qcow2Image
         while (offset < Size)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var mapping = await LookupAsync(offset, Size - offset, cancellationToken).ConfigureAwait(false);
+            Qcow2Mapping mapping;
+            try
+            {
+                mapping = await LookupAsync(offset, Size - offset, cancellationToken).ConfigureAwait(false);
+            }
+            catch (BlockDeviceException e) when (e.Error == BlockError.Io)
+            {
+                // A damaged mapping is counted, not fatal: the operator is looking at this image to find out what is left.
+                var g = Geometry;
+                long step = IsL1EntryDamaged(g.L1Index(offset)) ? g.L2Coverage - (offset & (g.L2Coverage - 1)) : g.ClusterSize - g.OffsetInCluster(offset);
+                step = Math.Min(step, Size - offset);
+                damaged += step;
+                offset += step;
+                continue;
+            }
             switch (mapping.Kind)
             {
                 case Qcow2ClusterKind.Normal: data += mapping.Length; break;
@@ -33,6 +47,7 @@ public sealed partial class Qcow2Image
             CompressedBytes = compressed,
             ZeroBytes = zero,
             UnallocatedBytes = unallocated,
+            DamagedBytes = damaged,
             L2Tables = l2Tables,
         };
     }

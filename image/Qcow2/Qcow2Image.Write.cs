@@ -84,6 +84,8 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
         _refcounts = new Qcow2Refcounts(File, cache, Header, map, problem => ReportDamage($"qcow2 image {Path}: {problem}"));
         _metadataMap = map;
         EnsureMetadataIsCounted();
+        EnsureTablesDoNotOverlap();
+        StartOwnershipChecks();
         ReserveTableSpace();
         if (Options.Journal) StartJournal(cache);
         _cacheMode = Options.CreateCacheModeLayer(this);
@@ -519,6 +521,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
         var l1 = new L1Entry(L1Table[l1Index]);
         if (!l1.IsAllocated || !l1.IsCopied) return (-1, 0);
         using var lease = MetadataCache.Get(l1.L2TableOffset);
+        EnsureL2OwnershipChecked(l1Index, lease.Data);
         var table = lease.Data;
         int index = g.L2Index(offset);
         long position = offset;
@@ -527,6 +530,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
         long expectedHost = -1;
         while (position < end && index < g.L2Entries)
         {
+            if (position != offset && IsUnownedEntry(position)) break;
             var entry = DecodeL2Entry(table, index, position);
             if (!entry.IsCopied || entry.IsCompressed || !entry.HasHostCluster(UsesExternalDataFile)) break;
             if (_inflight.ContainsKey(position >> g.ClusterBits)) break;
@@ -979,6 +983,7 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
         var l1 = new L1Entry(L1Table[l1Index]);
         if (!l1.IsAllocated) return default;
         using var lease = MetadataCache.Get(l1.L2TableOffset);
+        EnsureL2OwnershipChecked(l1Index, lease.Data);
         return DecodeL2Entry(lease.Data, g.L2Index(offset), offset);
     }
 
@@ -1004,7 +1009,19 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
         var g = Geometry;
         var l1 = new L1Entry(L1Table[l1Index]);
         if (l1.IsAllocated && l1.IsCopied)
-            return MetadataCache.Get(l1.L2TableOffset);
+        {
+            var existing = MetadataCache.Get(l1.L2TableOffset);
+            try
+            {
+                EnsureL2OwnershipChecked(l1Index, existing.Data);
+            }
+            catch
+            {
+                existing.Dispose();
+                throw;
+            }
+            return existing;
+        }
         long offset = Refcounts.Allocate(1);
         ReserveTableCluster(offset);
         MetadataMap.Add(offset, g.ClusterSize);
@@ -1017,15 +1034,20 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
                 // so the clusters it maps keep theirs (already shared, hence without COPIED); only the old table
                 // loses this L1's reference, once the new L1 entry is durable.
                 using (var shared = MetadataCache.Get(l1.L2TableOffset))
+                {
+                    // Damaged entries found here stay damaged in the copy (they are kept by guest offset).
+                    EnsureL2OwnershipChecked(l1Index, shared.Data);
                     shared.Data.CopyTo(lease.Data);
+                }
                 for (int i = 0; i < g.L2Entries; i++)
                 {
-                    var entry = DecodeL2Entry(lease.Data, i, 0);
+                    var entry = DecodeL2Entry(lease.Data, i, 0, checkOwnership: false);
                     if (entry.IsCopied)
                         WriteL2Entry(lease.Data, i, new L2Entry(entry.Raw & ~L2Entry.CopiedFlag, entry.Bitmap));
                 }
             }
             SetL1Entry(l1Index, L1Entry.Create(offset, copied: true), lease.Table, offset);
+            MarkL2Checked(l1Index);
             if (l1.IsAllocated)
                 Refcounts.FreeWhenDurable(l1.L2TableOffset, g.ClusterSize, L1ChunkTable(l1Index));
             return lease;

@@ -211,18 +211,40 @@ public sealed partial class Qcow2Image : IBlockDevice
         for (int i = 0; i < l1.Length; i++)
         {
             var entry = new L1Entry(l1[i]);
-            if (entry.ReservedBits != 0)
-                throw new Qcow2FormatException($"L1 entry {i}", $"0x{entry.Raw:x16}", "reserved bits set");
             long l2 = entry.L2TableOffset;
-            if (l2 == 0)
-                continue;
-            if ((l2 & Geometry.ClusterOffsetMask) != 0)
-                throw new Qcow2FormatException($"L1 entry {i} L2 table offset", l2, "not aligned to a cluster");
-            if (l2 > fileLength - Geometry.ClusterSize)
-                throw new Qcow2FormatException($"L1 entry {i} L2 table offset", l2, $"L2 table lies past the end of the file ({fileLength} bytes)");
+            (string Field, object Value, string Problem)? damage =
+                entry.ReservedBits != 0 ? ($"L1 entry {i}", $"0x{entry.Raw:x16}", "reserved bits set")
+                : l2 == 0 ? null
+                : (l2 & Geometry.ClusterOffsetMask) != 0 ? ($"L1 entry {i} L2 table offset", l2, "not aligned to a cluster")
+                : l2 > fileLength - Geometry.ClusterSize ? ($"L1 entry {i} L2 table offset", l2, $"L2 table lies past the end of the file ({fileLength} bytes)")
+                : null;
+            if (damage is not { } d) continue;
+            // Writing would build on a mapping nobody can read. Read-only, everything else is still worth copying off:
+            // only the guest range this entry maps fails.
+            if (!IsReadOnly)
+                throw new Qcow2FormatException(d.Field, d.Value,
+                    $"{d.Problem}; serve it read-only (--read-only) to copy off every other range, check it with: nbdqcow check {Path}, " +
+                    $"or salvage it into a new image with: nbdqcow recover {Path} OUTPUT");
+            _damagedL1 ??= new Dictionary<long, string>();
+            _damagedL1[i] = $"{d.Field} = {d.Value}: {d.Problem}";
+            l1[i] = 0; // never followed: MapRange fails the range first
         }
         L1Table = l1;
+        if (_damagedL1 is { Count: > 0 } damaged)
+        {
+            var (index, problem) = damaged.First();
+            string more = damaged.Count > 1 ? $" (and {damaged.Count - 1} more L1 entries like it)" : "";
+            Options.DamageReport?.Invoke(
+                $"qcow2 image {Path} is damaged: {problem}{more}; guest range 0x{index * Geometry.L2Coverage:x}+0x{Geometry.L2Coverage:x} " +
+                $"fails with EIO, every other range reads as stored; check it with: nbdqcow check {Path}, salvage it with: nbdqcow recover");
+        }
     }
+
+    /// <summary>Read-only images: L1 entries whose L2 table cannot be read (past the end of the file, unaligned), by L1 index.</summary>
+    private Dictionary<long, string>? _damagedL1;
+
+    /// <summary>True when the guest range of L1 entry <paramref name="l1Index"/> is lost with its L2 table (read-only images).</summary>
+    internal bool IsL1EntryDamaged(long l1Index) => _damagedL1 is { } damaged && damaged.ContainsKey(l1Index);
 
     private Qcow2Snapshot? FindSnapshot(string nameOrId)
     {
@@ -361,9 +383,15 @@ public sealed partial class Qcow2Image : IBlockDevice
         long l1Index = g.L1Index(guestOffset);
         long l2Offset = l1Index < L1Table.Length ? (long)(L1Table[l1Index] & L1Entry.OffsetMask) : 0;
         if (l2Offset == 0)
+        {
+            if (_damagedL1 is { } damaged && damaged.TryGetValue(l1Index, out string? problem))
+                throw new BlockDeviceException(BlockError.Io,
+                    $"qcow2 image {Path} is damaged: guest offset 0x{guestOffset:x} is mapped by {problem}; check it with: nbdqcow check {Path}");
             return new Qcow2Mapping(Qcow2ClusterKind.Unallocated, 0, limit, default);
+        }
 
         using var lease = MetadataCache.Get(l2Offset);
+        EnsureL2OwnershipChecked(l1Index, lease.Data);
         ReadOnlySpan<byte> table = lease.Data;
         {
             int index = g.L2Index(guestOffset);
@@ -383,6 +411,7 @@ public sealed partial class Qcow2Image : IBlockDevice
             while (length < limit && ++index < g.L2Entries)
             {
                 // The run reached the end of a cluster: extend it into the next cluster while the kind stays the same.
+                if (IsUnownedEntry(guestOffset + length)) break;
                 var next = DecodeL2Entry(table, index, guestOffset + length);
                 var nextKind = next.Classify(0, g.ExtendedL2, UsesExternalDataFile);
                 if (nextKind != kind)
@@ -410,7 +439,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         return (long)sub << g.SubclusterBits;
     }
 
-    private L2Entry DecodeL2Entry(ReadOnlySpan<byte> table, int index, long guestOffset)
+    private L2Entry DecodeL2Entry(ReadOnlySpan<byte> table, int index, long guestOffset, bool checkOwnership = true)
     {
         L2Entry entry = Geometry.ExtendedL2
             ? new L2Entry(BigEndianTable.Get(table, index * 2), BigEndianTable.Get(table, index * 2 + 1))
@@ -418,6 +447,7 @@ public sealed partial class Qcow2Image : IBlockDevice
         string? problem = entry.Problem(Geometry, UsesExternalDataFile);
         if (problem is not null)
             throw Corrupt(guestOffset, entry, problem);
+        if (checkOwnership) CheckEntryOwnership(entry, guestOffset);
         return entry;
     }
 

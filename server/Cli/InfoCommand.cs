@@ -60,7 +60,16 @@ internal static class InfoCommand
         // An operator inspecting an image sees its whole chain wherever it lies (as qemu-img info); devices and other
         // non-regular backing files are still refused.
         // An encrypted image opens without its key: info reads metadata only, never data.
-        var options = new ImageOpenOptions { ReadOnly = true, MaxDirtyAge = null, Locking = locking, BackingRoot = "/", OpenEncryptedWithoutKey = true };
+        // Damage found on the way (an L2 table past the end of the file) is one warning; the rest is still described.
+        var options = new ImageOpenOptions
+        {
+            ReadOnly = true,
+            MaxDirtyAge = null,
+            Locking = locking,
+            BackingRoot = "/",
+            OpenEncryptedWithoutKey = true,
+            DamageReport = message => Console.Error.WriteLine($"nbdqcow info: warning: {message}"),
+        };
         await using var device = ImageOpener.Open(path, options with { Format = format });
         var stream = new MemoryStream();
         using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
@@ -183,6 +192,7 @@ internal static class InfoCommand
         w.WriteNumber("compressed-bytes", allocation.CompressedBytes);
         w.WriteNumber("zero-bytes", allocation.ZeroBytes);
         w.WriteNumber("unallocated-bytes", allocation.UnallocatedBytes);
+        if (allocation.DamagedBytes > 0) w.WriteNumber("damaged-bytes", allocation.DamagedBytes);
         w.WriteNumber("l2-tables", allocation.L2Tables);
         w.WriteEndObject();
     }

@@ -282,6 +282,7 @@ public sealed class NbdServer : IAsyncDisposable
         if (isTcp)
         {
             client.NoDelay = true;
+            EnableKeepAlive(client);
         }
         var id = Interlocked.Increment(ref _nextSessionId);
         var peer = isTcp ? client.RemoteEndPoint?.ToString() ?? "tcp" : $"unix#{id}";
@@ -299,6 +300,31 @@ public sealed class NbdServer : IAsyncDisposable
         _connections[id] = connection;
         _log.Debug($"{peer}: connected");
         connection.Run = RunSessionAsync(connection, token);
+    }
+
+    /// <summary>Seconds a TCP connection may sit silent before the kernel probes the peer.</summary>
+    internal const int KeepAliveIdleSeconds = 30;
+    private const int KeepAliveIntervalSeconds = 10;
+    private const int KeepAliveProbes = 6;
+
+    /// <summary>
+    /// A client whose host vanished leaves a half-open connection: no FIN or RST ever comes, and an idle client
+    /// sends nothing, so its slot and buffers would be held forever. Keepalive probes drop it after about 90 s.
+    /// </summary>
+    private void EnableKeepAlive(Socket client)
+    {
+        try
+        {
+            client.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.KeepAlive, true);
+            client.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveTime, KeepAliveIdleSeconds);
+            client.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveInterval, KeepAliveIntervalSeconds);
+            client.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveRetryCount, KeepAliveProbes);
+        }
+        catch (SocketException e)
+        {
+            // The connection is still worth serving; it just is not probed.
+            _log.Debug($"keepalive could not be enabled on a connection: {e.Message}");
+        }
     }
 
     /// <summary>MaxConnections, lowered when the open-file limit would run out first.</summary>

@@ -36,6 +36,10 @@ public sealed class Qcow2Refcounts
     private long _nextFreeSequence;
     /// <summary>Bytes waiting in <see cref="_pendingFrees"/> (read without the lock to decide when to flush).</summary>
     private long _pendingFreeBytes;
+    /// <summary>Clusters below <see cref="CountedEndClusterAtOpen"/> handed out since open (see <see cref="WasHandedOutSinceOpen"/>).</summary>
+    private readonly Qcow2ClusterSet _handedOutSinceOpen = new();
+    /// <summary>Free clusters a damaged entry names: never handed out, so that entry can never read new data.</summary>
+    private readonly Qcow2ClusterSet _quarantined = new();
 
     public Qcow2Refcounts(IHostFile file, MetadataTableCache cache, Qcow2Header header, Qcow2MetadataMap map,
         Func<string, Exception>? damaged = null)
@@ -126,6 +130,7 @@ public sealed class Qcow2Refcounts
     /// <summary>The end the refcounts counted at open (at least <see cref="FileEndCluster"/>); the allocator never hands out clusters between the two.</summary>
     public long CountedEndClusterAtOpen { get; }
     public int ClusterSize => _geometry.ClusterSize;
+    public int ClusterBits => _clusterBits;
 
     /// <summary>Offset of the refcount block describing the cluster, or 0 when it has none.</summary>
     public long BlockOffsetFor(long clusterIndex)
@@ -144,6 +149,16 @@ public sealed class Qcow2Refcounts
     }
 
     /// <summary>
+    /// True when the allocator gave <paramref name="cluster"/> (below <see cref="CountedEndClusterAtOpen"/>) to new data or
+    /// a new table since the image was opened. An entry of an L2 table first read after that, naming it, cannot be one
+    /// this session wrote: it named a cluster that was free at open (damage), and now names another offset's data.
+    /// </summary>
+    public bool WasHandedOutSinceOpen(long cluster) => _handedOutSinceOpen.Contains(cluster);
+
+    /// <summary>Keeps a free cluster a damaged entry names from ever being handed out (until the image is reopened).</summary>
+    public void Quarantine(long cluster) => _quarantined.Add(cluster);
+
+    /// <summary>
     /// Allocates <paramref name="count"/> contiguous free clusters, sets their refcount to 1 and returns the host
     /// offset of the first. The caller must make its reference depend on <see cref="AddReferenceDependencies"/>.
     /// </summary>
@@ -157,6 +172,9 @@ public sealed class Qcow2Refcounts
             if (pass > MaxAllocationPasses)
                 throw _damaged($"qcow2: allocating {count} cluster(s) made no progress after {pass} passes: the refcounts are damaged; {RepairAdvice}");
             long start = FindFreeRun(count, _freeHint);
+            // Bounded: each step moves past one quarantined cluster.
+            for (long hit; (hit = _quarantined.LastIn(start, count)) >= 0;)
+                start = FindFreeRun(count, hit + 1);
             // A free run that holds metadata: the refcounts lost track of it (a zeroed refcount table or block).
             // Handing it out would put guest data or a new table over the header, an L1/L2 table or a refcount block.
             if (_map.Overlaps(start << _clusterBits, (long)count << _clusterBits))
@@ -168,7 +186,10 @@ public sealed class Qcow2Refcounts
                 created |= EnsureBlock(t);
             if (created) continue;
             for (long c = start; c < start + count; c++)
+            {
                 ChangeRefcount(c, +1);
+                if (c < CountedEndClusterAtOpen) _handedOutSinceOpen.Add(c);
+            }
             _endCluster = Math.Max(_endCluster, start + count);
             _freeHint = start + count;
             return start << _clusterBits;
@@ -341,8 +362,19 @@ public sealed class Qcow2Refcounts
         // Offset 0 means "no block" in the table, and a range whose first cluster is metadata is not all free.
         if (_map.IsMetadata(blockOffset))
             throw _damaged($"qcow2: no refcount block describes host offset 0x{blockOffset:x}, which holds metadata: the refcount table is damaged; {RepairAdvice}");
+        // Not on a cluster a damaged entry names (that entry would then name a refcount block): the next free one.
+        long rangeEnd = (t + 1) << _blockBits;
+        while (_quarantined.Contains(blockCluster))
+        {
+            if (++blockCluster == rangeEnd)
+                throw _damaged($"qcow2: every cluster of the range at host offset 0x{(t << _blockBits) << _clusterBits:x} is named by a damaged entry; {RepairAdvice}");
+        }
+        blockOffset = blockCluster << _clusterBits;
+        if (_map.IsMetadata(blockOffset))
+            throw _damaged($"qcow2: no refcount block describes host offset 0x{blockOffset:x}, which holds metadata: the refcount table is damaged; {RepairAdvice}");
         using var block = _cache.GetNew(blockOffset);
-        RefcountBlockCodec.Set(block.Data, 0, _order, 1);
+        RefcountBlockCodec.Set(block.Data, (int)(blockCluster - (t << _blockBits)), _order, 1);
+        if (blockCluster < CountedEndClusterAtOpen) _handedOutSinceOpen.Add(blockCluster);
         _map.Add(blockOffset, _geometry.ClusterSize);
         _endCluster = Math.Max(_endCluster, blockCluster + 1);
         SetTableEntry(t, (ulong)blockOffset, block.Table);
@@ -430,7 +462,14 @@ public sealed class Qcow2Refcounts
             uncovered.Clear();
             for (long t = areaStart >> _blockBits; t <= lastRange; t++)
                 if (t >= _table.Length || _table[t] == 0) uncovered.Add(t);
-            if (uncovered.Count == blocks) break;
+            if (uncovered.Count == blocks)
+            {
+                // The area must not take a cluster a damaged entry names: start again just past it.
+                long hit = _quarantined.LastIn(areaStart, areaEnd - areaStart);
+                if (hit < 0) break;
+                areaStart = hit + 1;
+                continue;
+            }
             blocks = uncovered.Count;
         }
         if (tableClusters * _geometry.ClusterSize > Qcow2HeaderValidator.MaxRefcountTableBytes)

@@ -259,4 +259,94 @@ public sealed class Qcow2HostileEntryTests : IDisposable
         Assert.Equal(before, FileBytes(path, snapshots, ClusterSize));
         Assert.True(IsMarkedCorrupt(path));
     }
+
+    [Fact]
+    public async Task An_entry_of_a_table_first_read_after_its_free_cluster_was_handed_out_fails_with_eio_instead_of_reading_that_data()
+    {
+        // Two L2 tables: guest [0, 128k) in the first, guest 600M in the second. The second table's entry for
+        // 600M+64k names a hole the refcounts call free; a write through the first table gets that hole before the
+        // second table is ever read, so the entry then names a cluster with refcount 1 holding guest 8M's data.
+        QemuTools.Bash(_folder.Path, """
+            qemu-img create -q -f qcow2 img.qcow2 1G
+            qemu-io -f qcow2 img.qcow2 -c "write -P 0x5a 0 128k" -c "write -P 0x5b 600M 64k" >/dev/null
+            """);
+        string path = _folder.File("img.qcow2");
+        var header = ReadHeader(path);
+        long secondL2 = (long)(ReadU64(path, (long)header.L1TableOffset + 8) & L1Entry.OffsetMask);
+        long hole = new FileInfo(path).Length;
+        using (var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite) { Position = hole })
+            stream.Write(new byte[ClusterSize]);
+        long guest = (600L << 20) + ClusterSize;
+        PatchU64(path, secondL2 + (guest % (ClusterSize / 8 * (long)ClusterSize)) / ClusterSize * 8, L2Entry.CopiedFlag | (ulong)hole);
+        var damage = new List<string>();
+        await using (var image = Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null, DamageReport = damage.Add }, HostFile.Open))
+        {
+            await image.WriteAsync(8 << 20, new byte[ClusterSize].Select(_ => (byte)0x78).ToArray(), fua: false);
+            var error = await Assert.ThrowsAsync<BlockDeviceException>(async () => await image.ReadAsync(guest, new byte[ClusterSize]));
+            Assert.Equal(BlockError.Io, error.Error);
+            Assert.Contains($"guest offset 0x{guest:x}", error.Message);
+            await AssertReads(image, 8 << 20, ClusterSize, 0x78);
+            await AssertReads(image, 600L << 20, ClusterSize, 0x5b);
+            Assert.NotEmpty(damage);
+        }
+        Assert.True(IsMarkedCorrupt(path));
+    }
+
+    [Fact]
+    public async Task A_far_cluster_a_damaged_entry_names_does_not_push_a_growing_refcount_table_past_it()
+    {
+        // 512-byte clusters: one refcount table cluster covers 8 MiB of file, so writing 12 MiB grows the table.
+        QemuTools.Bash(_folder.Path, """
+            qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 64M
+            qemu-io -f qcow2 img.qcow2 -c "write -P 0x5a 0 4k" >/dev/null
+            """);
+        string path = _folder.File("img.qcow2");
+        var header = ReadHeader(path);
+        long l2 = (long)(ReadU64(path, (long)header.L1TableOffset) & L1Entry.OffsetMask);
+        // Guest cluster 1 names a cluster 1 GiB into a file of a few KiB: damage, and quarantined when its table is read.
+        PatchU64(path, l2 + 8, L2Entry.CopiedFlag | (1UL << 30));
+        var damage = new List<string>();
+        await using (var image = Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null, DamageReport = damage.Add }, HostFile.Open))
+        {
+            // A write in the damaged entry's table reads it (the first write also passes the corrupt-bit check).
+            await image.WriteAsync(1024, new byte[512], fua: false);
+            await Assert.ThrowsAsync<BlockDeviceException>(async () => await image.ReadAsync(512, new byte[512]));
+            var data = new byte[1 << 20];
+            Array.Fill(data, (byte)0x6d);
+            for (int i = 0; i < 12; i++)
+                await image.WriteAsync((8L << 20) + ((long)i << 20), data, fua: false);
+            await image.FlushAsync();
+            await AssertReads(image, 19L << 20, 1 << 20, 0x6d);
+        }
+        Assert.NotEmpty(damage);
+        Assert.True(new FileInfo(path).Length < 64L << 20, $"the file grew to {new FileInfo(path).Length} bytes");
+    }
+
+    [Fact]
+    public async Task A_new_refcount_block_is_not_placed_on_a_cluster_a_damaged_entry_names()
+    {
+        // 512-byte clusters, 16-bit refcounts: a refcount block covers 128 KiB of file and a new one goes on the first
+        // cluster of its range. Guest cluster 1 names host 256 KiB (range 2, no block yet, refcount 0).
+        QemuTools.Bash(_folder.Path, """
+            qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 64M
+            qemu-io -f qcow2 img.qcow2 -c "write -P 0x5a 0 4k" >/dev/null
+            """);
+        string path = _folder.File("img.qcow2");
+        var header = ReadHeader(path);
+        long l2 = (long)(ReadU64(path, (long)header.L1TableOffset) & L1Entry.OffsetMask);
+        PatchU64(path, l2 + 8, L2Entry.CopiedFlag | (256UL << 10));
+        await using (var image = Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null }, HostFile.Open))
+        {
+            await image.WriteAsync(1024, new byte[512], fua: false); // reads the damaged entry's table
+            var data = new byte[512 << 10];
+            Array.Fill(data, (byte)0x6d);
+            await image.WriteAsync(8L << 20, data, fua: false);
+            await image.FlushAsync();
+        }
+        // qemu-img sees the damage that was there (a reference without a refcount), not an entry naming a refcount block.
+        var result = ToolRunner.Run("qemu-img", ["check", path], TimeSpan.FromSeconds(60));
+        string check = result.Stdout + result.Stderr;
+        Assert.Contains("refcount=0 reference=1", check);
+        Assert.DoesNotContain("reference=2", check);
+    }
 }

@@ -177,20 +177,34 @@ public sealed class Qcow2HostileImageTests : IDisposable
     }
 
     [Fact]
-    public void L1_entry_pointing_past_end_of_file_is_refused()
+    public async Task L1_entry_pointing_past_end_of_file_refuses_a_writable_open_and_fails_only_its_range_read_only()
     {
         string path = MakeImage();
         Patch(path, (long)ReadHeader(path).L1TableOffset, 8, 0x8000_0000_0000_0000UL | (1UL << 40));
-        Assert.Contains("L1 entry 0 L2 table offset", Refused(path));
+        await AssertL1EntryZeroDamaged(path, "L1 entry 0 L2 table offset");
     }
 
     [Fact]
-    public void L1_entry_with_reserved_bits_is_refused()
+    public async Task L1_entry_with_reserved_bits_refuses_a_writable_open_and_fails_only_its_range_read_only()
     {
         string path = MakeImage();
         long l1 = (long)ReadHeader(path).L1TableOffset;
         Patch(path, l1 + 7, 1, 0x01); // bit 0 of the first entry is reserved
-        Assert.Contains("L1 entry 0", Refused(path));
+        await AssertL1EntryZeroDamaged(path, "L1 entry 0");
+    }
+
+    private static async Task AssertL1EntryZeroDamaged(string path, string field)
+    {
+        var refused = Assert.Throws<Qcow2FormatException>(() =>
+            Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null }, HostFile.Open).DisposeAsync().AsTask().GetAwaiter().GetResult());
+        Assert.Contains(field, refused.Message);
+        Assert.Contains("--read-only", refused.Message);
+        var damage = new List<string>();
+        await using var image = Qcow2Image.Open(path, new ImageOpenOptions { ReadOnly = true, DamageReport = damage.Add }, HostFile.Open);
+        var error = await Assert.ThrowsAsync<BlockDeviceException>(async () => await image.ReadAsync(0, new byte[4096]));
+        Assert.Equal(BlockError.Io, error.Error);
+        Assert.Contains(field, error.Message);
+        Assert.Contains(field, Assert.Single(damage));
     }
 
     [Fact]
@@ -348,5 +362,26 @@ public sealed class Qcow2HostileImageTests : IDisposable
         var buffer = new byte[4096];
         await image.ReadAsync(0, buffer);
         Assert.All(buffer, b => Assert.Equal(0x5a, b));
+    }
+
+    [Fact]
+    public async Task A_bitmap_table_lying_on_the_l1_table_refuses_a_read_write_open_and_leaves_the_file_alone()
+    {
+        string path = MakeImage();
+        QemuTools.Run("qemu-img", "bitmap", "--add", path, "b0");
+        using (var image = HostFile.Open(path, new HostFileOptions(true, false)))
+        {
+            var header = Qcow2Header.Read(image);
+            // The directory entry starts with the bitmap table's offset: aim it at the L1 table.
+            Patch(path, (long)header.Bitmaps!.DirectoryOffset, 8, header.L1TableOffset);
+        }
+        byte[] before = File.ReadAllBytes(path);
+        var error = Assert.Throws<Qcow2FormatException>(() =>
+            Qcow2Image.Open(path, new ImageOpenOptions { MaxDirtyAge = null }, HostFile.Open).DisposeAsync().AsTask().GetAwaiter().GetResult());
+        Assert.Contains("table of bitmap \"b0\"", error.Message);
+        Assert.Contains("overlaps the L1 table", error.Message);
+        Assert.Equal(before, File.ReadAllBytes(path));
+        await using var readOnly = Qcow2Image.Open(path, new ImageOpenOptions { ReadOnly = true }, HostFile.Open);
+        Assert.Equal(16L << 20, readOnly.Size);
     }
 }
