@@ -15,8 +15,20 @@ namespace NbdQcow.Cache;
 public sealed class CacheModeLayer : IAsyncDisposable
 {
     private readonly ICacheModeTarget _target;
-    /// <summary>One durable flush at a time; see <see cref="DurableFlushAsync"/>.</summary>
-    private readonly SemaphoreSlim _flushGate = new(1, 1);
+    /// <summary>
+    /// One durable flush at a time (<see cref="DurableFlushAsync"/>): <see cref="_flushRunning"/> while one runs, and the
+    /// callers that came meanwhile gather in <see cref="_nextRound"/>, which runs when it ends.
+    /// </summary>
+    private readonly object _roundLock = new();
+    private bool _flushRunning;
+    private FlushRound? _nextRound;
+    private readonly Stack<FlushRound> _freeRounds = new();
+    private readonly Action<FlushRound> _recycleRound;
+    private readonly Action _onRoundFlushed;
+    private readonly RoundWorkItem _roundWorkItem;
+    private FlushRound? _queuedRound;
+    /// <summary>The running flush while it completes asynchronously (owned by it: one at a time).</summary>
+    private (FlushRound? Round, ValueTask Flushing, long Covers, FlushTicket? Ticket, UnflushedChanges.FlushTicket Unflushed) _running;
     /// <summary>Changes completed so far, and how many of them the last durable flush covered.</summary>
     private long _completedChanges, _flushedChanges;
 
@@ -30,6 +42,9 @@ public sealed class CacheModeLayer : IAsyncDisposable
     {
         _target = target;
         Mode = mode;
+        _recycleRound = RecycleRound;
+        _onRoundFlushed = OnRoundFlushed;
+        _roundWorkItem = new RoundWorkItem(this);
         if (mode.HasVolatileCache() && maxDirtyAge is { } maxAge)
             DirtyAge = new DirtyAgeFlusher(maxAge, DurableFlushAsync, timeProvider, backgroundError);
         Unflushed = new UnflushedChanges { FlushCompleted = flushCompleted };
@@ -77,29 +92,182 @@ public sealed class CacheModeLayer : IAsyncDisposable
     public ValueTask DurableFlushAsync() => DurableFlushAsync(null);
 
     /// <param name="stillNeeded">Asked once this flush's turn comes: false skips it (another flush did what it was for).</param>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public async ValueTask DurableFlushAsync(Func<bool>? stillNeeded)
+    public ValueTask DurableFlushAsync(Func<bool>? stillNeeded)
     {
         long target = Interlocked.Read(ref _completedChanges);
-        // The format's fdatasyncs are synchronous: not on the thread that completes the export's other I/O (a
-        // write-through write's continuation can get here on it), where they would also serialise the flushes that coalesce.
-        if (IoCompletionThread.IsCurrent) await Task.Yield();
-        await _flushGate.WaitAsync().ConfigureAwait(false);
+        bool covered = Interlocked.Read(ref _flushedChanges) >= target && !_target.HasUnflushedState;
+        FlushRound round;
+        ValueTask waiting;
+        lock (_roundLock)
+        {
+            if (!_flushRunning && covered) return ValueTask.CompletedTask;
+            round = _nextRound ??= RentRound();
+            waiting = round.Join(target, stillNeeded);
+            // A flush is running: it may have started before this caller's change completed, so the caller waits for
+            // the next one, which starts when this one ends and covers everything completed by then.
+            if (_flushRunning) return waiting;
+            _flushRunning = true;
+            _nextRound = null;
+        }
+        if (MustLeaveThisThread()) QueueRound(round);
+        else RunRounds(round, fromCaller: true);
+        return waiting;
+    }
+
+    /// <summary>
+    /// A format's synchronous flush work (tables, barriers, frees) must not run on the thread that completes the
+    /// export's other I/O (a write-through write's continuation gets here on it): every completion would wait behind
+    /// it. A flush that only awaits the file's asynchronous fdatasync (the ring's FSYNC) stays: no hop.
+    /// </summary>
+    private bool MustLeaveThisThread() => IoCompletionThread.IsCurrent && _target.FlushBlocksThread;
+
+    /// <summary>
+    /// Runs <paramref name="round"/> and, while each completes synchronously, the rounds that queued meanwhile. A caller
+    /// (<paramref name="fromCaller"/>) runs only its own round here, so its request is not held up by later ones.
+    /// </summary>
+    private void RunRounds(FlushRound round, bool fromCaller)
+    {
+        while (StartRound(round))
+        {
+            if (TakeNextRound() is not { } next) return;
+            if (fromCaller || MustLeaveThisThread())
+            {
+                QueueRound(next);
+                return;
+            }
+            round = next;
+        }
+    }
+
+    /// <summary>Starts the round's flush; true when it finished synchronously (its waiters are completed).</summary>
+    private bool StartRound(FlushRound round)
+    {
+        bool needed;
         try
         {
-            if (stillNeeded is not null && !stillNeeded()) return;
-            if (Interlocked.Read(ref _flushedChanges) >= target && !_target.HasUnflushedState) return;
-            long covers = Interlocked.Read(ref _completedChanges);
-            var ticket = DirtyAge?.BeginFlush();
-            var unflushed = Unflushed.BeginFlush();
-            await _target.FlushToDiskAsync().ConfigureAwait(false);
-            Interlocked.Exchange(ref _flushedChanges, covers);
-            if (ticket is { } t) DirtyAge!.EndFlush(t);
-            Unflushed.EndFlush(unflushed);
+            needed = round.IsNeeded() && (Interlocked.Read(ref _flushedChanges) < round.Target || _target.HasUnflushedState);
         }
-        finally
+        catch (Exception e)
         {
-            _flushGate.Release();
+            round.Complete(e);
+            return true;
+        }
+        if (!needed)
+        {
+            round.Complete(null);
+            return true;
+        }
+        long covers = Interlocked.Read(ref _completedChanges);
+        var ticket = DirtyAge?.BeginFlush();
+        var unflushed = Unflushed.BeginFlush();
+        ValueTask flushing;
+        try
+        {
+            flushing = _target.FlushToDiskAsync();
+        }
+        catch (Exception e)
+        {
+            round.Complete(e);
+            return true;
+        }
+        if (flushing.IsCompleted)
+        {
+            FinishRound(round, flushing, covers, ticket, unflushed);
+            return true;
+        }
+        _running = (round, flushing, covers, ticket, unflushed);
+        flushing.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onRoundFlushed);
+        return false;
+    }
+
+    private void OnRoundFlushed()
+    {
+        var (round, flushing, covers, ticket, unflushed) = _running;
+        _running = default;
+        var error = Settle(flushing, covers, ticket, unflushed);
+        if (TakeNextRound() is not { } next)
+        {
+            round!.Complete(error);
+            return;
+        }
+        if (IoCompletionThread.IsCurrent && !_target.FlushBlocksThread)
+        {
+            // The next round's FSYNC goes to the kernel first and runs there while this round's waiters are answered.
+            var finished = StartRound(next);
+            round!.Complete(error);
+            if (finished && TakeNextRound() is { } after) RunRoundsElsewhereOrHere(after);
+            return;
+        }
+        round!.Complete(error);
+        RunRoundsElsewhereOrHere(next);
+    }
+
+    private void RunRoundsElsewhereOrHere(FlushRound round)
+    {
+        if (MustLeaveThisThread()) QueueRound(round);
+        else RunRounds(round, fromCaller: false);
+    }
+
+    private void FinishRound(FlushRound round, ValueTask flushing, long covers, FlushTicket? ticket, UnflushedChanges.FlushTicket unflushed) =>
+        round.Complete(Settle(flushing, covers, ticket, unflushed));
+
+    /// <summary>The flush's outcome: on success every change it covers counts as durable; the error otherwise.</summary>
+    private Exception? Settle(ValueTask flushing, long covers, FlushTicket? ticket, UnflushedChanges.FlushTicket unflushed)
+    {
+        try
+        {
+            flushing.GetAwaiter().GetResult();
+        }
+        catch (Exception e)
+        {
+            return e;
+        }
+        Interlocked.Exchange(ref _flushedChanges, covers);
+        if (ticket is { } t) DirtyAge!.EndFlush(t);
+        Unflushed.EndFlush(unflushed);
+        return null;
+    }
+
+    /// <summary>The round that waited for the one just finished, or null (then no flush runs any more).</summary>
+    private FlushRound? TakeNextRound()
+    {
+        lock (_roundLock)
+        {
+            var next = _nextRound;
+            if (next is null)
+            {
+                _flushRunning = false;
+                return null;
+            }
+            _nextRound = null;
+            return next;
+        }
+    }
+
+    private void QueueRound(FlushRound round)
+    {
+        _queuedRound = round;
+        ThreadPool.UnsafeQueueUserWorkItem(_roundWorkItem, preferLocal: false);
+    }
+
+    private FlushRound RentRound() => _freeRounds.Count > 0 ? _freeRounds.Pop() : new FlushRound(_recycleRound);
+
+    private void RecycleRound(FlushRound round)
+    {
+        lock (_roundLock)
+        {
+            if (_freeRounds.Count < 4) _freeRounds.Push(round);
+        }
+    }
+
+    /// <summary>Runs a queued round on a pool thread (one at a time: only the running flush queues one).</summary>
+    private sealed class RoundWorkItem(CacheModeLayer layer) : IThreadPoolWorkItem
+    {
+        public void Execute()
+        {
+            var round = layer._queuedRound!;
+            layer._queuedRound = null;
+            layer.RunRounds(round, fromCaller: false);
         }
     }
 

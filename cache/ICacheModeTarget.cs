@@ -19,6 +19,14 @@ public interface ICacheModeTarget
     /// </summary>
     IOException? SyncRefusal();
 
+    /// <summary>
+    /// True when <see cref="FlushToDiskAsync"/>, run now, would do synchronous host I/O or wait synchronously (tables
+    /// to write with their ordering barriers, a journal commit, frees to apply), so the layer leaves the I/O
+    /// completion thread first; false when it would only await the file's asynchronous fdatasync. A hint: a flush
+    /// that finds more work than announced still does it, and leaves the completion thread itself before waiting.
+    /// </summary>
+    bool FlushBlocksThread => true;
+
     /// <summary>Makes every change completed before the call durable (ends with fdatasync). Never runs concurrently with itself.</summary>
     ValueTask FlushToDiskAsync();
 

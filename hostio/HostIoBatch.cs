@@ -25,6 +25,9 @@ public sealed class HostIoBatch
         if (Interlocked.Decrement(ref _openCount) == 0) SubmitHeld();
     }
 
+    /// <summary>True while some batch is open (submissions are being held).</summary>
+    public bool IsOpen => Volatile.Read(ref _openCount) > 0;
+
     /// <summary>How many submissions are held now (for tests).</summary>
     public int HeldCount
     {

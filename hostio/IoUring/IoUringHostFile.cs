@@ -52,7 +52,8 @@ internal sealed class IoUringHostFile : IHostFile
     {
         if (buffer.IsEmpty) return ValueTask.CompletedTask;
         // A broken ring (io_uring_enter failed hard): the threads engine's synchronous call, as for unaligned direct I/O.
-        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, buffer.Length)))
+        // So is a lone read (queue depth 1): see RunsHere.
+        if (_ring.IsBroken || (IsDirect && !IsBlockAligned(offset, buffer.Length)) || RunsHere(buffer.Length))
         {
             _file.Read(offset, buffer.Span);
             return ValueTask.CompletedTask;
@@ -245,9 +246,10 @@ internal sealed class IoUringHostFile : IHostFile
         operation.Address = address;
         operation.Length = length;
         operation.OpFlags = flags;
-        // What follows a small read or write is short (a copy, the image's bookkeeping, a reply of a few KiB); what
-        // follows a sync may be an ordered metadata flush with synchronous writes and syncs: that goes to the pool.
-        operation.CompleteInline = _ring.InlineShortCompletions && opcode != IoUringCalls.OpFsync && length <= InlineCompletionLimit;
+        // What follows a small read or write is short (a copy, the image's bookkeeping, a reply of a few KiB), and so
+        // is what follows a sync (the flush's bookkeeping, then the replies of the writes it made durable; a format
+        // leaves the completion thread itself before synchronous work after its sync, as qcow2 does to apply frees).
+        operation.CompleteInline = _ring.InlineShortCompletions && length <= InlineCompletionLimit;
         return _ring.Submit(operation);
     }
 
@@ -281,6 +283,18 @@ internal sealed class IoUringHostFile : IHostFile
     private static unsafe nint AddressOf(in MemoryHandle pin) => (nint)pin.Pointer;
 
     private static unsafe Span<byte> NativeSpan(nint address, int length) => new((void*)address, length);
+
+    /// <summary>
+    /// A short read with nothing else in flight on the ring and no batch open (a client at queue depth 1) is a plain
+    /// pread on the calling thread: there is nothing to share an io_uring_enter with, and the ring would only add the
+    /// completion thread's wake-up to the reply's latency (as the threads engine's call returns at once). While it
+    /// blocks, requests that arrive meanwhile are buffered, so the next ones see them and batch through the ring.
+    /// Not writes: the receive loop closes the batch before each WRITE, so a burst of writes would find the ring idle
+    /// every time and run one by one on the receiving thread. Never on the completion thread itself, which must not
+    /// wait for a device; fdatasync always goes through the ring.
+    /// </summary>
+    private bool RunsHere(int length) =>
+        length <= InlineCompletionLimit && _ring.InlineShortCompletions && !IoCompletionThread.IsCurrent && _ring.IsIdle;
 
     private static bool IsBlockAligned(long offset, int length) =>
         offset % HostFile.DirectAlignment == 0 && length % HostFile.DirectAlignment == 0;

@@ -152,6 +152,19 @@ internal sealed unsafe class IoUringRing : IDisposable
         }
     }
 
+    /// <summary>
+    /// True when nothing is in flight on this ring and no batch holds submissions: a lone request gains nothing from
+    /// the ring then (nothing to share an io_uring_enter with) and pays the completion thread's wake-up.
+    /// </summary>
+    public bool IsIdle
+    {
+        get
+        {
+            if (_batch is { IsOpen: true }) return false;
+            lock (_freeSlots) return _freeSlots.Count == _operations.Length;
+        }
+    }
+
     public void Return(IoUringOperation operation)
     {
         lock (_freeSlots) _freeSlots.Push(operation.Slot);

@@ -263,6 +263,10 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
 
     bool ICacheModeTarget.HasUnflushedState => MetadataCache.DirtyCount > 0 || _refcounts is { PendingFreeCount: > 0 };
 
+    // Overwrites of allocated clusters leave nothing but the final fdatasync, which is asynchronous.
+    bool ICacheModeTarget.FlushBlocksThread =>
+        _journalWriter is not null || MetadataCache.DirtyCount > 0 || _refcounts is { PendingFreeCount: > 0 };
+
     // Asked at each FLUSH: Open replaces the latch after InitializeWriting (one latch for every file of the image).
     IOException? ICacheModeTarget.SyncRefusal() => SyncFailures.RefusalFor(Path);
 
@@ -275,6 +279,8 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
     {
         var journal = _journalWriter;
         long epoch = 0, freesCovered = 0;
+        // Tables made dirty since the layer asked: their writes and barriers are synchronous, not for the completion thread.
+        if (IoCompletionThread.IsCurrent && (journal is not null || MetadataCache.DirtyCount > 0)) await Task.Yield();
         await MetadataLock.WaitAsync().ConfigureAwait(false);
         try
         {
@@ -287,10 +293,13 @@ public sealed partial class Qcow2Image : IUnflushedChangesSource, ICacheModeTarg
         {
             MetadataLock.Release();
         }
-        // The final fdatasync runs without the metadata lock: in-place writes and lookups go on meanwhile.
-        if (journal is null) MetadataCache.SyncEpoch(epoch);
+        // The final fdatasync runs without the metadata lock: in-place writes and lookups go on meanwhile. It is
+        // submitted now, after every write this flush covers has completed; with io_uring no thread waits in it.
+        if (journal is null) await MetadataCache.SyncEpochAsync(epoch).ConfigureAwait(false);
         if (_refcounts is { PendingFreeCount: > 0 } refcounts)
         {
+            // The ring's FSYNC completes on the completion thread, where WaitForEarlier would wait for itself.
+            if (IoCompletionThread.IsCurrent) await Task.Yield();
             await MetadataLock.WaitAsync().ConfigureAwait(false);
             try
             {

@@ -260,6 +260,9 @@ public sealed partial class RawImage : IBlockDevice, IUnflushedChangesSource, IC
 
     bool ICacheModeTarget.HasUnflushedState => Volatile.Read(ref _neverSynced);
 
+    // The whole flush is the file's asynchronous fdatasync.
+    bool ICacheModeTarget.FlushBlocksThread => false;
+
     IOException? ICacheModeTarget.SyncRefusal() => _syncFailures.RefusalFor(_file.Path);
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]

@@ -164,12 +164,13 @@ public sealed partial class NbdSession
             // for this reply, as at queue depth 1) runs right here: handing it to another thread would only add a
             // wake-up to its latency. Anything else goes to the thread pool so requests overlap, and so does a
             // write that ends in an fdatasync (FUA, or a mode without a volatile cache): this thread also serves
-            // other connections' socket events.
+            // other connections' socket events. With io_uring every WRITE starts here, that one too: its data write
+            // and its fdatasync go through the ring, and what follows them runs where they complete.
             var plainWrite = request.Command == NbdCommand.Write && (request.Flags & NbdCommandFlags.Fua) == 0
                 && (_export.Features & BlockDeviceFeatures.WriteThrough) == 0;
             var runInline = !_inputHasMore && _slots.CurrentCount == _options.MaxInFlight
                 && (request.Command == NbdCommand.Read || plainWrite);
-            var startWriteHere = !runInline && plainWrite && !oversized && _export.StartsRequestsWhereReceived;
+            var startWriteHere = !runInline && request.Command == NbdCommand.Write && !oversized && _export.StartsRequestsWhereReceived;
             var slotWait = _slots.WaitAsync();
             if (!slotWait.IsCompleted) batch.Close();
             await slotWait.ConfigureAwait(false);
@@ -185,21 +186,22 @@ public sealed partial class NbdSession
             if (runInline)
             {
                 batch.Close();
-                await ExecuteAsync(work).ConfigureAwait(false);
+                await RunAsync(work).ConfigureAwait(false);
+                _workPool.Enqueue(work);
             }
             else if (request.Command == NbdCommand.Read && _export.StartsRequestsWhereReceived)
             {
                 // With io_uring a READ runs here only until its host read is queued (into the open batch, so a burst
                 // shares one io_uring_enter); its reply is sent where the read completes. A pool thread would add a
                 // wake-up and a submission of its own per request. The loop does not wait for it.
-                _ = ExecuteAsync(work);
+                Start(work);
             }
             else if (startWriteHere)
             {
                 // A plain WRITE likewise, but with the batch closed first: a write may end in a flush that waits,
                 // synchronously, for reads whose submissions this loop's open batch would still hold.
                 batch.Close();
-                _ = ExecuteAsync(work);
+                Start(work);
             }
             else
             {
@@ -361,8 +363,40 @@ public sealed partial class NbdSession
         return true;
     }
 
-    /// <summary>Runs one request on the thread pool and answers it; never throws.</summary>
-    internal async Task ExecuteAsync(RequestWork work)
+    /// <summary>
+    /// Starts one request where the caller is, without waiting for it: its pooled task is observed by the work item's
+    /// cached continuation (no allocation), which returns the work item to the pool once the request is done.
+    /// </summary>
+    internal void Start(RequestWork work)
+    {
+        var running = RunAsync(work);
+        if (running.IsCompleted)
+        {
+            Finish(running, work);
+            return;
+        }
+        work.Running = running;
+        running.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(work.RunCompleted);
+    }
+
+    /// <summary>Takes the result of a request started by <see cref="Start"/> (its pooled box goes back) and recycles its work item.</summary>
+    internal void Finish(ValueTask running, RequestWork work)
+    {
+        try
+        {
+            running.GetAwaiter().GetResult();
+        }
+        catch (Exception ex)
+        {
+            // RunAsync answers every error itself; anything here is a bug, and the request's reply was not sent.
+            _log.Warn($"{_peer}: request failed without a reply: {ex}");
+        }
+        _workPool.Enqueue(work);
+    }
+
+    /// <summary>Runs one request and answers it; never throws. Its caller recycles <paramref name="work"/> afterwards.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask RunAsync(RequestWork work)
     {
         var started = Stopwatch.GetTimestamp();
         try
@@ -387,12 +421,12 @@ public sealed partial class NbdSession
                 _largeSlots.Release();
             }
             work.Reset();
-            _workPool.Enqueue(work);
             _slots.Release();
         }
     }
 
-    private async Task ProcessAsync(RequestWork work)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ProcessAsync(RequestWork work)
     {
         var request = work.Request;
         var export = _export;
@@ -483,7 +517,8 @@ public sealed partial class NbdSession
         return flags;
     }
 
-    private async Task ReadAndReplyAsync(IBlockDevice device, NbdRequest request)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ReadAndReplyAsync(IBlockDevice device, NbdRequest request)
     {
         var length = (int)request.Length;
         var buffer = _budget.Buffers.Rent(length);
@@ -560,7 +595,8 @@ public sealed partial class NbdSession
         _output.Write(data.Span);
     }
 
-    private async Task BlockStatusAndReplyAsync(RequestWork work)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask BlockStatusAndReplyAsync(RequestWork work)
     {
         var request = work.Request;
         var export = _export;

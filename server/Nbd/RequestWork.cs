@@ -9,7 +9,22 @@ namespace NbdQcow.Server.Nbd;
 /// </summary>
 internal sealed class RequestWork : IThreadPoolWorkItem
 {
-    public RequestWork(NbdSession session) => Session = session;
+    public RequestWork(NbdSession session)
+    {
+        Session = session;
+        RunCompleted = () =>
+        {
+            var running = Running;
+            Running = default;
+            Session.Finish(running, this);
+        };
+    }
+
+    /// <summary>The request while it runs without anyone awaiting it (<see cref="NbdSession.Start"/>).</summary>
+    public ValueTask Running;
+
+    /// <summary>Observes <see cref="Running"/> once it completes; created once per work item.</summary>
+    public Action RunCompleted { get; }
 
     public NbdSession Session { get; }
 
@@ -36,7 +51,7 @@ internal sealed class RequestWork : IThreadPoolWorkItem
     /// <summary>Per selected qemu context: its id and where its extents sit in <see cref="StatusExtents"/>.</summary>
     public readonly List<(uint ContextId, int First, int Count)> StatusChunks = new(4);
 
-    public void Execute() => _ = Session.ExecuteAsync(this);
+    public void Execute() => Session.Start(this);
 
     public void Reset()
     {

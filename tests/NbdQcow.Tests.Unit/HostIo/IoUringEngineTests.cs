@@ -201,6 +201,35 @@ public sealed class IoUringEngineTests : IDisposable
         await file.WriteAsync(4096, data).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_lone_read_on_an_idle_ring_is_done_before_the_call_returns_and_one_in_a_burst_goes_through_the_ring(bool direct)
+    {
+        var engine = Engine("io_uring");
+        var path = NewFile(1 << 20);
+        using var file = engine.Factory(path, new HostFileOptions(ReadOnly: false, Direct: direct));
+        var data = new byte[4096];
+        var back = new byte[4096];
+        var random = new Random(5);
+        for (var i = 0; i < 16; i++)
+        {
+            // Queue depth 1: nothing in flight, no batch open. A ring submission would still be pending here (its
+            // completion comes from the completion thread); the plain pread is done.
+            random.NextBytes(data);
+            file.Write(i * 8192, data); // synchronous: an awaited ring write would continue on the completion thread
+            var read = file.ReadAsync(i * 8192, back);
+            Assert.True(read.IsCompletedSuccessfully, $"read {i} went through the ring");
+            Assert.Equal(data, back);
+        }
+        // With a batch open (a burst of requests being received) a read goes through the ring as before.
+        engine.Batch.Open();
+        var held = file.ReadAsync(0, new byte[4096]).AsTask();
+        Assert.Equal(1, engine.Batch.HeldCount);
+        engine.Batch.Close();
+        await held.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
     [Fact]
     public async Task A_refused_io_uring_falls_back_to_threads_with_one_log_line()
     {

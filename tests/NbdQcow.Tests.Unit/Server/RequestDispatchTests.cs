@@ -1,4 +1,5 @@
 using System.IO.Pipelines;
+using NbdQcow.Cache;
 using NbdQcow.HostIo;
 using NbdQcow.Image;
 using NbdQcow.Protocol.Client;
@@ -24,11 +25,14 @@ public sealed class RequestDispatchTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Theory]
-    [InlineData(AioEngine.IoUring, false, false)]
-    [InlineData(AioEngine.Threads, false, true)]
-    [InlineData(AioEngine.IoUring, true, false)]
-    [InlineData(AioEngine.Threads, true, true)]
-    public async Task Requests_in_flight_start_on_the_receiving_thread_only_with_io_uring(AioEngine aio, bool writes, bool expectPool)
+    [InlineData(AioEngine.IoUring, false, false, CacheMode.Writeback)]
+    [InlineData(AioEngine.Threads, false, true, CacheMode.Writeback)]
+    [InlineData(AioEngine.IoUring, true, false, CacheMode.Writeback)]
+    [InlineData(AioEngine.Threads, true, true, CacheMode.Writeback)]
+    // A write-through mode ends every WRITE in an fdatasync: with io_uring that goes through the ring too.
+    [InlineData(AioEngine.IoUring, true, false, CacheMode.Writethrough)]
+    [InlineData(AioEngine.Threads, true, true, CacheMode.Writethrough)]
+    public async Task Requests_in_flight_start_on_the_receiving_thread_only_with_io_uring(AioEngine aio, bool writes, bool expectPool, CacheMode mode)
     {
         var engine = HostIoEngine.Create(aio);
         Assert.Equal(aio, engine.Effective);
@@ -36,7 +40,7 @@ public sealed class RequestDispatchTests : IDisposable
         var content = new byte[ImageSize];
         new Random(7).NextBytes(content);
         await File.WriteAllBytesAsync(path, content);
-        var image = ImageOpener.Open(path, new ImageOpenOptions { Format = "raw", MaxDirtyAge = null, HostFileFactory = engine.Factory });
+        var image = ImageOpener.Open(path, new ImageOpenOptions { Format = "raw", CacheMode = mode, MaxDirtyAge = null, HostFileFactory = engine.Factory });
         var device = new RecordingDevice(image);
         await using var registry = new ExportRegistry();
         registry.Add(new NbdExport("disk", device, hostIoBatch: engine.Batch) { SubmittingEngine = engine });
