@@ -21,6 +21,12 @@ public sealed partial class Qcow2Image
     /// <summary>Beyond this many damaged entries in one table, the whole table's range fails (bounds the memory kept).</summary>
     private const int MaxDamagedEntriesPerTable = 64;
 
+    /// <summary>
+    /// Beyond this many damaged entries remembered for the whole image, a table with any more fails as a whole: a
+    /// crafted image with damage in every table, read end to end, cannot make the kept set grow without bound.
+    /// </summary>
+    private const int MaxDamagedEntriesRemembered = 4096;
+
     /// <summary>Per L1 index: whether its L2 table was checked since open (writable images without a data file; else null).</summary>
     private byte[]? _l2Ownership;
 
@@ -48,7 +54,7 @@ public sealed partial class Qcow2Image
         var g = Geometry;
         var refcounts = Refcounts;
         long tableGuest = l1Index * g.L2Coverage;
-        int damaged = 0;
+        int damaged = 0, remembered = 0;
         string? first = null;
         for (int i = 0; i < g.L2Entries; i++)
         {
@@ -62,11 +68,17 @@ public sealed partial class Qcow2Image
             if (problem is null) continue;
             long guest = tableGuest + ((long)i << g.ClusterBits);
             first ??= $"L2 entry 0x{entry.Raw:x16} for guest offset 0x{guest:x}: {problem}";
-            if (++damaged <= MaxDamagedEntriesPerTable) _unownedEntryClusters[guest >> g.ClusterBits] = problem;
+            if (++damaged <= MaxDamagedEntriesPerTable && _unownedEntryClusters.Count < MaxDamagedEntriesRemembered)
+            {
+                _unownedEntryClusters[guest >> g.ClusterBits] = problem;
+                remembered++;
+            }
         }
-        states[l1Index] = damaged == 0 ? L2Checked : damaged <= MaxDamagedEntriesPerTable ? L2HasDamagedEntries : L2Damaged;
+        // Every damaged entry remembered, or the whole table fails: an entry left out would read what it names.
+        bool eachRemembered = remembered == damaged;
+        states[l1Index] = damaged == 0 ? L2Checked : eachRemembered ? L2HasDamagedEntries : L2Damaged;
         if (damaged == 0) return;
-        string scope = damaged == 1 ? "" : damaged <= MaxDamagedEntriesPerTable
+        string scope = damaged == 1 && eachRemembered ? "" : eachRemembered
             ? $" ({damaged} entries of this L2 table are damaged, each fails with EIO)"
             : $" ({damaged} entries of this L2 table are damaged: its whole guest range 0x{tableGuest:x}+0x{g.L2Coverage:x} fails with EIO)";
         _ = ReportDamage($"qcow2 image {Path} is corrupt: {first}{scope}");
